@@ -1,0 +1,72 @@
+# lua-shm: shared memory for Lua.
+#   make            build build/shm/core.so
+#   make test       run the busted suite (LUA=lua5.4)
+#   make demo       writer and reader processes through one segment
+#   make install    PREFIX=/usr/local DESTDIR=  (or LIBDIR=/LUADIR= as LuaRocks passes)
+
+LUA         ?= lua5.4
+LUA_VERSION ?= $(patsubst lua%,%,$(LUA))
+PKG_CONFIG  ?= pkg-config
+LUA_INC     ?= $(shell $(PKG_CONFIG) --cflags $(LUA) 2>/dev/null || echo -I/usr/include/$(LUA))
+CC          ?= cc
+CFLAGS      ?= -O2 -g
+WARN        := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ALL_CFLAGS  := $(WARN) -fPIC -fvisibility=hidden $(LUA_INC) $(CFLAGS)
+LDFLAGS     ?=
+LIBFLAG     ?= -shared
+
+PREFIX      ?= /usr/local
+LIBDIR      ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+LUADIR      ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+BINDIR      ?= $(PREFIX)/bin
+
+SRCS := $(wildcard src/*.c)
+OBJS := $(patsubst src/%.c,build/obj/%.o,$(SRCS))
+LIB  := build/shm/core.so
+
+export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
+export LUA_CPATH := $(CURDIR)/build/?.so;;
+
+.PHONY: all deps test demo install clean bench
+
+all: $(LIB)
+
+build/obj/%.o: src/%.c src/*.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS)
+
+# Debian packages the build and the suite need.
+DEB_PKGS := $(LUA) lib$(LUA)-dev lua-busted
+deps:
+	@missing=""; \
+	for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:"; echo "  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+test: $(LIB)
+	busted --lua=$(LUA)
+
+demo: $(LIB)
+	$(LUA) lua/demo.lua
+
+bench: $(LIB)
+	$(LUA) bench/run.lua
+
+install: $(LIB)
+	install -d $(DESTDIR)$(LIBDIR)/shm $(DESTDIR)$(LUADIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/shm/core.so
+	install -m 0644 lua/shm.lua $(DESTDIR)$(LUADIR)/shm.lua
+	install -m 0755 lua/lshm $(DESTDIR)$(BINDIR)/lshm
+
+clean:
+	rm -rf build

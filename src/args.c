@@ -1,0 +1,167 @@
+/*
+ * Argument checking and the `nil, message, errno` convention.
+ */
+#include "shm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Push nil, "<what>: <strerror(en)>", en.  `en` must have been saved by the
+ * caller right after the failing call, before any Lua API call. */
+static int pusherror(lua_State *L, int en, const char *fmt, va_list ap) {
+  char what[512]; /* printf formats (%x for keys), unlike lua_pushfstring */
+  vsnprintf(what, sizeof what, fmt, ap);
+  luaL_checkstack(L, 3, NULL);
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(en));
+  lua_pushinteger(L, en);
+  return 3;
+}
+
+int shm_fail(lua_State *L, int en, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = pusherror(L, en, fmt, ap);
+  va_end(ap);
+  return n;
+}
+
+/* luaL_fileresult with a formatted object description: true or nil, msg, errno. */
+int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  if (ok) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  va_start(ap, fmt);
+  n = pusherror(L, en, fmt, ap);
+  va_end(ap);
+  return n;
+}
+
+static lua_Integer checkint(lua_State *L, int arg, const char *what) {
+  int isnum = 0;
+  lua_Integer v = lua_tointegerx(L, arg, &isnum);
+  if (!isnum) {
+    if (lua_type(L, arg) == LUA_TNUMBER)
+      luaL_argerror(L, arg, lua_pushfstring(L, "%s has no integer representation", what));
+    luaL_typeerror(L, arg, "integer");
+  }
+  return v;
+}
+
+size_t shm_checksize(lua_State *L, int arg) {
+  lua_Integer v = checkint(L, arg, "size");
+  if (v <= 0) luaL_argerror(L, arg, "size must be positive");
+  if ((lua_Unsigned)v > (lua_Unsigned)PTRDIFF_MAX)
+    luaL_argerror(L, arg, "size too large");
+  return (size_t)v;
+}
+
+/* Permission bits: an integer (384) or an octal string ("0600", "640"). */
+int shm_checkmode(lua_State *L, int arg, int def) {
+  lua_Integer v;
+  switch (lua_type(L, arg)) {
+  case LUA_TNONE:
+  case LUA_TNIL:
+    return def;
+  case LUA_TNUMBER:
+    v = checkint(L, arg, "mode");
+    break;
+  case LUA_TSTRING: {
+    size_t len, i;
+    const char *p = lua_tolstring(L, arg, &len);
+    if (len == 0 || len > 4)
+      luaL_argerror(L, arg, "mode must be an octal string such as \"0600\"");
+    v = 0;
+    for (i = 0; i < len; i++) {
+      if (p[i] < '0' || p[i] > '7')
+        luaL_argerror(L, arg, "mode must be an octal string such as \"0600\"");
+      v = v * 8 + (p[i] - '0');
+    }
+    break;
+  }
+  default:
+    return luaL_typeerror(L, arg, "integer or octal string");
+  }
+  if (v < 0 || v > 0777) luaL_argerror(L, arg, "mode out of range (0 to 0777)");
+  return (int)v;
+}
+
+/* "rw" (default) -> 0, "r" -> 1 (read-only). */
+int shm_checkaccess(lua_State *L, int arg) {
+  const char *a = luaL_optstring(L, arg, "rw");
+  if (strcmp(a, "rw") == 0) return 0;
+  if (strcmp(a, "r") == 0) return 1;
+  return luaL_argerror(L, arg, lua_pushfstring(L, "access must be \"rw\" or \"r\", got \"%s\"", a));
+}
+
+/* 1 if the argument is a System V key, 0 if a POSIX name; raises otherwise. */
+int shm_iskey(lua_State *L, int arg) {
+  if (lua_type(L, arg) == LUA_TNUMBER) return 1;
+  if (lua_type(L, arg) == LUA_TSTRING && lua_tostring(L, arg)[0] == '/') return 0;
+  if (lua_type(L, arg) == LUA_TSTRING)
+    return luaL_argerror(L, arg, "a POSIX name must start with '/'");
+  return luaL_typeerror(L, arg, "integer key or '/name'");
+}
+
+/* A key_t: any 32-bit pattern, given signed or unsigned (0xFFFFFFFF). */
+int32_t shm_checkkey(lua_State *L, int arg) {
+  lua_Integer v = checkint(L, arg, "key");
+  if (v < INT32_MIN || v > (lua_Integer)UINT32_MAX)
+    luaL_argerror(L, arg, "key out of range (32 bits)");
+  return (int32_t)(uint32_t)(v & 0xffffffff);
+}
+
+const char *shm_checkname(lua_State *L, int arg) {
+  size_t len;
+  const char *name = luaL_checklstring(L, arg, &len);
+  if (name[0] != '/') luaL_argerror(L, arg, "a POSIX name must start with '/'");
+  if (len < 2) luaL_argerror(L, arg, "a POSIX name needs characters after '/'");
+  if (len > NAME_MAX) luaL_argerror(L, arg, "POSIX name too long");
+  if (strlen(name) != len) luaL_argerror(L, arg, "POSIX name contains a zero byte");
+  if (strchr(name + 1, '/') != NULL)
+    luaL_argerror(L, arg, "a POSIX name has no '/' after the first");
+  if (strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
+    luaL_argerror(L, arg, "invalid POSIX name");
+  return name;
+}
+
+size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s, lua_Integer def) {
+  lua_Integer off = lua_isnoneornil(L, arg) ? def : checkint(L, arg, "offset");
+  if (off < 0 || (lua_Unsigned)off > s->size)
+    luaL_argerror(L, arg, lua_pushfstring(L, "offset %I out of range (segment size %I)",
+                                          off, (lua_Integer)s->size));
+  return (size_t)off;
+}
+
+size_t shm_checklength(lua_State *L, int arg, const shm_segment *s, size_t off) {
+  lua_Integer len;
+  if (lua_isnoneornil(L, arg)) return s->size - off;
+  len = checkint(L, arg, "length");
+  if (len < 0 || (lua_Unsigned)len > s->size - off)
+    luaL_argerror(L, arg, lua_pushfstring(L, "length %I out of range (offset %I, segment size %I)",
+                                          len, (lua_Integer)off, (lua_Integer)s->size));
+  return (size_t)len;
+}
+
+void shm_setfield_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void shm_setfield_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void shm_setfield_bool(lua_State *L, const char *k, int v) {
+  lua_pushboolean(L, v);
+  lua_setfield(L, -2, k);
+}

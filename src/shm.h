@@ -1,0 +1,100 @@
+/*
+ * lua-shm: shared memory for Lua.
+ * Internal header shared by the C core (shm.core). Only luaopen_shm_core is
+ * exported from the shared object; everything declared here is hidden.
+ */
+#ifndef LUA_SHM_H
+#define LUA_SHM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#define SHM_HIDDEN __attribute__((visibility("hidden")))
+
+#define SHM_SEGMENT_MT "shm.segment"
+#define SHM_VERSION "lua-shm 0.1.0"
+
+enum shm_kind { SHM_SYSV = 0, SHM_POSIX = 1, SHM_FILE = 2 };
+
+/* A mapping of shared memory, owned by one Lua userdata.  addr == NULL means
+ * detached (the "closed" state of liolib's streams).  For POSIX and file maps
+ * the name/path is kept in the userdata's first user value. */
+typedef struct shm_segment {
+  unsigned char *addr; /* start of the mapping, NULL once detached */
+  size_t size;         /* usable bytes (never the page-rounded length) */
+  size_t maplen;       /* length passed to munmap (POSIX/file) */
+  int kind;            /* enum shm_kind */
+  int readonly;        /* mapped without write permission */
+  int fd;              /* POSIX/file: descriptor kept for fstat/fchmod; -1 otherwise */
+  int shmid;           /* System V id, -1 otherwise */
+  int32_t key;         /* System V key (as given), 0 otherwise */
+} shm_segment;
+
+/* The one exported symbol. */
+__attribute__((visibility("default"))) int luaopen_shm_core(lua_State *L);
+
+/* ---- segment.c: the userdata ---- */
+SHM_HIDDEN shm_segment *shm_newsegment(lua_State *L, int kind);
+SHM_HIDDEN shm_segment *shm_checksegment(lua_State *L, int idx);
+SHM_HIDDEN shm_segment *shm_checkopen(lua_State *L, int idx);
+SHM_HIDDEN shm_segment *shm_checkwritable(lua_State *L, int idx);
+SHM_HIDDEN int shm_detach_segment(shm_segment *s);
+SHM_HIDDEN void shm_describe(lua_State *L, int idx);
+SHM_HIDDEN void shm_open_segment_mt(lua_State *L);
+
+/* ---- args.c: argument checking and error results ---- */
+SHM_HIDDEN int shm_fail(lua_State *L, int en, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+SHM_HIDDEN int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+SHM_HIDDEN size_t shm_checksize(lua_State *L, int arg);
+SHM_HIDDEN int shm_checkmode(lua_State *L, int arg, int def);
+SHM_HIDDEN int shm_checkaccess(lua_State *L, int arg);
+SHM_HIDDEN int shm_iskey(lua_State *L, int arg);
+SHM_HIDDEN int32_t shm_checkkey(lua_State *L, int arg);
+SHM_HIDDEN const char *shm_checkname(lua_State *L, int arg);
+SHM_HIDDEN size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s,
+                                  lua_Integer def);
+SHM_HIDDEN size_t shm_checklength(lua_State *L, int arg, const shm_segment *s,
+                                  size_t off);
+SHM_HIDDEN void shm_setfield_int(lua_State *L, const char *k, lua_Integer v);
+SHM_HIDDEN void shm_setfield_str(lua_State *L, const char *k, const char *v);
+SHM_HIDDEN void shm_setfield_bool(lua_State *L, const char *k, int v);
+
+/* ---- sysv.c ---- */
+SHM_HIDDEN int shm_sysv_create(lua_State *L);  /* (key, size, mode) */
+SHM_HIDDEN int shm_sysv_open(lua_State *L);    /* (key, access, size, mode) */
+SHM_HIDDEN int shm_sysv_attach(lua_State *L);  /* (id, access) */
+SHM_HIDDEN int shm_sysv_unlink(lua_State *L);  /* (key) */
+SHM_HIDDEN int shm_sysv_list(lua_State *L, int t, lua_Integer *n);
+SHM_HIDDEN int shm_sysv_ftok(lua_State *L);
+SHM_HIDDEN int shm_sysv_stat(lua_State *L, shm_segment *s);
+SHM_HIDDEN int shm_sysv_remove(lua_State *L, shm_segment *s);
+SHM_HIDDEN int shm_sysv_chmod(lua_State *L, shm_segment *s, int mode);
+SHM_HIDDEN int shm_sysv_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
+
+/* ---- posix.c: POSIX shared memory objects and file maps ---- */
+SHM_HIDDEN int shm_posix_create(lua_State *L); /* (name, size, mode) */
+SHM_HIDDEN int shm_posix_open(lua_State *L);   /* (name, access, size, mode) */
+SHM_HIDDEN int shm_posix_unlink(lua_State *L); /* (name) */
+SHM_HIDDEN int shm_posix_list(lua_State *L, int t, lua_Integer *n);
+SHM_HIDDEN int shm_file_map(lua_State *L);     /* (path, size, access) */
+SHM_HIDDEN int shm_fd_stat(lua_State *L, shm_segment *s);
+SHM_HIDDEN int shm_fd_remove(lua_State *L, shm_segment *s);
+SHM_HIDDEN int shm_fd_chmod(lua_State *L, shm_segment *s, int mode);
+SHM_HIDDEN int shm_fd_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
+SHM_HIDDEN int shm_fd_sync(lua_State *L, shm_segment *s);
+
+/* ---- pack.c: string.pack formats in place ---- */
+SHM_HIDDEN int shm_seg_pack(lua_State *L);
+SHM_HIDDEN int shm_seg_unpack(lua_State *L);
+
+#endif
