@@ -1,0 +1,160 @@
+-- Helpers shared by the specs: unique keys and names, child processes,
+-- cleanup of every kernel object a spec creates.
+local shm = require "shm"
+
+local H = {}
+
+H.lua = os.getenv("LUA") or "lua5.4"
+
+-- the repository root, so that children find the module wherever busted runs
+H.root = debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers%.lua$") or "."
+if H.root:sub(1, 1) ~= "/" then H.root = os.getenv("PWD") .. "/" .. H.root end
+H.env = {
+  LUA_PATH = H.root .. "/lua/?.lua;;",
+  LUA_CPATH = H.root .. "/build/?.so;;",
+}
+
+local function readpid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
+  return pid
+end
+H.pid = readpid()
+
+local counter = 0
+local created = {}
+
+--- A System V key no segment uses, remembered for cleanup.
+function H.key()
+  while true do
+    counter = counter + 1
+    local k = 0x4c000000 | ((H.pid & 0xfff) << 12) | (counter & 0xfff)
+    local s = shm.open(k)
+    if s then s:detach() else
+      created[#created + 1] = k
+      return k
+    end
+  end
+end
+
+--- A POSIX name no object uses, remembered for cleanup.
+function H.name()
+  counter = counter + 1
+  local n = string.format("/lshm-spec-%d-%d", H.pid, counter)
+  created[#created + 1] = n
+  return n
+end
+
+--- A scratch file path, remembered for cleanup.
+function H.tmpfile()
+  local p = os.tmpname()
+  os.remove(p)
+  created[#created + 1] = { path = p }
+  return p
+end
+
+--- Remove whatever the keys, names and paths handed out refer to.
+function H.cleanup()
+  for i = #created, 1, -1 do
+    local c = created[i]
+    if type(c) == "table" then os.remove(c.path) else shm.unlink(c) end
+    created[i] = nil
+  end
+  collectgarbage()
+  collectgarbage()
+end
+
+local function shellquote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.shellquote = shellquote
+
+--- Write `code` to a world-readable script file and return its path.
+function H.script(code)
+  local p = os.tmpname()
+  local f = assert(io.open(p, "w"))
+  f:write(code)
+  f:close()
+  os.execute("chmod 0644 " .. shellquote(p))
+  return p
+end
+
+local function command(code, args, opts)
+  opts = opts or {}
+  local script = H.script(code)
+  local parts = { "env" }
+  for k, v in pairs(opts.env or H.env) do
+    parts[#parts + 1] = k .. "=" .. shellquote(v)
+    parts[#parts + 1] = k .. "_5_4=" .. shellquote(v)
+  end
+  if opts.user then
+    parts[#parts + 1] = "setpriv --reuid=" .. opts.user .. " --regid=" .. (opts.group or "nogroup")
+      .. " --clear-groups"
+  end
+  parts[#parts + 1] = opts.interpreter or H.lua
+  parts[#parts + 1] = shellquote(script)
+  for _, a in ipairs(args or {}) do parts[#parts + 1] = shellquote(a) end
+  local cmd = table.concat(parts, " ")
+  if not opts.stderr then cmd = cmd .. " 2>&1" end
+  return cmd, script
+end
+
+--- Run Lua `code` in a child interpreter with `args` (its `...`).
+-- Returns its output (stdout and stderr) and its exit code.
+function H.run(code, args, opts)
+  local cmd, script = command(code, args, opts)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local _, _, rc = p:close()
+  os.remove(script)
+  return out, rc
+end
+
+--- Start a child without waiting: returns a handle with :line() to read one
+-- line of its output and :finish() returning the rest and the exit code.
+function H.spawn(code, args, opts)
+  local cmd, script = command(code, args, opts)
+  local p = assert(io.popen(cmd, "r"))
+  local h = {}
+  function h:line() return p:read("l") end
+  function h:finish()
+    local out = p:read("a")
+    local _, _, rc = p:close()
+    os.remove(script)
+    return out, rc
+  end
+  return h
+end
+
+--- A FIFO to release a waiting child: child blocks in io.open(path):read().
+function H.fifo()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkfifo -m 0666 " .. shellquote(p)))
+  created[#created + 1] = { path = p }
+  return p
+end
+
+--- Write a line into a FIFO (blocks until the child opens it for reading).
+function H.release(fifo, msg)
+  local f = assert(io.open(fifo, "w"))
+  f:write((msg or "go") .. "\n")
+  f:close()
+end
+
+--- Shell command output.
+function H.sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local _, _, rc = p:close()
+  return out, rc
+end
+
+--- Does a System V segment with this key exist (per ipcs)?
+function H.ipcs_has(key)
+  local out = H.sh("ipcs -m")
+  return out:find(string.format("0x%08x", key), 1, true) ~= nil
+end
+
+return H
