@@ -1,0 +1,33 @@
+rockspec_format = "3.0"
+package = "lua-shm"
+version = "scm-1"
+source = {
+  url = "git+file://./lua-shm",
+}
+description = {
+  summary = "Shared memory for Lua: System V, POSIX and file segments, atomics, mutexes, queues",
+  detailed = [[
+    Shared-memory segments as userdata: System V (shmget/shmat), POSIX (shm_open)
+    and shared file maps, with checked reads and writes, string.pack formats in
+    place, stat/remove/chmod, and a command-line tool, lshm.
+  ]],
+  license = "MIT",
+  labels = { "ipc", "shm", "shared-memory", "linux" },
+}
+supported_platforms = { "linux" }
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+build = {
+  type = "builtin",
+  modules = {
+    shm = "lua/shm.lua",
+    ["shm.core"] = {
+      sources = {
+        "src/args.c", "src/core.c", "src/pack.c", "src/posix.c",
+        "src/segment.c", "src/sysv.c",
+      },
+      incdirs = { "src" },
+    },
+  },
+}
