@@ -40,7 +40,7 @@ $(LIB): $(OBJS)
 	$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS)
 
 # Debian packages the build and the suite need.
-DEB_PKGS := $(LUA) lib$(LUA)-dev lua-busted
+DEB_PKGS := $(LUA) lib$(LUA)-dev lua-busted luarocks gcc make
 deps:
 	@missing=""; \
 	for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -30,4 +30,7 @@ build = {
       incdirs = { "src" },
     },
   },
+  install = {
+    bin = { lshm = "lua/lshm" },
+  },
 }

@@ -39,5 +39,27 @@ describe("rockspec", function()
     } })
     assert.equal(0, rc, out)
     assert.matches("^rock lua%-shm ", out)
+    -- lshm is installed as a command, wrapped to find the installed module
+    out, rc = H.sh(tree .. "/bin/lshm ls")
+    assert.equal(0, rc, out)
+    assert.matches("^KIND%s+KEY/NAME", out)
+  end)
+
+  it("installs with make install, honouring DESTDIR and PREFIX", function()
+    local dest = os.tmpname()
+    os.remove(dest)
+    finally(function() os.execute("rm -rf " .. H.shellquote(dest)) end)
+    local out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install DESTDIR=" .. dest
+      .. " PREFIX=/opt/x")
+    assert.equal(0, rc, out)
+    for _, f in ipairs({ "/opt/x/lib/lua/5.4/shm/core.so", "/opt/x/share/lua/5.4/shm.lua",
+                         "/opt/x/bin/lshm" }) do
+      assert.is_true(os.rename(dest .. f, dest .. f), f .. " not installed")
+    end
+    out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install DESTDIR=" .. dest
+      .. " LIBDIR=/l LUADIR=/s BINDIR=/b")
+    assert.equal(0, rc, out)
+    assert.is_true(os.rename(dest .. "/l/shm/core.so", dest .. "/l/shm/core.so"))
+    assert.is_true(os.rename(dest .. "/s/shm.lua", dest .. "/s/shm.lua"))
   end)
 end)
