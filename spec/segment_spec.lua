@@ -188,9 +188,7 @@ describe("segment", function()
   it("gc detaches a sysv segment without removing it", function()
     local key = H.key()
     do
-      local seg = assert(shm.create(key, 64))
-      seg:write("kept")
-      seg = nil
+      assert(shm.create(key, 64)):write("kept") -- no reference kept
     end
     collectgarbage() collectgarbage()
     local seg = assert(shm.open(key))
