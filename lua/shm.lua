@@ -1,9 +1,61 @@
 --- shm: shared memory for Lua.
 -- The C core (shm.core) does the work; this front module is what users
--- require, and the place for the parts written in Lua.
+-- require, and the home of the parts written in Lua (shm.queue's constructors).
 local core = require "shm.core"
 
 local shm = {}
-for k, v in pairs(core) do shm[k] = v end
+for k, v in pairs(core) do
+  if k ~= "queue_new" and k ~= "QUEUE_HEADER" then shm[k] = v end
+end
+
+local queue_new, HEADER = core.queue_new, core.QUEUE_HEADER
+
+-- "shm.create(0x1234): File exists" -> "shm.queue.create(0x1234): File exists"
+local function rename(msg, from, to)
+  return msg and (msg:gsub("^" .. from:gsub("%.", "%%."), to, 1))
+end
+
+local function describe(key_or_name)
+  return math.type(key_or_name) == "integer" and string.format("0x%x", key_or_name & 0xffffffff)
+    or tostring(key_or_name)
+end
+
+--- A bounded queue of variable-size messages in one segment (any number of
+-- writer and reader processes).
+shm.queue = {}
+
+--- Make a queue with `capacity` bytes for messages (each takes 4 bytes more).
+function shm.queue.create(key_or_name, capacity, mode)
+  if math.type(capacity) ~= "integer" then
+    error("bad argument #2 to 'shm.queue.create' (integer capacity expected, got "
+      .. (math.type(capacity) or type(capacity)) .. ")", 2)
+  end
+  if capacity < 16 or capacity > 0xffffffff then
+    error("bad argument #2 to 'shm.queue.create' (capacity out of range (16 to 4294967295))", 2)
+  end
+  local seg, msg, en = core.create(key_or_name, HEADER + capacity, mode)
+  if not seg then return nil, rename(msg, "shm.create", "shm.queue.create"), en end
+  local q
+  q, msg, en = queue_new(seg, capacity)
+  if not q then
+    seg:remove()
+    seg:detach()
+    return nil, "shm.queue.create(" .. describe(key_or_name) .. "): " .. msg, en
+  end
+  return q
+end
+
+--- Attach an existing queue; its header is validated first.
+function shm.queue.open(key_or_name)
+  local seg, msg, en = core.open(key_or_name)
+  if not seg then return nil, rename(msg, "shm.open", "shm.queue.open"), en end
+  local q
+  q, msg, en = queue_new(seg)
+  if not q then
+    seg:detach()
+    return nil, "shm.queue.open(" .. describe(key_or_name) .. "): " .. msg, en
+  end
+  return q
+end
 
 return shm

@@ -24,8 +24,8 @@ build = {
     shm = "lua/shm.lua",
     ["shm.core"] = {
       sources = {
-        "src/args.c", "src/core.c", "src/pack.c", "src/posix.c",
-        "src/segment.c", "src/sysv.c",
+        "src/args.c", "src/atomic.c", "src/core.c", "src/mutex.c",
+        "src/pack.c", "src/posix.c", "src/queue.c", "src/segment.c", "src/sysv.c",
       },
       incdirs = { "src" },
     },

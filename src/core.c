@@ -36,9 +36,15 @@ static const luaL_Reg funcs[] = {
   {"unlink", l_unlink},       {NULL, NULL}};
 
 int luaopen_shm_core(lua_State *L) {
+  int methods, module;
   shm_open_segment_mt(L); /* leaves the methods table */
-  lua_pop(L, 1);
+  methods = lua_gettop(L);
   luaL_newlib(L, funcs);
+  module = lua_gettop(L);
+  shm_open_atomics(L, methods);
+  shm_open_mutex(L, methods, module);
+  shm_open_queue(L, module);
+  lua_remove(L, methods);
   lua_pushinteger(L, IPC_PRIVATE);
   lua_setfield(L, -2, "PRIVATE");
   lua_pushinteger(L, (lua_Integer)sysconf(_SC_PAGESIZE));

@@ -131,9 +131,17 @@ static int seg_remove(lua_State *L) {
   return s->kind == SHM_SYSV ? shm_sysv_remove(L, s) : shm_fd_remove(L, s);
 }
 
+static void checknotheld(lua_State *L, shm_segment *s) {
+  if (s->held > 0 && s->addr != NULL)
+    luaL_error(L, "cannot detach: this process holds %d mutex(es) in the segment (unlock first)",
+               s->held);
+}
+
 static int seg_detach(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
-  int en = shm_detach_segment(s);
+  int en;
+  checknotheld(L, s);
+  en = shm_detach_segment(s);
   if (en != 0) {
     lua_settop(L, 1);
     shm_describe(L, 1);
@@ -176,8 +184,18 @@ static int seg_chown(lua_State *L) {
 
 /* ---- metamethods ---- */
 
+/* __gc: a segment holding a locked mutex of ours stays mapped (glibc's
+ * robust list points into it); mutex objects unlock when collected, and
+ * they are collected before the segment they keep alive. */
 static int seg_gc(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
+  if (s->held == 0) shm_detach_segment(s);
+  return 0;
+}
+
+static int seg_close(lua_State *L) {
+  shm_segment *s = shm_checksegment(L, 1);
+  checknotheld(L, s);
   shm_detach_segment(s);
   return 0;
 }
@@ -250,7 +268,7 @@ static const luaL_Reg seg_methods[] = {
   {NULL, NULL}};
 
 static const luaL_Reg seg_meta[] = {
-  {"__gc", seg_gc},   {"__close", seg_gc}, {"__len", seg_len},
+  {"__gc", seg_gc},   {"__close", seg_close}, {"__len", seg_len},
   {"__tostring", seg_tostring}, {NULL, NULL}};
 
 /* Creates the metatable; leaves the methods table on the stack so that other

@@ -36,6 +36,7 @@ typedef struct shm_segment {
   int fd;              /* POSIX/file: descriptor kept for fstat/fchmod; -1 otherwise */
   int shmid;           /* System V id, -1 otherwise */
   int32_t key;         /* System V key (as given), 0 otherwise */
+  int held;            /* mutexes in it locked by this process: no unmapping then */
 } shm_segment;
 
 /* The one exported symbol. */
@@ -92,6 +93,24 @@ SHM_HIDDEN int shm_fd_remove(lua_State *L, shm_segment *s);
 SHM_HIDDEN int shm_fd_chmod(lua_State *L, shm_segment *s, int mode);
 SHM_HIDDEN int shm_fd_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
 SHM_HIDDEN int shm_fd_sync(lua_State *L, shm_segment *s);
+
+/* ---- atomic.c: atomics, futex wait/notify, timeouts ---- */
+#include <time.h>
+typedef struct shm_deadline {
+  int forever;          /* no timeout */
+  struct timespec at;   /* absolute CLOCK_MONOTONIC deadline */
+} shm_deadline;
+SHM_HIDDEN void shm_checkdeadline(lua_State *L, int arg, shm_deadline *d);
+SHM_HIDDEN int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d);
+SHM_HIDDEN int shm_futex_wake(uint32_t *addr, int n);
+SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
+
+/* ---- mutex.c: process-shared robust mutexes ---- */
+#define SHM_MUTEX_SIZE 64
+SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
+
+/* ---- queue.c: bounded MPMC message queue in a segment ---- */
+SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
 
 /* ---- pack.c: string.pack formats in place ---- */
 SHM_HIDDEN int shm_seg_pack(lua_State *L);

@@ -1,0 +1,156 @@
+/*
+ * Atomic 64-bit integers in a segment (sequentially consistent), and
+ * wait/notify on them with Linux futexes (shared, not private: the futex key
+ * is the page of the shared object, so it works across processes).
+ */
+#include "shm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* ---- timeouts and futexes, shared with mutex.c and queue.c ---- */
+
+/* timeout in seconds at `arg`: none/nil/math.huge = forever. */
+void shm_checkdeadline(lua_State *L, int arg, shm_deadline *d) {
+  lua_Number t;
+  d->forever = 1;
+  if (lua_isnoneornil(L, arg)) return;
+  t = luaL_checknumber(L, arg);
+  luaL_argcheck(L, t >= 0, arg, "timeout must be a non-negative number of seconds");
+  if (t > 1e9) return; /* about 30 years: forever */
+  d->forever = 0;
+  clock_gettime(CLOCK_MONOTONIC, &d->at);
+  {
+    lua_Number whole = floor(t);
+    long ns = (long)((t - whole) * 1e9);
+    d->at.tv_sec += (time_t)whole;
+    d->at.tv_nsec += ns;
+    if (d->at.tv_nsec >= 1000000000L) {
+      d->at.tv_sec += 1;
+      d->at.tv_nsec -= 1000000000L;
+    }
+  }
+}
+
+/* Sleep while *addr == val, until woken or the deadline.  Returns 0 (woken,
+ * maybe spuriously), EAGAIN (value differed), ETIMEDOUT, EINTR or errno. */
+int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d) {
+  long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, d->forever ? NULL : &d->at, NULL,
+                   FUTEX_BITSET_MATCH_ANY);
+  return r == 0 ? 0 : errno;
+}
+
+/* Wake up to n waiters; returns how many were woken (or -1). */
+int shm_futex_wake(uint32_t *addr, int n) {
+  return (int)syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+/* ---- the methods ---- */
+
+/* An 8-byte aligned, in-range offset: the address of an int64 in s. */
+static int64_t *checkslot(lua_State *L, shm_segment *s, int arg) {
+  lua_Integer off = luaL_checkinteger(L, arg);
+  if (off < 0 || s->size < 8 || (lua_Unsigned)off > s->size - 8)
+    luaL_argerror(L, arg, lua_pushfstring(L, "offset %I out of range (segment size %I)", off,
+                                          (lua_Integer)s->size));
+  if (off % 8 != 0)
+    luaL_argerror(L, arg, lua_pushfstring(L, "offset %I is not 8-byte aligned", off));
+  return (int64_t *)(void *)(s->addr + off);
+}
+
+/* The 32-bit futex word inside the int64 holding its low half. */
+static uint32_t *lowword(int64_t *p) {
+  const union { int one; char little; } u = {1};
+  return (uint32_t *)(void *)p + (u.little ? 0 : 1);
+}
+
+static int a_load(lua_State *L) {
+  int64_t *p = checkslot(L, shm_checkopen(L, 1), 2);
+  lua_pushinteger(L, (lua_Integer)__atomic_load_n(p, __ATOMIC_SEQ_CST));
+  return 1;
+}
+
+static int a_store(lua_State *L) {
+  int64_t *p = checkslot(L, shm_checkwritable(L, 1), 2);
+  int64_t v = (int64_t)luaL_checkinteger(L, 3);
+  __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int a_add(lua_State *L) {
+  int64_t *p = checkslot(L, shm_checkwritable(L, 1), 2);
+  /* wraps around in two's complement, like Lua's own integer arithmetic */
+  uint64_t d = (uint64_t)luaL_checkinteger(L, 3);
+  uint64_t v = __atomic_add_fetch((uint64_t *)p, d, __ATOMIC_SEQ_CST);
+  lua_pushinteger(L, (lua_Integer)v);
+  return 1;
+}
+
+/* ok, current: current is the value found (the expected one on success). */
+static int a_cas(lua_State *L) {
+  int64_t *p = checkslot(L, shm_checkwritable(L, 1), 2);
+  int64_t expected = (int64_t)luaL_checkinteger(L, 3);
+  int64_t desired = (int64_t)luaL_checkinteger(L, 4);
+  int ok = __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
+  lua_pushboolean(L, ok);
+  lua_pushinteger(L, (lua_Integer)expected);
+  return 2;
+}
+
+static int a_wait(lua_State *L) {
+  shm_segment *s = shm_checkopen(L, 1);
+  int64_t *p = checkslot(L, s, 2);
+  int64_t expected = (int64_t)luaL_checkinteger(L, 3);
+  uint32_t *w = lowword(p);
+  uint32_t wv = (uint32_t)((uint64_t)expected & 0xffffffffu);
+  shm_deadline d;
+  shm_checkdeadline(L, 4, &d);
+  for (;;) {
+    int en;
+    if (__atomic_load_n(p, __ATOMIC_SEQ_CST) != expected) break;
+    en = shm_futex_wait(w, wv, &d);
+    if (en == 0) break; /* notified */
+    if (en == EAGAIN) continue;
+    if (en == ETIMEDOUT || en == EINTR) {
+      if (__atomic_load_n(p, __ATOMIC_SEQ_CST) != expected) break;
+      lua_pushboolean(L, 0);
+      lua_pushstring(L, en == ETIMEDOUT ? "timeout" : "interrupted");
+      return 2;
+    }
+    return shm_fail(L, en, "seg:wait(%lld)", (long long)((unsigned char *)p - s->addr));
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int a_notify(lua_State *L) {
+  shm_segment *s = shm_checkopen(L, 1);
+  int64_t *p = checkslot(L, s, 2);
+  lua_Integer n = luaL_optinteger(L, 3, INT_MAX);
+  int woken;
+  luaL_argcheck(L, n >= 0, 3, "count must not be negative");
+  if (n > INT_MAX) n = INT_MAX;
+  woken = n == 0 ? 0 : shm_futex_wake(lowword(p), (int)n);
+  if (woken < 0) {
+    int en = errno;
+    return shm_fail(L, en, "seg:notify(%lld)", (long long)((unsigned char *)p - s->addr));
+  }
+  lua_pushinteger(L, woken);
+  return 1;
+}
+
+static const luaL_Reg atomic_methods[] = {
+  {"load", a_load}, {"store", a_store}, {"add", a_add}, {"cas", a_cas},
+  {"wait", a_wait}, {"notify", a_notify}, {NULL, NULL}};
+
+void shm_open_atomics(lua_State *L, int methods) {
+  lua_pushvalue(L, methods);
+  luaL_setfuncs(L, atomic_methods, 0);
+  lua_pop(L, 1);
+}
