@@ -5,19 +5,29 @@
  * Layout: a header (Q_HDRSIZE bytes) then a byte ring of `capacity` bytes.
  * A message is a 4-byte length and its bytes, written at `tail` (modulo the
  * capacity, wrapping); `head` and `tail` are monotonic 64-bit byte counters.
- * A robust, process-shared mutex guards the header and the ring: a writer
- * killed mid-push dies before moving `tail`, so nothing torn is ever visible,
- * and the next locker repairs the counters.
  *
- * Wake-ups: a process that finds the queue empty (full) spins briefly on the
- * `nonempty` (`nonfull`) sequence word, then registers itself in `rsleep`
- * (`wsleep`) and sleeps on that word with a futex.  Only the sleeper changes
- * its registration; a committer bumps the word and makes the wake system call
+ * Two robust, process-shared mutexes (the two-lock queue): writers serialise
+ * on the producer lock and move `tail`, readers on the consumer lock and move
+ * `head`; a writer and a reader never wait for each other.  Each side keeps a
+ * cached copy of the other side's index on its own cache line and reloads it
+ * only when the ring looks full (empty), so a busy one-writer/one-reader pair
+ * shares almost nothing but the messages themselves.
+ *
+ * Crash safety: a record is complete before `tail` moves.  Each side writes a
+ * small journal (pend_*) just before it commits; whoever next takes a lock
+ * whose owner died rolls that commit forward.  So a writer killed mid-push
+ * leaves either no trace or a whole message, never a torn one, and readers are
+ * never stuck.
+ *
+ * Wake-ups: a side that finds the ring empty (full) spins briefly on the
+ * other side's index, then registers itself in `rsleep` (`wsleep`) and sleeps
+ * on the `nonempty` (`nonfull`) word.  Only the sleeper changes its own
+ * registration; a committer touches the word and makes the wake system call
  * only when somebody is registered, so a busy queue makes no system calls.
  *
  * The header lives in memory other processes can write: every field is read
  * once into a local, validated, and only then used.  No Lua API call that can
- * raise is made while the mutex is held.
+ * raise is made while a mutex is held.
  */
 #include "shm.h"
 
@@ -28,51 +38,67 @@
 #include <string.h>
 
 #define QUEUE_MT "shm.queue"
-#define Q_MAGIC 0x4c53484d51554531ULL /* "LSHMQUE1" */
-#define Q_VERSION 1u
-#define Q_HDRSIZE 256u
+#define Q_MAGIC 0x4c53484d51554532ULL /* "LSHMQUE2" */
+#define Q_VERSION 2u
+#define Q_HDRSIZE 1024u
 #define Q_MINCAP 16u
 #define Q_LENSZ 4u
-#define Q_SPINS 4000
+#define Q_SPINS 4000  /* looks before sleeping */
+#define Q_BACKOFF 0  /* at most 2^5 pauses between looks */
+#define CL 64
+
+typedef struct qside { /* one side's private line(s) */
+  pthread_mutex_t lock;
+  uint64_t other;     /* cached copy of the other side's index */
+  uint64_t count;     /* messages pushed (popped), ever */
+  uint64_t pend;      /* journal: the index being committed, 0 = none */
+  uint64_t pend_count;
+} qside;
 
 typedef struct qhdr {
-  uint64_t magic;
+  _Alignas(CL) uint64_t magic;
   uint32_t version;
   uint32_t hdrsize;
   uint64_t capacity;
-  uint64_t head;     /* bytes consumed, ever */
-  uint64_t tail;     /* bytes committed, ever */
-  uint64_t pushed;   /* messages */
-  uint64_t popped;
   uint32_t closed;
   uint32_t reserved;
-  uint32_t nonempty; /* futex words: bumped on push / pop */
-  uint32_t nonfull;
-  uint32_t rsleep;   /* sleepers registered on them */
+  _Alignas(CL) qside prod;
+  _Alignas(CL) uint64_t tail; /* bytes committed, ever */
+  _Alignas(CL) qside cons;
+  _Alignas(CL) uint64_t head; /* bytes consumed, ever */
+  _Alignas(CL) uint32_t nonempty; /* futex words */
+  uint32_t rsleep;                /* sleepers registered on them */
+  _Alignas(CL) uint32_t nonfull;
   uint32_t wsleep;
-  char pad[64];
-  pthread_mutex_t lock;
 } qhdr;
 
 _Static_assert(sizeof(qhdr) <= Q_HDRSIZE, "queue header too large");
 
 typedef struct shm_queue {
-  char *buf; /* pop's staging buffer: filled under the lock, pushed after */
+  shm_segment *seg; /* kept alive by the user value */
+  uint64_t cap;     /* validated once at open: later writes to the header's
+                       copy by other processes are never trusted */
+  char *buf;        /* pop's staging buffer: filled under the lock, pushed after */
   size_t bufsize;
 } shm_queue;
 
 /* ---- the ring ---- */
 
-static void ring_put(unsigned char *data, uint64_t cap, uint64_t pos, const void *src, size_t n) {
-  size_t at = (size_t)(pos % cap), first = n < cap - at ? n : (size_t)(cap - at);
+static void ring_put(unsigned char *data, uint64_t cap, size_t at, const void *src, size_t n) {
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
   memcpy(data + at, src, first);
-  memcpy(data, (const char *)src + first, n - first);
+  if (n > first) memcpy(data, (const char *)src + first, n - first);
 }
 
-static void ring_get(const unsigned char *data, uint64_t cap, uint64_t pos, void *dst, size_t n) {
-  size_t at = (size_t)(pos % cap), first = n < cap - at ? n : (size_t)(cap - at);
+static void ring_get(const unsigned char *data, uint64_t cap, size_t at, void *dst, size_t n) {
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
   memcpy(dst, data + at, first);
-  memcpy((char *)dst + first, data, n - first);
+  if (n > first) memcpy((char *)dst + first, data, n - first);
+}
+
+static size_t advance(size_t at, size_t n, uint64_t cap) {
+  at += n;
+  return at >= cap ? at - (size_t)cap : at;
 }
 
 static void cpu_relax(void) {
@@ -83,46 +109,23 @@ static void cpu_relax(void) {
 #endif
 }
 
-/* ---- header access and validation ---- */
-
-typedef struct qview { /* one validated reading of the header */
-  uint64_t cap, head, tail;
-  int closed;
-} qview;
-
 static qhdr *hdrof(shm_segment *s) { return (qhdr *)(void *)s->addr; }
 static unsigned char *dataof(shm_segment *s) { return s->addr + Q_HDRSIZE; }
 
-/* Returns NULL, or why the header is not a valid queue. */
-static const char *readview(shm_segment *s, qview *v) {
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOADSC(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+
+/* The configuration line: NULL, or why this is not a valid queue. */
+static const char *readconfig(shm_segment *s, uint64_t *cap) {
   qhdr *h = hdrof(s);
   if (s->size < Q_HDRSIZE + Q_MINCAP) return "segment too small for a queue";
-  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != Q_MAGIC) return "not a queue (bad magic)";
-  if (__atomic_load_n(&h->version, __ATOMIC_RELAXED) != Q_VERSION) return "unsupported queue version";
-  if (__atomic_load_n(&h->hdrsize, __ATOMIC_RELAXED) != Q_HDRSIZE) return "bad header size";
-  v->cap = __atomic_load_n(&h->capacity, __ATOMIC_RELAXED);
-  v->head = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
-  v->tail = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
-  v->closed = (int)__atomic_load_n(&h->closed, __ATOMIC_RELAXED);
-  if (v->cap < Q_MINCAP || v->cap > s->size - Q_HDRSIZE || v->cap > UINT32_MAX)
+  if (LOAD(&h->magic) != Q_MAGIC) return "not a queue (bad magic)";
+  if (LOAD(&h->version) != Q_VERSION) return "unsupported queue version";
+  if (LOAD(&h->hdrsize) != Q_HDRSIZE) return "bad header size";
+  *cap = LOAD(&h->capacity);
+  if (*cap < Q_MINCAP || *cap > s->size - Q_HDRSIZE || *cap > UINT32_MAX)
     return "capacity does not match the segment";
-  if (v->tail - v->head > v->cap) return "head and tail out of range";
-  if (v->closed != 0 && v->closed != 1) return "bad closed flag";
-  return NULL;
-}
-
-/* Count the records between head and tail, validating each length. */
-static const char *recount(shm_segment *s, const qview *v, uint64_t *count) {
-  uint64_t pos = v->head;
-  *count = 0;
-  while (pos != v->tail) {
-    uint32_t len;
-    if (v->tail - pos < Q_LENSZ) return "truncated record";
-    ring_get(dataof(s), v->cap, pos, &len, Q_LENSZ);
-    if ((uint64_t)len > v->tail - pos - Q_LENSZ) return "record length out of range";
-    pos += Q_LENSZ + len;
-    ++*count;
-  }
+  if (LOAD(&h->closed) > 1) return "bad closed flag";
   return NULL;
 }
 
@@ -130,44 +133,73 @@ static const char *recount(shm_segment *s, const qview *v, uint64_t *count) {
 
 enum { Q_OK = 0, Q_TIMEOUT = 1, Q_CORRUPT = 2, Q_ERRNO = 3 };
 
-typedef struct qlock {
+typedef struct qop { /* one push or pop in progress */
+  shm_segment *s;
+  qhdr *h;
+  qside *side;
+  uint64_t *mine;  /* the index this side moves: tail or head */
+  uint64_t *theirs;
+  uint64_t cap;
   const char *why; /* Q_CORRUPT */
   int en;          /* Q_ERRNO */
-} qlock;
+} qop;
 
-/* Lock, repairing after a dead owner; fills *v with a validated header. */
-static int qlock_acquire(shm_segment *s, const shm_deadline *d, qview *v, qlock *ql) {
-  qhdr *h = hdrof(s);
-  int r = d->forever ? pthread_mutex_lock(&h->lock)
-                     : pthread_mutex_clocklock(&h->lock, CLOCK_MONOTONIC, &d->at);
+/* Roll forward a commit whose writer died after its journal entry. */
+static const char *recover(qop *op) {
+  uint64_t pend = op->side->pend, cur = *op->mine;
+  if (pend == 0) return NULL;
+  if (pend - cur > op->cap || op->side->pend_count - op->side->count > 1)
+    return "bad journal entry";
+  __atomic_store_n(op->mine, pend, __ATOMIC_SEQ_CST);
+  op->side->count = op->side->pend_count;
+  op->side->pend = 0;
+  return NULL;
+}
+
+static int side_lock(qop *op, const shm_deadline *d) {
+  int r = d->forever ? pthread_mutex_lock(&op->side->lock)
+                     : pthread_mutex_clocklock(&op->side->lock, CLOCK_MONOTONIC, &d->at);
   if (r == ETIMEDOUT) return Q_TIMEOUT;
   if (r != 0 && r != EOWNERDEAD) {
-    ql->en = r;
+    op->en = r;
     return Q_ERRNO;
   }
-  if (r == EOWNERDEAD) pthread_mutex_consistent(&h->lock);
-  ql->why = readview(s, v);
-  if (ql->why == NULL && r == EOWNERDEAD) {
-    /* the dead owner may have moved tail or head but not the counters */
-    uint64_t count;
-    ql->why = recount(s, v, &count);
-    if (ql->why == NULL) h->pushed = h->popped + count;
-  }
-  if (ql->why != NULL) {
-    pthread_mutex_unlock(&h->lock);
-    return Q_CORRUPT;
+  if (r == EOWNERDEAD) {
+    pthread_mutex_consistent(&op->side->lock);
+    op->why = recover(op);
+    if (op->why != NULL) {
+      pthread_mutex_unlock(&op->side->lock);
+      return Q_CORRUPT;
+    }
   }
   return Q_OK;
 }
 
+/* Set up op for one side of the queue and take its lock. */
+static int qop_begin(qop *op, shm_queue *q, int producer, const shm_deadline *d) {
+  qhdr *h = hdrof(q->seg);
+  op->s = q->seg;
+  op->h = h;
+  op->side = producer ? &h->prod : &h->cons;
+  op->mine = producer ? &h->tail : &h->head;
+  op->theirs = producer ? &h->head : &h->tail;
+  op->cap = q->cap;
+  return side_lock(op, d);
+}
+
+static void qop_end(qop *op) { pthread_mutex_unlock(&op->side->lock); }
+
 /* ---- the object ---- */
 
+/* The queue at idx, attached.  The methods carry the metatable as their
+ * upvalue: comparing with it is cheaper than luaL_checkudata's lookup. */
 static shm_queue *checkqueue(lua_State *L, int idx, shm_segment **ps) {
-  shm_queue *q = (shm_queue *)luaL_checkudata(L, idx, QUEUE_MT);
-  lua_getiuservalue(L, idx, 1);
-  *ps = (shm_segment *)lua_touserdata(L, -1);
-  lua_pop(L, 1); /* kept alive by the queue's user value */
-  if (*ps == NULL || (*ps)->addr == NULL) luaL_error(L, "attempt to use a detached queue");
+  shm_queue *q = (shm_queue *)lua_touserdata(L, idx);
+  if (q == NULL || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, idx, QUEUE_MT);
+  lua_pop(L, 1);
+  *ps = q->seg;
+  if (q->seg->addr == NULL) luaL_error(L, "attempt to use a detached queue");
   return q;
 }
 
@@ -175,13 +207,13 @@ static int corrupt(lua_State *L, const char *why) {
   return luaL_error(L, "shm.queue: corrupted queue (%s)", why);
 }
 
-/* Failures of lock acquisition, as results: timeout, corrupted, errno. */
-static int lockfail(lua_State *L, int r, const qlock *ql, int nilfirst) {
-  if (r == Q_CORRUPT) return corrupt(L, ql->why);
-  if (r == Q_ERRNO) return shm_fail(L, ql->en, "shm.queue: pthread_mutex_lock");
+/* Results for a failure: timeout/closed/interrupted, corrupted, errno. */
+static int failure(lua_State *L, int r, const qop *op, int nilfirst, const char *what) {
+  if (r == Q_CORRUPT) return corrupt(L, op->why);
+  if (r == Q_ERRNO) return shm_fail(L, op->en, "shm.queue: pthread_mutex_lock");
   if (nilfirst) lua_pushnil(L);
   else lua_pushboolean(L, 0);
-  lua_pushliteral(L, "timeout");
+  lua_pushstring(L, what);
   return 2;
 }
 
@@ -192,24 +224,47 @@ static int expired(const shm_deadline *d) {
   return now.tv_sec > d->at.tv_sec || (now.tv_sec == d->at.tv_sec && now.tv_nsec >= d->at.tv_nsec);
 }
 
-/* Wait until *word moves on from `seen`: spin, then sleep registered in
- * *sleepers.  Returns 0, ETIMEDOUT or EINTR. */
-static int await(uint32_t *word, uint32_t *sleepers, uint32_t seen, const shm_deadline *d) {
+/* Wait until the other side's index moves on from `seen` (or the queue is
+ * closed): spin, then sleep registered in *sleepers on *word.
+ * Returns 0, ETIMEDOUT or EINTR. */
+static int await(qhdr *h, uint64_t *index, uint64_t seen, uint32_t *word, uint32_t *sleepers,
+                 const shm_deadline *d) {
   int i, en = 0;
+  uint32_t w;
+  if (expired(d)) return ETIMEDOUT;
+  /* Spin with growing pauses between looks: each look pulls the other
+   * side's cache line over, and a little lag lets messages pile up so that
+   * one look serves several of them. */
   for (i = 0; i < Q_SPINS; i++) {
-    if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen) return 0;
-    cpu_relax();
+    int p, pauses = 1 << (i < Q_BACKOFF ? i : Q_BACKOFF);
+    if (LOAD(index) != seen || LOAD(&h->closed)) return 0;
+    for (p = 0; p < pauses; p++) cpu_relax();
   }
   __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen) en = shm_futex_wait(word, seen, d);
+  w = LOADSC(word);
+  if (LOADSC(index) == seen && !LOADSC(&h->closed)) en = shm_futex_wait(word, w, d);
   __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+  if (en == ETIMEDOUT && !expired(d)) en = 0;
   return en == ETIMEDOUT || en == EINTR ? en : 0;
 }
 
-/* Commit side: bump the word, wake only if someone sleeps on it. */
-static void signal_word(uint32_t *word, uint32_t *sleepers, int n) {
-  __atomic_add_fetch(word, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST) != 0) shm_futex_wake(word, n);
+/* After a commit: wake sleepers on the other side, if there are any.  The
+ * commit's SEQ_CST store of the index comes before this SEQ_CST load. */
+static void wake(uint32_t *word, uint32_t *sleepers, int n) {
+  if (LOADSC(sleepers) != 0) {
+    __atomic_add_fetch(word, 1, __ATOMIC_SEQ_CST);
+    shm_futex_wake(word, n);
+  }
+}
+
+/* Commit a move of this side's index to `to`, journalled. */
+static void commit(qop *op, uint64_t to) {
+  qside *sd = op->side;
+  sd->pend_count = sd->count + 1;
+  __atomic_store_n(&sd->pend, to, __ATOMIC_RELEASE);
+  __atomic_store_n(op->mine, to, __ATOMIC_SEQ_CST);
+  sd->count++;
+  __atomic_store_n(&sd->pend, 0, __ATOMIC_RELEASE);
 }
 
 static int q_push(lua_State *L) {
@@ -217,57 +272,50 @@ static int q_push(lua_State *L) {
   size_t len;
   const char *msg;
   shm_deadline d;
-  qhdr *h;
-  checkqueue(L, 1, &s);
+  shm_queue *q = checkqueue(L, 1, &s);
   msg = luaL_checklstring(L, 2, &len);
   shm_checkdeadline(L, 3, &d);
   if (s->readonly) return luaL_error(L, "attempt to push to a read-only queue");
-  h = hdrof(s);
   for (;;) {
-    qview v;
-    qlock ql;
-    uint32_t seen;
-    int r = qlock_acquire(s, &d, &v, &ql), en;
-    if (r != Q_OK) return lockfail(L, r, &ql, 0);
-    if (len > v.cap - Q_LENSZ) {
-      pthread_mutex_unlock(&h->lock);
+    qop op;
+    uint64_t tail, head;
+    int r = qop_begin(&op, q, 1, &d), en;
+    if (r == Q_TIMEOUT) return failure(L, r, &op, 0, "timeout");
+    if (r != Q_OK) return failure(L, r, &op, 0, NULL);
+    if (len > op.cap - Q_LENSZ) {
+      qop_end(&op);
       return luaL_error(L, "message of %I bytes can never fit in a queue of capacity %I",
-                        (lua_Integer)len, (lua_Integer)v.cap);
+                        (lua_Integer)len, (lua_Integer)op.cap);
     }
-    if (v.closed) {
-      pthread_mutex_unlock(&h->lock);
-      lua_pushboolean(L, 0);
-      lua_pushliteral(L, "closed");
-      return 2;
+    if (LOAD(&op.h->closed)) {
+      qop_end(&op);
+      return failure(L, Q_TIMEOUT, &op, 0, "closed");
     }
-    if (v.cap - (v.tail - v.head) >= Q_LENSZ + len) {
+    tail = *op.mine;
+    head = op.side->other;
+    if (tail - head > op.cap || op.cap - (tail - head) < Q_LENSZ + len) {
+      head = LOAD(op.theirs); /* looks full: look at the readers' real head */
+      if (tail - head > op.cap) {
+        qop_end(&op);
+        return corrupt(L, "head and tail out of range");
+      }
+      op.side->other = head;
+    }
+    if (op.cap - (tail - head) >= Q_LENSZ + len) {
       uint32_t l32 = (uint32_t)len;
-      ring_put(dataof(s), v.cap, v.tail, &l32, Q_LENSZ);
-      ring_put(dataof(s), v.cap, v.tail + Q_LENSZ, msg, len);
-      __atomic_store_n(&h->tail, v.tail + Q_LENSZ + len, __ATOMIC_RELEASE); /* commit */
-      h->pushed++;
-      pthread_mutex_unlock(&h->lock);
-      signal_word(&h->nonempty, &h->rsleep, 1);
+      size_t at = (size_t)(tail % op.cap);
+      ring_put(dataof(s), op.cap, at, &l32, Q_LENSZ);
+      ring_put(dataof(s), op.cap, advance(at, Q_LENSZ, op.cap), msg, len);
+      commit(&op, tail + Q_LENSZ + len);
+      qop_end(&op);
+      wake(&op.h->nonempty, &op.h->rsleep, 1);
       lua_pushboolean(L, 1);
       return 1;
     }
-    seen = __atomic_load_n(&h->nonfull, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(&h->lock);
-    if (expired(&d)) en = ETIMEDOUT;
-    else en = await(&h->nonfull, &h->wsleep, seen, &d);
-    if (en == EINTR || (en == ETIMEDOUT && expired(&d))) {
-      /* one last look before giving up */
-      shm_deadline now = {0, {0, 0}};
-      r = qlock_acquire(s, &now, &v, &ql);
-      if (r == Q_OK) {
-        int fits = !v.closed && v.cap - (v.tail - v.head) >= Q_LENSZ + len;
-        pthread_mutex_unlock(&h->lock);
-        if (fits) continue;
-      }
-      lua_pushboolean(L, 0);
-      lua_pushstring(L, en == EINTR ? "interrupted" : "timeout");
-      return 2;
-    }
+    qop_end(&op);
+    en = await(op.h, op.theirs, head, &op.h->nonfull, &op.h->wsleep, &d);
+    if (en == ETIMEDOUT) return failure(L, Q_TIMEOUT, &op, 0, "timeout");
+    if (en == EINTR) return failure(L, Q_TIMEOUT, &op, 0, "interrupted");
   }
 }
 
@@ -275,86 +323,82 @@ static int q_pop(lua_State *L) {
   shm_segment *s;
   shm_queue *q = checkqueue(L, 1, &s);
   shm_deadline d;
-  qhdr *h;
   shm_checkdeadline(L, 2, &d);
   if (s->readonly) return luaL_error(L, "attempt to pop from a read-only queue");
-  h = hdrof(s);
   for (;;) {
-    qview v;
-    qlock ql;
-    uint32_t seen, len;
-    int r = qlock_acquire(s, &d, &v, &ql), en;
-    if (r != Q_OK) return lockfail(L, r, &ql, 1);
-    if (v.tail != v.head) {
-      if (v.tail - v.head < Q_LENSZ) {
-        pthread_mutex_unlock(&h->lock);
-        return corrupt(L, "truncated record");
+    qop op;
+    uint64_t head, tail;
+    uint32_t len;
+    size_t at;
+    int r = qop_begin(&op, q, 0, &d), en, closed;
+    if (r == Q_TIMEOUT) return failure(L, r, &op, 1, "timeout");
+    if (r != Q_OK) return failure(L, r, &op, 1, NULL);
+    head = *op.mine;
+    tail = op.side->other;
+    if (tail - head > op.cap || tail == head) {
+      /* looks empty: look at the writers' real tail (after `closed`: a
+       * close takes the producer lock, so no push commits after it) */
+      closed = (int)LOAD(&op.h->closed);
+      tail = LOAD(op.theirs);
+      if (tail - head > op.cap) {
+        qop_end(&op);
+        return corrupt(L, "head and tail out of range");
       }
-      ring_get(dataof(s), v.cap, v.head, &len, Q_LENSZ);
-      if ((uint64_t)len > v.tail - v.head - Q_LENSZ) {
-        pthread_mutex_unlock(&h->lock);
-        return corrupt(L, "record length out of range");
-      }
-      if (len > q->bufsize || q->buf == NULL) {
-        /* grow the staging buffer outside the lock, then look again */
-        size_t want = len < 256 ? 256 : len;
-        char *nb;
-        pthread_mutex_unlock(&h->lock);
-        nb = (char *)realloc(q->buf, want);
-        if (nb == NULL) return luaL_error(L, "not enough memory");
-        q->buf = nb;
-        q->bufsize = want;
+      op.side->other = tail;
+      if (tail == head) {
+        qop_end(&op);
+        if (closed) return failure(L, Q_TIMEOUT, &op, 1, "closed");
+        en = await(op.h, op.theirs, head, &op.h->nonempty, &op.h->rsleep, &d);
+        if (en == ETIMEDOUT) return failure(L, Q_TIMEOUT, &op, 1, "timeout");
+        if (en == EINTR) return failure(L, Q_TIMEOUT, &op, 1, "interrupted");
         continue;
       }
-      ring_get(dataof(s), v.cap, v.head + Q_LENSZ, q->buf, len);
-      __atomic_store_n(&h->head, v.head + Q_LENSZ + len, __ATOMIC_RELEASE); /* commit */
-      h->popped++;
-      pthread_mutex_unlock(&h->lock);
-      signal_word(&h->nonfull, &h->wsleep, INT_MAX);
-      lua_pushlstring(L, q->buf, len);
-      return 1;
     }
-    if (v.closed) {
-      pthread_mutex_unlock(&h->lock);
-      lua_pushnil(L);
-      lua_pushliteral(L, "closed");
-      return 2;
+    if (tail - head < Q_LENSZ) {
+      qop_end(&op);
+      return corrupt(L, "truncated record");
     }
-    seen = __atomic_load_n(&h->nonempty, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(&h->lock);
-    if (expired(&d)) en = ETIMEDOUT;
-    else en = await(&h->nonempty, &h->rsleep, seen, &d);
-    if (en == EINTR || (en == ETIMEDOUT && expired(&d))) {
-      shm_deadline now = {0, {0, 0}};
-      r = qlock_acquire(s, &now, &v, &ql);
-      if (r == Q_OK) {
-        int ready = v.tail != v.head;
-        pthread_mutex_unlock(&h->lock);
-        if (ready) continue;
-      }
-      lua_pushnil(L);
-      lua_pushstring(L, en == EINTR ? "interrupted" : "timeout");
-      return 2;
+    at = (size_t)(head % op.cap);
+    ring_get(dataof(s), op.cap, at, &len, Q_LENSZ);
+    if ((uint64_t)len > tail - head - Q_LENSZ) {
+      qop_end(&op);
+      return corrupt(L, "record length out of range");
     }
+    if (len > q->bufsize || q->buf == NULL) {
+      /* grow the staging buffer outside the lock, then look again */
+      size_t want = len < 256 ? 256 : len;
+      char *nb;
+      qop_end(&op);
+      nb = (char *)realloc(q->buf, want);
+      if (nb == NULL) return luaL_error(L, "not enough memory");
+      q->buf = nb;
+      q->bufsize = want;
+      continue;
+    }
+    ring_get(dataof(s), op.cap, advance(at, Q_LENSZ, op.cap), q->buf, len);
+    commit(&op, head + Q_LENSZ + len);
+    qop_end(&op);
+    wake(&op.h->nonfull, &op.h->wsleep, INT_MAX);
+    lua_pushlstring(L, q->buf, len);
+    return 1;
   }
 }
 
 static int q_close(lua_State *L) {
   shm_segment *s;
   shm_deadline d = {1, {0, 0}};
-  qview v;
-  qlock ql;
-  qhdr *h;
+  qop op;
   int r;
-  checkqueue(L, 1, &s);
+  shm_queue *q = checkqueue(L, 1, &s);
   if (s->readonly) return luaL_error(L, "attempt to close a read-only queue");
-  h = hdrof(s);
-  r = qlock_acquire(s, &d, &v, &ql);
-  if (r != Q_OK) return lockfail(L, r, &ql, 0);
-  h->closed = 1;
-  pthread_mutex_unlock(&h->lock);
-  signal_word(&h->nonempty, &h->rsleep, INT_MAX);
-  signal_word(&h->nonfull, &h->wsleep, INT_MAX);
+  r = qop_begin(&op, q, 1, &d);
+  if (r != Q_OK) return failure(L, r, &op, 0, "timeout");
+  __atomic_store_n(&op.h->closed, 1, __ATOMIC_SEQ_CST);
+  qop_end(&op);
+  __atomic_add_fetch(&op.h->nonempty, 1, __ATOMIC_SEQ_CST);
+  shm_futex_wake(&op.h->nonempty, INT_MAX);
+  __atomic_add_fetch(&op.h->nonfull, 1, __ATOMIC_SEQ_CST);
+  shm_futex_wake(&op.h->nonfull, INT_MAX);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -362,30 +406,35 @@ static int q_close(lua_State *L) {
 static int q_stat(lua_State *L) {
   shm_segment *s;
   shm_deadline d = {1, {0, 0}};
-  qview v;
-  qlock ql;
-  qhdr *h;
-  uint64_t pushed, popped;
-  int r;
-  checkqueue(L, 1, &s);
-  h = hdrof(s);
-  if (s->readonly) { /* cannot lock: a consistent-enough unlocked reading */
-    const char *why = readview(s, &v);
-    if (why != NULL) return corrupt(L, why);
-  } else {
-    r = qlock_acquire(s, &d, &v, &ql);
-    if (r != Q_OK) return lockfail(L, r, &ql, 1);
+  qop prod, cons;
+  uint64_t head, tail, pushed, popped;
+  int r, closed;
+  shm_queue *q = checkqueue(L, 1, &s);
+  if (s->readonly) return luaL_error(L, "attempt to stat a read-only queue");
+  /* both locks (producer first, the only order anyone takes two in) for a
+   * consistent reading */
+  r = qop_begin(&prod, q, 1, &d);
+  if (r != Q_OK) return failure(L, r, &prod, 1, "timeout");
+  r = qop_begin(&cons, q, 0, &d);
+  if (r != Q_OK) {
+    qop_end(&prod);
+    return failure(L, r, &cons, 1, "timeout");
   }
-  pushed = h->pushed;
-  popped = h->popped;
-  if (!s->readonly) pthread_mutex_unlock(&h->lock);
+  head = LOAD(&prod.h->head);
+  tail = LOAD(&prod.h->tail);
+  pushed = prod.h->prod.count;
+  popped = prod.h->cons.count;
+  closed = (int)LOAD(&prod.h->closed);
+  qop_end(&cons);
+  qop_end(&prod);
+  if (tail - head > prod.cap) return corrupt(L, "head and tail out of range");
   lua_createtable(L, 0, 6);
-  shm_setfield_int(L, "capacity", (lua_Integer)v.cap);
-  shm_setfield_int(L, "used", (lua_Integer)(v.tail - v.head));
+  shm_setfield_int(L, "capacity", (lua_Integer)prod.cap);
+  shm_setfield_int(L, "used", (lua_Integer)(tail - head));
   shm_setfield_int(L, "count", (lua_Integer)(pushed - popped));
   shm_setfield_int(L, "pushed", (lua_Integer)pushed);
   shm_setfield_int(L, "popped", (lua_Integer)popped);
-  shm_setfield_bool(L, "closed", v.closed);
+  shm_setfield_bool(L, "closed", closed);
   return 1;
 }
 
@@ -433,30 +482,31 @@ static int q_tostring(lua_State *L) {
 /* Wrap segment at 1 as a queue; with a capacity at 2, initialise it first. */
 static int q_new(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  qview v;
+  uint64_t cap;
   const char *why;
   shm_queue *q;
   if (!lua_isnoneornil(L, 2)) {
-    lua_Integer cap = luaL_checkinteger(L, 2);
+    lua_Integer want = luaL_checkinteger(L, 2);
     qhdr *h = hdrof(s);
     pthread_mutexattr_t a;
     int r;
     if (s->readonly) return luaL_error(L, "attempt to initialise a read-only segment");
-    luaL_argcheck(L, cap >= (lua_Integer)Q_MINCAP && cap <= UINT32_MAX &&
-                     (lua_Unsigned)cap <= s->size - Q_HDRSIZE, 2, "capacity out of range");
+    luaL_argcheck(L, want >= (lua_Integer)Q_MINCAP && want <= UINT32_MAX &&
+                     (lua_Unsigned)want <= s->size - Q_HDRSIZE, 2, "capacity out of range");
     memset(h, 0, Q_HDRSIZE);
     h->version = Q_VERSION;
     h->hdrsize = Q_HDRSIZE;
-    h->capacity = (uint64_t)cap;
+    h->capacity = (uint64_t)want;
     r = pthread_mutexattr_init(&a);
     if (r == 0) r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     if (r == 0) r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (r == 0) r = pthread_mutex_init(&h->lock, &a);
+    if (r == 0) r = pthread_mutex_init(&h->prod.lock, &a);
+    if (r == 0) r = pthread_mutex_init(&h->cons.lock, &a);
     pthread_mutexattr_destroy(&a);
     if (r != 0) return shm_fail(L, r, "shm.queue.create: pthread_mutex_init");
     __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE); /* published last */
   }
-  why = readview(s, &v);
+  why = readconfig(s, &cap);
   if (why != NULL) {
     lua_pushnil(L);
     lua_pushfstring(L, "%s", why);
@@ -464,6 +514,8 @@ static int q_new(lua_State *L) {
     return 3;
   }
   q = (shm_queue *)lua_newuserdatauv(L, sizeof *q, 1);
+  q->seg = s;
+  q->cap = cap;
   q->buf = NULL;
   q->bufsize = 0;
   luaL_setmetatable(L, QUEUE_MT);
@@ -483,7 +535,9 @@ static const luaL_Reg queue_meta[] = {
 void shm_open_queue(lua_State *L, int module) {
   luaL_newmetatable(L, QUEUE_MT);
   luaL_setfuncs(L, queue_meta, 0);
-  luaL_newlib(L, queue_methods);
+  luaL_newlibtable(L, queue_methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, queue_methods, 1); /* upvalue: the metatable */
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, q_new);
