@@ -157,4 +157,49 @@ function H.ipcs_has(key)
   return out:find(string.format("0x%08x", key), 1, true) ~= nil
 end
 
+--- Monotonic seconds (lua-system comes with busted).
+function H.now()
+  return require("system").monotime()
+end
+
+--- CPU time (user + system, in clock ticks) a process has used so far.
+function H.cputicks(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local stat = f:read("a")
+  f:close()
+  local rest = stat:match("%) (.*)$")
+  local fields = {}
+  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+  return tonumber(fields[12]) + tonumber(fields[13]) -- utime, stime
+end
+
+--- Process state letter (R running, S sleeping, ...).
+function H.state(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local stat = f:read("a")
+  f:close()
+  return stat:match("%) (%a)")
+end
+
+--- Wait (on a real wait: a futex with a timeout, nothing to notify it)
+-- until pred() is true; gives up after `limit` seconds.
+function H.until_true(pred, limit)
+  local seg = shm.create(shm.PRIVATE, 8)
+  local deadline = H.now() + (limit or 10)
+  local ok = pred()
+  while not ok and H.now() < deadline do
+    seg:wait(0, 0, 0.002)
+    ok = pred()
+  end
+  seg:remove()
+  seg:detach()
+  return ok
+end
+
+function H.kill(pid, sig)
+  return os.execute("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
+end
+
 return H
