@@ -1,52 +1,50 @@
--- make demo: the seeds' writer/reader scenario, run for real in two processes.
--- The writer makes a segment (key from shm.ftok) and writes; a separate reader
--- attaches and reads; stat() shows nattch rising and falling; the segment is
--- removed and nothing is left in `ipcs -m`.
+-- make demo: the seeds' writer/reader scenario done right, in two processes.
+--   reader.lua makes a message queue (key from shm.ftok) and blocks in pop;
+--   writer.lua attaches, sends the lines it reads, then "quit";
+--   stat() shows nattch rising and falling; everything is removed at the end.
 local shm = require "shm"
 
 local lua = arg[-1] or "lua5.4"
 local dir = arg[0]:match("^(.*)/[^/]*$") or "."
-
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local tmp = os.tmpname() -- the path ftok derives the key from, and a FIFO beside it
-local fifo = tmp .. ".fifo"
+-- the path shm.ftok derives the keys from: ours, removed at the end
+local path = os.tmpname()
+local keys = { assert(shm.ftok(path, "Q")), assert(shm.ftok(path, "C")) }
+print(string.format("demo: keys 0x%08x (queue) and 0x%08x (control) from shm.ftok(%q, ...)",
+  keys[1], keys[2], path))
+io.stdout:flush()
+
+-- The reader says "ready" through a FIFO once its queue exists (opening a
+-- FIFO blocks until the other end opens it: a real wait, no polling).
+local fifo = path .. ".ready"
 assert(os.execute("mkfifo -m 0600 " .. q(fifo)))
-local key = assert(shm.ftok(tmp, "L"))
-print(string.format("demo: key 0x%08x from shm.ftok(%q, 'L')", key, tmp))
-
-local function start(script, ...)
-  local args = { lua, q(dir .. "/" .. script) }
-  for _, a in ipairs({ ... }) do args[#args + 1] = q(a) end
-  return assert(io.popen(table.concat(args, " "), "r"))
-end
-
-local ok = true
-local function relay(p, upto)
-  for line in p:lines() do
-    print(line)
-    if upto and line:find(upto, 1, true) then return end
-  end
-  local _, _, rc = p:close()
-  if rc ~= 0 then ok = false end
-end
-
-local writer = start("writer.lua", key, fifo)
-relay(writer, "waiting for the reader") -- the writer has created and written
-relay(start("reader.lua", key))           -- the reader attaches, reads, detaches
-local f = assert(io.open(fifo, "w"))      -- release the writer
-f:write("reader done\n")
-f:close()
-relay(writer)
-
+local reader = assert(io.popen(table.concat({ lua, q(dir .. "/reader.lua"), q(path), q(fifo) }, " "), "w"))
+local ready = assert(io.open(fifo, "r"))
+local ok = ready:read("l") == "ready"
+ready:close()
 os.remove(fifo)
-os.remove(tmp)
-local left = shm.open(key)
-if left then
-  print("demo: the segment is still there!")
-  left:detach()
-  ok = false
-else
-  print(string.format("demo: ipcs -m has no segment with key 0x%08x; done", key))
+
+local writer = assert(io.popen(table.concat({ lua, q(dir .. "/writer.lua"), q(path) }, " "), "w"))
+for _, line in ipairs({
+  "hello from the writer",
+  "shared memory, done right",
+  string.rep("a long line ", 20),
+}) do
+  writer:write(line, "\n")
 end
+if not writer:close() then ok = false end
+
+if not reader:close() then ok = false end
+
+os.remove(path)
+for _, key in ipairs(keys) do
+  local left = shm.open(key)
+  if left then
+    print(string.format("demo: 0x%08x is still there!", key))
+    left:detach()
+    ok = false
+  end
+end
+if ok then print("demo: ipcs -m has neither key: everything was removed") end
 os.exit(ok and 0 or 1)

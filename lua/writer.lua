@@ -1,22 +1,24 @@
--- writer.lua KEY FIFO: the seeds' writer done right. Creates the segment
--- (0600, fails if it exists), writes a message, waits on a FIFO for the
--- reader, then removes the segment.
+-- writer.lua PATH: the seeds' writer done right.  Attaches to the reader's
+-- queue, sends each line of its standard input as a message, then "quit";
+-- waits for the reader's acknowledgement, detaches and says so.
 local shm = require "shm"
 
-local key, fifo = tonumber(arg[1]), arg[2]
+local path = assert(arg[1], "usage: writer.lua PATH")
 local function say(fmt, ...) print(string.format("writer: " .. fmt, ...)) io.stdout:flush() end
+local function check(v, msg) if not v then io.stderr:write("writer: ", msg, "\n") os.exit(1) end return v end
 
-local seg <close>, msg = shm.create(key, 4096)
-if not seg then
-  io.stderr:write("writer: ", msg, "\n")
-  os.exit(1)
+local q = check(shm.queue.open(check(shm.ftok(path, "Q"))))
+local ctl = check(shm.open(check(shm.ftok(path, "C"))))
+say("attached %s; nattch=%d", tostring(q), q:segment():stat().nattch)
+
+for line in io.lines() do
+  assert(q:push(line))
+  say("sent %d bytes", #line)
 end
-say("created %s", tostring(seg))
-local text = "hello from the writer, pid " .. io.open("/proc/self/stat"):read("n")
-local nxt = seg:pack(0, "s4", text)
-say("wrote %d bytes: %q", nxt, text)
-say("nattch=%d, waiting for the reader", seg:stat().nattch)
-io.open(fifo):read("l") -- blocks until released
-say("reader gone: nattch=%d", seg:stat().nattch)
-assert(seg:remove())
-say("removed (marked for destruction: %s), detaching", tostring(seg:stat().removed))
+assert(q:push("quit"))
+say("sent quit")
+ctl:wait(0, 0)                      -- until the reader has seen quit
+q:detach()
+say("detached")
+ctl:store(8, 1):notify(8)
+ctl:detach()

@@ -53,6 +53,7 @@ typedef struct qside { /* one side's private line(s) */
   uint64_t count;     /* messages pushed (popped), ever */
   uint64_t pend;      /* journal: the index being committed, 0 = none */
   uint64_t pend_count;
+  uint64_t recovered; /* locks taken over from a dead owner */
 } qside;
 
 typedef struct qhdr {
@@ -166,6 +167,7 @@ static int side_lock(qop *op, const shm_deadline *d) {
   }
   if (r == EOWNERDEAD) {
     pthread_mutex_consistent(&op->side->lock);
+    op->side->recovered++;
     op->why = recover(op);
     if (op->why != NULL) {
       pthread_mutex_unlock(&op->side->lock);
@@ -407,7 +409,7 @@ static int q_stat(lua_State *L) {
   shm_segment *s;
   shm_deadline d = {1, {0, 0}};
   qop prod, cons;
-  uint64_t head, tail, pushed, popped;
+  uint64_t head, tail, pushed, popped, recovered;
   int r, closed;
   shm_queue *q = checkqueue(L, 1, &s);
   if (s->readonly) return luaL_error(L, "attempt to stat a read-only queue");
@@ -424,17 +426,19 @@ static int q_stat(lua_State *L) {
   tail = LOAD(&prod.h->tail);
   pushed = prod.h->prod.count;
   popped = prod.h->cons.count;
+  recovered = prod.h->prod.recovered + prod.h->cons.recovered;
   closed = (int)LOAD(&prod.h->closed);
   qop_end(&cons);
   qop_end(&prod);
   if (tail - head > prod.cap) return corrupt(L, "head and tail out of range");
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   shm_setfield_int(L, "capacity", (lua_Integer)prod.cap);
   shm_setfield_int(L, "used", (lua_Integer)(tail - head));
   shm_setfield_int(L, "count", (lua_Integer)(pushed - popped));
   shm_setfield_int(L, "pushed", (lua_Integer)pushed);
   shm_setfield_int(L, "popped", (lua_Integer)popped);
   shm_setfield_bool(L, "closed", closed);
+  shm_setfield_int(L, "recovered", (lua_Integer)recovered);
   return 1;
 }
 

@@ -1,0 +1,28 @@
+-- make demo's scenario, run as make runs it.
+local H = require "helpers"
+
+describe("demo", function()
+  it("runs the writer and the reader through a queue and removes everything", function()
+    local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && LUA_PATH='lua/?.lua;;' " ..
+      "LUA_CPATH='build/?.so;;' " .. H.lua .. " lua/demo.lua")
+    assert.equal(0, rc, out)
+    for _, want in ipairs({
+      "reader: nattch=1, waiting for messages",
+      "; nattch=2\n",
+      "reader: got 21 bytes: hello from the writer",
+      "reader: got quit; nattch=2 while the writer is attached",
+      "reader: writer gone; nattch=1",
+      "reader: 4 pushed, 4 popped, 0 left",
+      "demo: ipcs -m has neither key: everything was removed",
+    }) do
+      assert.truthy(out:find(want, 1, true), "missing: " .. want .. "\n" .. out)
+    end
+  end)
+
+  it("fails cleanly, without hanging, when the reader cannot start", function()
+    local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && LUA_PATH='lua/?.lua;;' " ..
+      "LUA_CPATH='build/?.so;;' " .. H.lua .. " lua/reader.lua /nonexistent/path")
+    assert.equal(1, rc)
+    assert.matches("^reader: shm.ftok%(/nonexistent/path%): No such file or directory\n$", out)
+  end)
+end)

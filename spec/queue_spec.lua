@@ -1,0 +1,275 @@
+-- shm.queue: MPMC messages between real processes.
+local shm = require "shm"
+local H = require "helpers"
+
+local function payload(w, seq)
+  -- variable size, derived from (writer, seq): a torn or mixed message shows
+  local n = (w * 7919 + seq * 104729) % 200
+  return string.format("%d:%d:", w, seq) .. string.rep(string.char(97 + (w + seq) % 26), n)
+end
+
+describe("shm.queue", function()
+  after_each(H.cleanup)
+
+  it("delivers messages in order and keeps its statistics", function()
+    local q = assert(shm.queue.create(H.key(), 1024))
+    assert.is_true(q:push("one"))
+    assert.is_true(q:push(""))
+    assert.is_true(q:push(string.rep("x", 100)))
+    local st = q:stat()
+    assert.same({ capacity = 1024, used = 4 * 3 + 103, count = 3, pushed = 3, popped = 0,
+                  closed = false, recovered = 0 }, st)
+    assert.equal("one", q:pop())
+    assert.equal("", q:pop())
+    assert.equal(string.rep("x", 100), q:pop())
+    st = q:stat()
+    assert.equal(0, st.count)
+    assert.equal(0, st.used)
+    assert.equal(3, st.popped)
+    q:remove()
+    q:detach()
+  end)
+
+  it("wraps around the ring with messages of every size", function()
+    local q = assert(shm.queue.create(shm.PRIVATE, 100))
+    for i = 1, 2000 do
+      local m = payload(1, i):sub(1, i % 97)
+      assert.is_true(q:push(m, 0))
+      assert.equal(m, q:pop(0))
+    end
+    q:remove()
+    q:detach()
+  end)
+
+  it("times out when full or empty, and raises for a message that can never fit", function()
+    local q = assert(shm.queue.create(H.name(), 32))
+    assert.same({ nil, "timeout" }, { q:pop(0) })
+    local t0 = H.now()
+    assert.same({ nil, "timeout" }, { q:pop(0.03) })
+    assert.is_true(H.now() - t0 >= 0.03)
+    assert.is_true(q:push(string.rep("a", 28)))
+    assert.same({ false, "timeout" }, { q:push("b", 0) })
+    assert.same({ false, "timeout" }, { q:push("b", 0.02) })
+    assert.error_matches(function() q:push(string.rep("c", 29)) end,
+      "message of 29 bytes can never fit in a queue of capacity 32")
+    assert.error_matches(function() q:push({}) end, "string expected")
+    assert.error_matches(function() q:pop(-1) end, "non%-negative")
+    q:remove()
+    q:detach()
+  end)
+
+  it("closes: no more pushes, readers drain then get nil, \"closed\"", function()
+    local q = assert(shm.queue.create(H.key(), 256))
+    q:push("a")
+    q:push("b")
+    assert.is_true(q:close())
+    assert.same({ false, "closed" }, { q:push("c") })
+    assert.is_true(q:stat().closed)
+    assert.equal("a", q:pop())
+    assert.equal("b", q:pop())
+    assert.same({ nil, "closed" }, { q:pop() })
+    assert.same({ nil, "closed" }, { q:pop(0) })
+    q:remove()
+    q:detach()
+  end)
+
+  it("checks its arguments and refuses to open what is not a queue", function()
+    assert.error_matches(function() shm.queue.create(H.key(), 15) end, "capacity out of range")
+    assert.error_matches(function() shm.queue.create(H.key(), 1.5) end, "integer capacity expected")
+    assert.error_matches(function() shm.queue.create(H.key()) end, "integer capacity expected")
+    local key = H.key()
+    local q, msg, en = shm.queue.open(key)
+    assert.is_nil(q)
+    assert.equal(string.format("shm.queue.open(0x%x): No such file or directory", key), msg)
+    assert.equal(2, en)
+    local seg = assert(shm.create(key, 4096))
+    q, msg, en = shm.queue.open(key)
+    assert.is_nil(q)
+    assert.equal(string.format("shm.queue.open(0x%x): not a queue (bad magic)", key), msg)
+    assert.equal(22, en)
+    local q1 = assert(shm.queue.create(H.key(), 64))
+    assert.is_nil(select(1, shm.queue.create(q1:segment().key, 64)))
+    q1:remove() q1:detach()
+    seg:remove() seg:detach()
+  end)
+
+  it("raises on use after detach, and detaches on <close>", function()
+    local key = H.key()
+    do
+      local q <close> = assert(shm.queue.create(key, 64))
+      q:push("kept")
+    end
+    local q = assert(shm.queue.open(key))
+    assert.equal(1, q:segment():stat().nattch, "<close> detached the first handle")
+    assert.equal("kept", q:pop())
+    q:remove()
+    q:detach()
+    assert.error_matches(function() q:push("x") end, "detached")
+    assert.error_matches(function() q:pop() end, "detached")
+    assert.error_matches(function() q:stat() end, "detached")
+  end)
+
+  it("blocks a reader until a writer process pushes (no polling)", function()
+    local key = H.key()
+    local q = assert(shm.queue.create(key, 4096))
+    local child = H.spawn([[
+      local shm = require "shm"
+      local q = assert(shm.queue.open(tonumber((...))))
+      print(io.open("/proc/self/stat"):read("n")) io.stdout:flush()
+      print(q:pop())
+    ]], { key })
+    local pid = tonumber(child:line())
+    assert.is_true(H.until_true(function() return H.state(pid) == "S" end))
+    local before = H.cputicks(pid)
+    q:segment():wait(q:segment().size - 8, 0, 0.2) -- 0.2 s in which the reader must sleep
+    assert.is_true(H.cputicks(pid) - before <= 2, "the blocked reader used CPU")
+    q:push("wake up")
+    local out, rc = child:finish()
+    assert.equal(0, rc)
+    assert.equal("wake up\n", out)
+    q:remove()
+    q:detach()
+  end)
+
+  it("loses, duplicates, tears and reorders nothing with 3 writers and 2 readers", function()
+    local key, K, W, R = H.key(), 3000, 3, 2
+    local q = assert(shm.queue.create(key, 2048)) -- small: writers block often, the ring wraps
+    local writers, readers = {}, {}
+    for r = 1, R do
+      readers[r] = H.spawn([[
+        local shm = require "shm"
+        local q = assert(shm.queue.open(tonumber((...))))
+        local last, n = {}, 0
+        while true do
+          local m, why = q:pop(20)
+          if not m then assert(why == "closed", why) break end
+          local w, seq = m:match("^(%d+):(%d+):")
+          w, seq = tonumber(w), tonumber(seq)
+          local len = (w * 7919 + seq * 104729) % 200
+          assert(m == string.format("%d:%d:", w, seq) .. string.rep(string.char(97 + (w + seq) % 26), len),
+            "torn message")
+          assert(seq > (last[w] or 0), "reordered")
+          last[w] = seq
+          n = n + 1
+          io.write(w, " ", seq, "\n")
+        end
+      ]], { key })
+    end
+    for w = 1, W do
+      writers[w] = H.spawn([[
+        local shm = require "shm"
+        local key, w, K = tonumber((...)), tonumber((select(2, ...))), tonumber((select(3, ...)))
+        local q = assert(shm.queue.open(key))
+        for seq = 1, K do
+          local n = (w * 7919 + seq * 104729) % 200
+          assert(q:push(string.format("%d:%d:", w, seq) .. string.rep(string.char(97 + (w + seq) % 26), n), 20))
+        end
+      ]], { key, w, K })
+    end
+    for w = 1, W do
+      local out, rc = writers[w]:finish()
+      assert.equal(0, rc, out)
+    end
+    q:close()
+    local seen, total = {}, 0
+    for r = 1, R do
+      local out, rc = readers[r]:finish()
+      assert.equal(0, rc, out:sub(-300))
+      for w, seq in out:gmatch("(%d+) (%d+)\n") do
+        local k = w .. ":" .. seq
+        assert.is_nil(seen[k], "duplicated " .. k)
+        seen[k] = true
+        total = total + 1
+      end
+    end
+    assert.equal(W * K, total)
+    for w = 1, W do
+      for seq = 1, K do assert.is_true(seen[w .. ":" .. seq], "lost " .. w .. ":" .. seq) end
+    end
+    local st = q:stat()
+    assert.equal(W * K, st.pushed)
+    assert.equal(W * K, st.popped)
+    assert.equal(0, st.used)
+    q:remove()
+    q:detach()
+  end)
+
+  it("survives writers killed mid-push: readers never stuck, nothing torn", function()
+    local key = H.key()
+    local q = assert(shm.queue.create(key, 1 << 22)) -- roomy: the writer never waits
+    -- kill until one kill lands inside push's critical section (seen as a
+    -- recovered lock), and a few more
+    local round = 0
+    while round < 4 or (q:stat().recovered == 0 and round < 60) do
+      round = round + 1
+      local writer = H.spawn([[
+        local shm = require "shm"
+        local q = assert(shm.queue.open(tonumber((...))))
+        print(io.open("/proc/self/stat"):read("n")) io.stdout:flush()
+        local seq = 0
+        while true do
+          seq = seq + 1
+          q:push(string.format("%08d", seq) .. string.rep("k", seq % 3000))
+        end
+      ]], { key })
+      local pid = tonumber(writer:line())
+      -- let it run, popping until it has pushed a few thousand, then kill it mid-stride
+      local got = 0
+      while got < 100 + round * 10 do
+        local m = assert(q:pop(10))
+        local seq = tonumber(m:sub(1, 8))
+        assert.equal(string.format("%08d", seq) .. string.rep("k", seq % 3000), m)
+        got = got + 1
+      end
+      H.kill(pid, "KILL")
+      writer:finish()
+      -- whatever it left is whole; then the queue still works for a new writer
+      while true do
+        local m = q:pop(0)
+        if not m then break end
+        local seq = tonumber(m:sub(1, 8))
+        assert.equal(string.format("%08d", seq) .. string.rep("k", seq % 3000), m)
+      end
+      assert.is_true(q:push("after " .. round, 1))
+      assert.equal("after " .. round, q:pop(1))
+    end
+    assert.is_true(q:stat().recovered > 0, "no kill landed inside a push in " .. round .. " rounds")
+    q:remove()
+    q:detach()
+  end)
+
+  it("rejects a corrupted header with an error, never a crash", function()
+    local key = H.key()
+    local q = assert(shm.queue.create(key, 256))
+    local seg = assert(shm.open(key)) -- raw access to the same memory
+    q:push("hello")
+    -- the record length, scribbled: runs past the committed data
+    seg:pack(1024, "<I4", 0xffffff)
+    assert.error_matches(function() q:pop() end, "corrupted queue %(record length out of range%)")
+    seg:pack(1024, "<I4", 5)
+    assert.equal("hello", q:pop())
+    -- tail far beyond head + capacity
+    local tail_off = 64 * 3 -- magic line, producer lines, then tail
+    local tail = seg:unpack(tail_off, "<J")
+    assert.equal(9, tail)
+    seg:pack(tail_off, "<J", 1 << 40)
+    assert.error_matches(function() q:pop() end, "corrupted queue %(head and tail out of range%)")
+    assert.error_matches(function() q:stat() end, "corrupted queue")
+    seg:pack(tail_off, "<J", tail)
+    assert.same({ nil, "timeout" }, { q:pop(0) })
+    -- a capacity rewritten after open is never trusted; a new open rejects it
+    seg:pack(16, "<J", 1 << 30)
+    assert.is_true(q:push("still bounded"))
+    assert.equal("still bounded", q:pop())
+    local q2, msg = shm.queue.open(key)
+    assert.is_nil(q2)
+    assert.matches("capacity does not match the segment", msg)
+    seg:pack(0, "<J", 0)
+    q2, msg = shm.queue.open(key)
+    assert.is_nil(q2)
+    assert.matches("not a queue %(bad magic%)", msg)
+    seg:detach()
+    q:remove()
+    q:detach()
+  end)
+end)
