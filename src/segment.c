@@ -25,8 +25,28 @@ shm_segment *shm_newsegment(lua_State *L, int kind) {
   return s;
 }
 
+/* Every segment metatable carries mt[&segment_key] = true, and the shared
+ * one is also in the registry under that address.  An attached segment gets
+ * a metatable of its own on first indexing, whose __index is a plain table of
+ * the methods and its fields, so that `seg:read(...)` costs a table lookup
+ * rather than a call of an __index function. */
+static const char segment_key = 0;
+
 shm_segment *shm_checksegment(lua_State *L, int idx) {
-  return (shm_segment *)luaL_checkudata(L, idx, SHM_SEGMENT_MT);
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    int marked = lua_rawgetp(L, -1, &segment_key) == LUA_TBOOLEAN;
+    lua_pop(L, 2);
+    if (marked) return (shm_segment *)p;
+  }
+  luaL_typeerror(L, idx, SHM_SEGMENT_MT);
+  return NULL;
+}
+
+/* Back to the shared metatable (after detach: fields raise again). */
+static void shared_metatable(lua_State *L, int idx) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &segment_key);
+  lua_setmetatable(L, idx);
 }
 
 shm_segment *shm_checkopen(lua_State *L, int idx) {
@@ -142,6 +162,7 @@ static int seg_detach(lua_State *L) {
   int en;
   checknotheld(L, s);
   en = shm_detach_segment(s);
+  shared_metatable(L, 1);
   if (en != 0) {
     lua_settop(L, 1);
     shm_describe(L, 1);
@@ -197,6 +218,7 @@ static int seg_close(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
   checknotheld(L, s);
   shm_detach_segment(s);
+  shared_metatable(L, 1);
   return 0;
 }
 
@@ -225,38 +247,58 @@ static int seg_tostring(lua_State *L) {
   return 1;
 }
 
-/* __index: methods first (they check the state themselves), then fields,
- * which raise on a detached segment like every other use. */
+/* Push the value of field k of an attached segment (nil if not a field). */
+static void pushfield(lua_State *L, shm_segment *s, const char *k) {
+  if (strcmp(k, "size") == 0) lua_pushinteger(L, (lua_Integer)s->size);
+  else if (strcmp(k, "kind") == 0) lua_pushstring(L, kindnames[s->kind]);
+  else if (strcmp(k, "readonly") == 0) lua_pushboolean(L, s->readonly);
+  else if (strcmp(k, "key") == 0 && s->kind == SHM_SYSV) lua_pushinteger(L, (lua_Integer)(uint32_t)s->key);
+  else if (strcmp(k, "id") == 0 && s->kind == SHM_SYSV) lua_pushinteger(L, s->shmid);
+  else if ((strcmp(k, "name") == 0 && s->kind == SHM_POSIX) ||
+           (strcmp(k, "path") == 0 && s->kind == SHM_FILE))
+    lua_getiuservalue(L, 1, 1);
+  else lua_pushnil(L);
+}
+
+static const char *const fieldnames[] = {"size", "kind", "readonly", "key", "id", "name", "path", NULL};
+
+/* __index of the shared metatable (upvalues: the methods, the metatable).
+ * An attached segment gets its own metatable here; a detached one finds its
+ * methods (which raise when called) and raises for its fields. */
 static int seg_index(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
-  const char *k;
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
-  if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return 1;
-  k = lua_tostring(L, 2);
-  if (strcmp(k, "size") == 0) {
-    lua_pushinteger(L, (lua_Integer)shm_checkopen(L, 1)->size);
-  } else if (strcmp(k, "kind") == 0) {
-    shm_checkopen(L, 1);
-    lua_pushstring(L, kindnames[s->kind]);
-  } else if (strcmp(k, "readonly") == 0) {
-    lua_pushboolean(L, shm_checkopen(L, 1)->readonly);
-  } else if (strcmp(k, "key") == 0) {
-    shm_checkopen(L, 1);
-    if (s->kind == SHM_SYSV) lua_pushinteger(L, (lua_Integer)(uint32_t)s->key);
-    else lua_pushnil(L);
-  } else if (strcmp(k, "id") == 0) {
-    shm_checkopen(L, 1);
-    if (s->kind == SHM_SYSV) lua_pushinteger(L, s->shmid);
-    else lua_pushnil(L);
-  } else if (strcmp(k, "name") == 0 || strcmp(k, "path") == 0) {
-    shm_checkopen(L, 1);
-    if ((s->kind == SHM_POSIX && k[0] == 'n') || (s->kind == SHM_FILE && k[0] == 'p'))
-      lua_getiuservalue(L, 1, 1);
-    else lua_pushnil(L);
-  } else {
-    lua_pushnil(L);
+  int i;
+  lua_settop(L, 2);
+  if (s->addr == NULL) {
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL || lua_type(L, 2) != LUA_TSTRING) return 1;
+    for (i = 0; fieldnames[i] != NULL; i++)
+      if (strcmp(lua_tostring(L, 2), fieldnames[i]) == 0)
+        return luaL_error(L, "attempt to use a detached segment");
+    return 1;
   }
+  lua_createtable(L, 0, 8);                /* 3: the segment's metatable */
+  for (lua_pushnil(L); lua_next(L, lua_upvalueindex(2));) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 3);
+  }
+  lua_createtable(L, 0, 32);               /* 4: its __index */
+  for (lua_pushnil(L); lua_next(L, lua_upvalueindex(1));) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 4);
+  }
+  for (i = 0; fieldnames[i] != NULL; i++) {
+    pushfield(L, s, fieldnames[i]);
+    lua_setfield(L, 4, fieldnames[i]);
+  }
+  lua_pushvalue(L, 4);
+  lua_setfield(L, 3, "__index");
+  lua_pushvalue(L, 3);
+  lua_setmetatable(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, 4);
   return 1;
 }
 
@@ -276,9 +318,14 @@ static const luaL_Reg seg_meta[] = {
 void shm_open_segment_mt(lua_State *L) {
   luaL_newmetatable(L, SHM_SEGMENT_MT);
   luaL_setfuncs(L, seg_meta, 0);
+  lua_pushboolean(L, 1);
+  lua_rawsetp(L, -2, &segment_key);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &segment_key);
   luaL_newlib(L, seg_methods);
   lua_pushvalue(L, -1);
-  lua_pushcclosure(L, seg_index, 1);
+  lua_pushvalue(L, -3);
+  lua_pushcclosure(L, seg_index, 2);
   lua_setfield(L, -3, "__index");
   lua_remove(L, -2); /* metatable */
 }
