@@ -59,8 +59,13 @@ test: $(LIB)
 demo: $(LIB)
 	$(LUA) lua/demo.lua
 
-bench: $(LIB)
-	$(LUA) bench/run.lua
+BENCH_BINS := build/bench/cmemcpy build/bench/cpipe
+build/bench/%: bench/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
+
+bench: $(LIB) $(BENCH_BINS)
+	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/run.lua
 
 install: $(LIB)
 	install -d $(DESTDIR)$(LIBDIR)/shm $(DESTDIR)$(LUADIR) $(DESTDIR)$(BINDIR)

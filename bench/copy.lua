@@ -1,0 +1,25 @@
+-- Item 1: bulk copy into (write) or out of (read) a System V segment.
+-- usage: copy.lua write|read SIZE ITER   -> nanoseconds per copy
+local shm = require "shm"
+local lib = require "lib"
+
+local mode, size, iter = arg[1], tonumber(arg[2]), tonumber(arg[3])
+local seg = assert(shm.create(shm.PRIVATE, size))
+seg:remove()
+seg:fill(0x79) -- fault the pages in, as the C baseline does
+local data = string.rep("x", size)
+local t0, t1
+if mode == "write" then
+  t0 = lib.now()
+  for _ = 1, iter do seg:write(data, 0) end
+  t1 = lib.now()
+  assert(seg:read(size - 1, 1) == "x")
+else
+  local last
+  t0 = lib.now()
+  for _ = 1, iter do last = seg:read(0, size) end
+  t1 = lib.now()
+  assert(#last == size)
+end
+seg:detach()
+print(string.format("%.3f", (t1 - t0) * 1e9 / iter))

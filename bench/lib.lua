@@ -1,0 +1,33 @@
+-- Shared by the benchmark scripts: a monotonic clock, the messages, medians.
+local M = {}
+
+local ok, system = pcall(require, "system") -- lua-system, installed with busted
+if ok and system.monotime then
+  M.now = system.monotime
+else
+  io.stderr:write("bench: lua-system not found, timing with os.clock (CPU time)\n")
+  M.now = os.clock
+end
+
+--- 1024 distinct messages of `size` bytes: a 4-byte index, then a fill byte
+-- that depends on it.  Writers send messages[i & 1023] as message i; readers
+-- compare every byte, so a lost, duplicated, reordered or torn message shows.
+function M.messages(size)
+  local t = {}
+  for i = 0, 1023 do
+    t[i] = string.pack("<I4", i) .. string.rep(string.char(32 + i % 90), size - 4)
+  end
+  return t
+end
+
+function M.median(xs)
+  local s = {}
+  for i, x in ipairs(xs) do s[i] = x end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+return M
