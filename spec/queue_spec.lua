@@ -131,9 +131,11 @@ describe("shm.queue", function()
     q:detach()
   end)
 
-  it("loses, duplicates, tears and reorders nothing with 3 writers and 2 readers", function()
-    local key, K, W, R = H.key(), 3000, 3, 2
-    local q = assert(shm.queue.create(key, 2048)) -- small: writers block often, the ring wraps
+  for _, cfg in ipairs({ { W = 3, R = 2, K = 3000, cap = 2048 }, { W = 2, R = 4, K = 3000, cap = 300 } }) do
+  it(string.format("loses, duplicates, tears and reorders nothing with %d writers and %d readers",
+                   cfg.W, cfg.R), function()
+    local key, K, W, R = H.key(), cfg.K, cfg.W, cfg.R
+    local q = assert(shm.queue.create(key, cfg.cap)) -- small: writers block often, the ring wraps
     local writers, readers = {}, {}
     for r = 1, R do
       readers[r] = H.spawn([[
@@ -193,6 +195,7 @@ describe("shm.queue", function()
     q:remove()
     q:detach()
   end)
+  end
 
   it("survives writers killed mid-push: readers never stuck, nothing torn", function()
     local key = H.key()

@@ -6,18 +6,21 @@
  * A message is a 4-byte length and its bytes, written at `tail` (modulo the
  * capacity, wrapping); `head` and `tail` are monotonic 64-bit byte counters.
  *
- * Two robust, process-shared mutexes (the two-lock queue): writers serialise
- * on the producer lock and move `tail`, readers on the consumer lock and move
- * `head`; a writer and a reader never wait for each other.  Each side keeps a
- * cached copy of the other side's index on its own cache line and reloads it
- * only when the ring looks full (empty), so a busy one-writer/one-reader pair
- * shares almost nothing but the messages themselves.
+ * Writers serialise on a robust, process-shared mutex and move `tail`.
+ * Readers take no lock: a reader copies the record at `head` out and then
+ * claims it with one compare-and-swap of `head`; if another reader claimed it
+ * first, the copy is dropped and it tries again.  The bytes in [head, tail)
+ * cannot change while `head` stays put (writers only write beyond `tail` and
+ * below head + capacity), so a copy whose claim succeeds is whole.  Writers and
+ * readers never wait for each other.  Writers keep a cached copy of `head`,
+ * readers one of `tail`, and reload it only when the ring looks full (empty),
+ * so a busy writer/reader pair shares little but the messages themselves.
  *
- * Crash safety: a record is complete before `tail` moves.  Each side writes a
- * small journal (pend_*) just before it commits; whoever next takes a lock
- * whose owner died rolls that commit forward.  So a writer killed mid-push
- * leaves either no trace or a whole message, never a torn one, and readers are
- * never stuck.
+ * Crash safety: a record is complete before `tail` moves.  A writer writes a
+ * small journal (pend) just before it commits; whoever next takes a lock whose
+ * owner died rolls that commit forward.  So a writer killed mid-push leaves
+ * either no trace or a whole message, never a torn one, and readers are never
+ * stuck; a reader killed mid-pop holds nothing.
  *
  * Wake-ups: a side that finds the ring empty (full) spins briefly on the
  * other side's index, then registers itself in `rsleep` (`wsleep`) and sleeps
@@ -47,11 +50,11 @@
 #define Q_BACKOFF 0  /* at most 2^5 pauses between looks */
 #define CL 64
 
-typedef struct qside { /* one side's private line(s) */
+typedef struct qside { /* the writers' private line(s) */
   pthread_mutex_t lock;
-  uint64_t other;     /* cached copy of the other side's index */
-  uint64_t count;     /* messages pushed (popped), ever */
-  uint64_t pend;      /* journal: the index being committed, 0 = none */
+  uint64_t other;     /* cached copy of head */
+  uint64_t count;     /* messages pushed, ever */
+  uint64_t pend;      /* journal: the tail being committed, 0 = none */
   uint64_t pend_count;
   uint64_t recovered; /* locks taken over from a dead owner */
 } qside;
@@ -65,7 +68,6 @@ typedef struct qhdr {
   uint32_t reserved;
   _Alignas(CL) qside prod;
   _Alignas(CL) uint64_t tail; /* bytes committed, ever */
-  _Alignas(CL) qside cons;
   _Alignas(CL) uint64_t head; /* bytes consumed, ever */
   _Alignas(CL) uint32_t nonempty; /* futex words */
   uint32_t rsleep;                /* sleepers registered on them */
@@ -79,6 +81,7 @@ typedef struct shm_queue {
   shm_segment *seg; /* kept alive by the user value */
   uint64_t cap;     /* validated once at open: later writes to the header's
                        copy by other processes are never trusted */
+  uint64_t tail;    /* this reader's cached copy of tail */
   char *buf;        /* pop's staging buffer: filled under the lock, pushed after */
   size_t bufsize;
 } shm_queue;
@@ -178,13 +181,14 @@ static int side_lock(qop *op, const shm_deadline *d) {
 }
 
 /* Set up op for one side of the queue and take its lock. */
-static int qop_begin(qop *op, shm_queue *q, int producer, const shm_deadline *d) {
+/* Set up op for the writers' side and take their lock. */
+static int qop_begin(qop *op, shm_queue *q, const shm_deadline *d) {
   qhdr *h = hdrof(q->seg);
   op->s = q->seg;
   op->h = h;
-  op->side = producer ? &h->prod : &h->cons;
-  op->mine = producer ? &h->tail : &h->head;
-  op->theirs = producer ? &h->head : &h->tail;
+  op->side = &h->prod;
+  op->mine = &h->tail;
+  op->theirs = &h->head;
   op->cap = q->cap;
   return side_lock(op, d);
 }
@@ -281,7 +285,7 @@ static int q_push(lua_State *L) {
   for (;;) {
     qop op;
     uint64_t tail, head;
-    int r = qop_begin(&op, q, 1, &d), en;
+    int r = qop_begin(&op, q, &d), en;
     if (r == Q_TIMEOUT) return failure(L, r, &op, 0, "timeout");
     if (r != Q_OK) return failure(L, r, &op, 0, NULL);
     if (len > op.cap - Q_LENSZ) {
@@ -324,63 +328,54 @@ static int q_push(lua_State *L) {
 static int q_pop(lua_State *L) {
   shm_segment *s;
   shm_queue *q = checkqueue(L, 1, &s);
+  qhdr *h = hdrof(s);
+  uint64_t cap = q->cap;
   shm_deadline d;
   shm_checkdeadline(L, 2, &d);
   if (s->readonly) return luaL_error(L, "attempt to pop from a read-only queue");
   for (;;) {
-    qop op;
-    uint64_t head, tail;
+    uint64_t head = LOAD(&h->head), tail = q->tail;
     uint32_t len;
     size_t at;
-    int r = qop_begin(&op, q, 0, &d), en, closed;
-    if (r == Q_TIMEOUT) return failure(L, r, &op, 1, "timeout");
-    if (r != Q_OK) return failure(L, r, &op, 1, NULL);
-    head = *op.mine;
-    tail = op.side->other;
-    if (tail - head > op.cap || tail == head) {
+    if (tail - head > cap || tail == head) {
       /* looks empty: look at the writers' real tail (after `closed`: a
-       * close takes the producer lock, so no push commits after it) */
-      closed = (int)LOAD(&op.h->closed);
-      tail = LOAD(op.theirs);
-      if (tail - head > op.cap) {
-        qop_end(&op);
-        return corrupt(L, "head and tail out of range");
-      }
-      op.side->other = tail;
+       * close takes the writers' lock, so no push commits after it) */
+      int closed = (int)LOAD(&h->closed), en;
+      tail = LOAD(&h->tail);
+      if (LOAD(&h->head) != head) continue; /* another reader moved: again */
+      if (tail - head > cap) return corrupt(L, "head and tail out of range");
+      q->tail = tail;
       if (tail == head) {
-        qop_end(&op);
-        if (closed) return failure(L, Q_TIMEOUT, &op, 1, "closed");
-        en = await(op.h, op.theirs, head, &op.h->nonempty, &op.h->rsleep, &d);
-        if (en == ETIMEDOUT) return failure(L, Q_TIMEOUT, &op, 1, "timeout");
-        if (en == EINTR) return failure(L, Q_TIMEOUT, &op, 1, "interrupted");
+        if (closed) return failure(L, Q_TIMEOUT, NULL, 1, "closed");
+        en = await(h, &h->tail, tail, &h->nonempty, &h->rsleep, &d);
+        if (en == ETIMEDOUT) return failure(L, Q_TIMEOUT, NULL, 1, "timeout");
+        if (en == EINTR) return failure(L, Q_TIMEOUT, NULL, 1, "interrupted");
         continue;
       }
     }
+    /* [head, tail) holds whole records and stays put while head does */
     if (tail - head < Q_LENSZ) {
-      qop_end(&op);
+      if (LOAD(&h->head) != head) continue;
       return corrupt(L, "truncated record");
     }
-    at = (size_t)(head % op.cap);
-    ring_get(dataof(s), op.cap, at, &len, Q_LENSZ);
+    at = (size_t)(head % cap);
+    ring_get(dataof(s), cap, at, &len, Q_LENSZ);
     if ((uint64_t)len > tail - head - Q_LENSZ) {
-      qop_end(&op);
+      if (LOAD(&h->head) != head) continue; /* overwritten after a claim: again */
       return corrupt(L, "record length out of range");
     }
     if (len > q->bufsize || q->buf == NULL) {
-      /* grow the staging buffer outside the lock, then look again */
       size_t want = len < 256 ? 256 : len;
-      char *nb;
-      qop_end(&op);
-      nb = (char *)realloc(q->buf, want);
+      char *nb = (char *)realloc(q->buf, want);
       if (nb == NULL) return luaL_error(L, "not enough memory");
       q->buf = nb;
       q->bufsize = want;
-      continue;
     }
-    ring_get(dataof(s), op.cap, advance(at, Q_LENSZ, op.cap), q->buf, len);
-    commit(&op, head + Q_LENSZ + len);
-    qop_end(&op);
-    wake(&op.h->nonfull, &op.h->wsleep, INT_MAX);
+    ring_get(dataof(s), cap, advance(at, Q_LENSZ, cap), q->buf, len);
+    if (!__atomic_compare_exchange_n(&h->head, &head, head + Q_LENSZ + len, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_RELAXED))
+      continue; /* another reader claimed it: drop the copy */
+    wake(&h->nonfull, &h->wsleep, INT_MAX);
     lua_pushlstring(L, q->buf, len);
     return 1;
   }
@@ -393,7 +388,7 @@ static int q_close(lua_State *L) {
   int r;
   shm_queue *q = checkqueue(L, 1, &s);
   if (s->readonly) return luaL_error(L, "attempt to close a read-only queue");
-  r = qop_begin(&op, q, 1, &d);
+  r = qop_begin(&op, q, &d);
   if (r != Q_OK) return failure(L, r, &op, 0, "timeout");
   __atomic_store_n(&op.h->closed, 1, __ATOMIC_SEQ_CST);
   qop_end(&op);
@@ -408,35 +403,37 @@ static int q_close(lua_State *L) {
 static int q_stat(lua_State *L) {
   shm_segment *s;
   shm_deadline d = {1, {0, 0}};
-  qop prod, cons;
-  uint64_t head, tail, pushed, popped, recovered;
+  qop op;
+  uint64_t head, tail, pushed, count = 0, pos, recovered;
+  const char *why = NULL;
   int r, closed;
   shm_queue *q = checkqueue(L, 1, &s);
   if (s->readonly) return luaL_error(L, "attempt to stat a read-only queue");
-  /* both locks (producer first, the only order anyone takes two in) for a
-   * consistent reading */
-  r = qop_begin(&prod, q, 1, &d);
-  if (r != Q_OK) return failure(L, r, &prod, 1, "timeout");
-  r = qop_begin(&cons, q, 0, &d);
-  if (r != Q_OK) {
-    qop_end(&prod);
-    return failure(L, r, &cons, 1, "timeout");
+  /* Under the writers' lock nothing in [head, tail) can change for any head
+   * read meanwhile: count the records there (so popped = pushed - count). */
+  r = qop_begin(&op, q, &d);
+  if (r != Q_OK) return failure(L, r, &op, 1, "timeout");
+  head = LOAD(&op.h->head);
+  tail = LOAD(&op.h->tail);
+  pushed = op.h->prod.count;
+  recovered = op.h->prod.recovered;
+  closed = (int)LOAD(&op.h->closed);
+  if (tail - head > op.cap) why = "head and tail out of range";
+  for (pos = head; why == NULL && pos != tail; count++) {
+    uint32_t len;
+    if (tail - pos < Q_LENSZ) { why = "truncated record"; break; }
+    ring_get(dataof(s), op.cap, (size_t)(pos % op.cap), &len, Q_LENSZ);
+    if ((uint64_t)len > tail - pos - Q_LENSZ) { why = "record length out of range"; break; }
+    pos += Q_LENSZ + len;
   }
-  head = LOAD(&prod.h->head);
-  tail = LOAD(&prod.h->tail);
-  pushed = prod.h->prod.count;
-  popped = prod.h->cons.count;
-  recovered = prod.h->prod.recovered + prod.h->cons.recovered;
-  closed = (int)LOAD(&prod.h->closed);
-  qop_end(&cons);
-  qop_end(&prod);
-  if (tail - head > prod.cap) return corrupt(L, "head and tail out of range");
+  qop_end(&op);
+  if (why != NULL) return corrupt(L, why);
   lua_createtable(L, 0, 7);
-  shm_setfield_int(L, "capacity", (lua_Integer)prod.cap);
+  shm_setfield_int(L, "capacity", (lua_Integer)op.cap);
   shm_setfield_int(L, "used", (lua_Integer)(tail - head));
-  shm_setfield_int(L, "count", (lua_Integer)(pushed - popped));
+  shm_setfield_int(L, "count", (lua_Integer)count);
   shm_setfield_int(L, "pushed", (lua_Integer)pushed);
-  shm_setfield_int(L, "popped", (lua_Integer)popped);
+  shm_setfield_int(L, "popped", (lua_Integer)(pushed - count));
   shm_setfield_bool(L, "closed", closed);
   shm_setfield_int(L, "recovered", (lua_Integer)recovered);
   return 1;
@@ -505,7 +502,6 @@ static int q_new(lua_State *L) {
     if (r == 0) r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     if (r == 0) r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
     if (r == 0) r = pthread_mutex_init(&h->prod.lock, &a);
-    if (r == 0) r = pthread_mutex_init(&h->cons.lock, &a);
     pthread_mutexattr_destroy(&a);
     if (r != 0) return shm_fail(L, r, "shm.queue.create: pthread_mutex_init");
     __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE); /* published last */
@@ -520,6 +516,7 @@ static int q_new(lua_State *L) {
   q = (shm_queue *)lua_newuserdatauv(L, sizeof *q, 1);
   q->seg = s;
   q->cap = cap;
+  q->tail = 0;
   q->buf = NULL;
   q->bufsize = 0;
   luaL_setmetatable(L, QUEUE_MT);
