@@ -1,5 +1,8 @@
 -- Item 1: bulk copy into (write) or out of (read) a System V segment.
--- usage: copy.lua write|read SIZE ITER   -> nanoseconds per copy
+-- usage: copy.lua write|read|sub SIZE ITER   -> nanoseconds per copy
+--   sub: the interpreter's own floor for making a SIZE-byte string from bytes
+--        it already has (s:sub(1, SIZE) of a longer string), for read to be
+--        compared with: seg:read must allocate a fresh string just the same
 local shm = require "shm"
 local lib = require "lib"
 
@@ -14,6 +17,12 @@ if mode == "write" then
   for _ = 1, iter do seg:write(data, 0) end
   t1 = lib.now()
   assert(seg:read(size - 1, 1) == "x")
+elseif mode == "sub" then
+  local src, last = data .. "y", nil
+  t0 = lib.now()
+  for _ = 1, iter do last = src:sub(1, size) end
+  t1 = lib.now()
+  assert(#last == size)
 else
   local last
   t0 = lib.now()
