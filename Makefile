@@ -27,7 +27,7 @@ LIB  := build/shm/core.so
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
 export LUA_CPATH := $(CURDIR)/build/?.so;;
 
-.PHONY: all deps test demo install clean bench
+.PHONY: all deps test demo install clean bench check-asan check-valgrind
 
 all: $(LIB)
 
@@ -72,6 +72,30 @@ install: $(LIB)
 	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/shm/core.so
 	install -m 0644 lua/shm.lua $(DESTDIR)$(LUADIR)/shm.lua
 	install -m 0755 lua/lshm $(DESTDIR)$(BINDIR)/lshm
+
+# The whole suite with the module built with AddressSanitizer and UBSan; the
+# (uninstrumented) interpreter gets the runtime preloaded, children inherit it.
+ASAN_LIB := build/asan/shm/core.so
+ASAN_OBJS := $(patsubst src/%.c,build/asan/obj/%.o,$(SRCS))
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+build/asan/obj/%.o: src/%.c src/*.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -fPIC -fvisibility=hidden $(LUA_INC) -O1 -g $(SAN_FLAGS) -c $< -o $@
+$(ASAN_LIB): $(ASAN_OBJS)
+	@mkdir -p $(@D)
+	$(CC) -shared $(SAN_FLAGS) -o $@ $(ASAN_OBJS)
+check-asan: $(ASAN_LIB) $(LIB)
+	SHM_CPATH="$(CURDIR)/build/asan/?.so" \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	busted --lua=$(LUA)
+
+# The whole suite in-process under valgrind memcheck (children run natively):
+# any memory error fails it, and so does a definitely-lost block.
+check-valgrind: $(LIB)
+	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	  --suppressions=$(CURDIR)/.ci/valgrind.supp \
+	  $(LUA) $$(command -v busted) --ignore-lua
 
 clean:
 	rm -rf build

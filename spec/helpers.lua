@@ -9,9 +9,11 @@ H.lua = os.getenv("LUA") or "lua5.4"
 -- the repository root, so that children find the module wherever busted runs
 H.root = debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers%.lua$") or "."
 if H.root:sub(1, 1) ~= "/" then H.root = os.getenv("PWD") .. "/" .. H.root end
+-- children load the module from the same build as this process (SHM_CPATH:
+-- make check-asan's sanitizer build), else from the checkout's build/
 H.env = {
   LUA_PATH = H.root .. "/lua/?.lua;;",
-  LUA_CPATH = H.root .. "/build/?.so;;",
+  LUA_CPATH = (os.getenv("SHM_CPATH") or (H.root .. "/build/?.so")) .. ";;",
 }
 
 local function readpid()

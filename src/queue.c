@@ -383,10 +383,11 @@ static int q_pop(lua_State *L) {
 
 static int q_close(lua_State *L) {
   shm_segment *s;
-  shm_deadline d = {1, {0, 0}};
+  shm_deadline d;
   qop op;
   int r;
   shm_queue *q = checkqueue(L, 1, &s);
+  shm_checkdeadline(L, 2, &d); /* a lock held forever must not hang us forever */
   if (s->readonly) return luaL_error(L, "attempt to close a read-only queue");
   r = qop_begin(&op, q, &d);
   if (r != Q_OK) return failure(L, r, &op, 0, "timeout");
@@ -402,12 +403,13 @@ static int q_close(lua_State *L) {
 
 static int q_stat(lua_State *L) {
   shm_segment *s;
-  shm_deadline d = {1, {0, 0}};
+  shm_deadline d;
   qop op;
   uint64_t head, tail, pushed, count = 0, pos, recovered;
   const char *why = NULL;
   int r, closed;
   shm_queue *q = checkqueue(L, 1, &s);
+  shm_checkdeadline(L, 2, &d);
   if (s->readonly) return luaL_error(L, "attempt to stat a read-only queue");
   /* Under the writers' lock nothing in [head, tail) can change for any head
    * read meanwhile: count the records there (so popped = pushed - count). */

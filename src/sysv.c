@@ -171,6 +171,7 @@ int shm_sysv_list(lua_State *L, int t, lua_Integer *n) {
     return shm_fail(L, en, "shm.list(): shmctl(SHM_INFO)");
   }
   for (i = 0; i <= maxidx; i++) {
+    memset(&ds, 0, sizeof ds); /* (valgrind does not know SHM_STAT_ANY fills it) */
     id = shmctl(i, cmd, &ds);
     if (id < 0 && errno == EINVAL && cmd == SHM_STAT_ANY && i == 0) {
       /* kernels before 4.17 have no SHM_STAT_ANY */
