@@ -30,7 +30,8 @@ else
 end
 
 if role == "client" then
-  local server = assert(io.popen(table.concat({ arg[-1], q(arg[0]), "server", transport, count, q(a), q(b) }, " "), "r"))
+  local cmd = table.concat({ arg[-1], q(arg[0]), "server", transport, count, q(a), q(b) }, " ")
+  local server = assert(io.popen(cmd, "r"))
   if transport == "fifo" then
     local fa = assert(io.open(a, "wb"))
     local fb = assert(io.open(b, "rb"))

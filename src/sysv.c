@@ -37,6 +37,19 @@ static int attach_id(shm_segment *s, int id, int readonly) {
   return 0;
 }
 
+/* A failed shmget: EINVAL for a size above kernel.shmmax says so. */
+static int failsize(lua_State *L, int en, const char *call, const char *obj, size_t size) {
+  unsigned long long max = 0;
+  FILE *f;
+  if (en == EINVAL && size > 0 && (f = fopen("/proc/sys/kernel/shmmax", "r")) != NULL) {
+    if (fscanf(f, "%llu", &max) != 1) max = 0;
+    fclose(f);
+    if (max > 0 && (unsigned long long)size > max)
+      return shm_fail(L, en, "%s(%s): %zu bytes is above kernel.shmmax (%llu)", call, obj, size, max);
+  }
+  return shm_fail(L, en, "%s(%s)", call, obj);
+}
+
 int shm_sysv_create(lua_State *L) {
   char buf[24];
   int32_t key = shm_checkkey(L, 1);
@@ -46,7 +59,7 @@ int shm_sysv_create(lua_State *L) {
   int en, id = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | mode);
   if (id < 0) {
     en = errno;
-    return shm_fail(L, en, "shm.create(%s)", keystr(buf, sizeof buf, key));
+    return failsize(L, en, "shm.create", keystr(buf, sizeof buf, key), size);
   }
   en = attach_id(s, id, 0);
   if (en != 0) {
@@ -73,7 +86,7 @@ int shm_sysv_open(lua_State *L) {
   id = size > 0 ? shmget((key_t)key, size, IPC_CREAT | mode) : shmget((key_t)key, 0, 0);
   if (id < 0) {
     en = errno;
-    return shm_fail(L, en, "shm.open(%s)", keystr(buf, sizeof buf, key));
+    return failsize(L, en, "shm.open", keystr(buf, sizeof buf, key), size);
   }
   en = attach_id(s, id, readonly);
   if (en != 0) return shm_fail(L, en, "shm.open(%s)", keystr(buf, sizeof buf, key));
