@@ -164,25 +164,27 @@ function H.now()
   return require("system").monotime()
 end
 
---- CPU time (user + system, in clock ticks) a process has used so far.
-function H.cputicks(pid)
+-- The fields of /proc/PID/stat after the command name (field 3 first).
+local function procstat(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return nil end
   local stat = f:read("a")
   f:close()
-  local rest = stat:match("%) (.*)$")
   local fields = {}
-  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
-  return tonumber(fields[12]) + tonumber(fields[13]) -- utime, stime
+  for w in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = w end
+  return fields
 end
 
---- Process state letter (R running, S sleeping, ...).
+--- CPU time (user + system, in clock ticks) a process has used so far.
+function H.cputicks(pid)
+  local f = procstat(pid)
+  return f and tonumber(f[12]) + tonumber(f[13]) -- utime, stime
+end
+
+--- Process state letter (R running, S sleeping, T stopped, ...).
 function H.state(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return nil end
-  local stat = f:read("a")
-  f:close()
-  return stat:match("%) (%a)")
+  local f = procstat(pid)
+  return f and f[1]
 end
 
 --- Wait (on a real wait: a futex with a timeout, nothing to notify it)

@@ -43,12 +43,13 @@ static uint32_t *lowword(int64_t *p) {
   return (uint32_t *)(void *)p + (u.little ? 0 : 1);
 }
 
-static int init_mutex(pthread_mutex_t *m) {
+/* A process-shared, robust mutex (error-checking if asked); 0 or an errno. */
+int shm_init_mutex(pthread_mutex_t *m, int errorcheck) {
   pthread_mutexattr_t a;
   int r = pthread_mutexattr_init(&a);
   if (r == 0) r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   if (r == 0) r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-  if (r == 0) r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+  if (r == 0 && errorcheck) r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
   if (r == 0) r = pthread_mutex_init(m, &a);
   pthread_mutexattr_destroy(&a);
   return r;
@@ -78,7 +79,7 @@ static int ensure_init(shm_segment *s, size_t off) {
         continue;
     }
     if (__atomic_compare_exchange_n(st, &expect, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      int r = init_mutex(mutexof(s, off));
+      int r = shm_init_mutex(mutexof(s, off), 1);
       __atomic_store_n(st, r == 0 ? READY : 0, __ATOMIC_RELEASE);
       shm_futex_wake(lowword(st), 1 << 30);
       return r;

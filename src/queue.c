@@ -491,7 +491,6 @@ static int q_new(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) {
     lua_Integer want = luaL_checkinteger(L, 2);
     qhdr *h = hdrof(s);
-    pthread_mutexattr_t a;
     int r;
     if (s->readonly) return luaL_error(L, "attempt to initialise a read-only segment");
     luaL_argcheck(L, want >= (lua_Integer)Q_MINCAP && want <= UINT32_MAX &&
@@ -500,11 +499,7 @@ static int q_new(lua_State *L) {
     h->version = Q_VERSION;
     h->hdrsize = Q_HDRSIZE;
     h->capacity = (uint64_t)want;
-    r = pthread_mutexattr_init(&a);
-    if (r == 0) r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (r == 0) r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (r == 0) r = pthread_mutex_init(&h->prod.lock, &a);
-    pthread_mutexattr_destroy(&a);
+    r = shm_init_mutex(&h->prod.lock, 0);
     if (r != 0) return shm_fail(L, r, "shm.queue.create: pthread_mutex_init");
     __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE); /* published last */
   }

@@ -107,6 +107,8 @@ SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
 
 /* ---- mutex.c: process-shared robust mutexes ---- */
 #define SHM_MUTEX_SIZE 64
+#include <pthread.h>
+SHM_HIDDEN int shm_init_mutex(pthread_mutex_t *m, int errorcheck);
 SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
 
 /* ---- queue.c: bounded MPMC message queue in a segment ---- */
