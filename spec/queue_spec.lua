@@ -199,23 +199,26 @@ describe("shm.queue", function()
 
   it("survives a writer killed inside push: nothing torn, readers never stuck", function()
     local key = H.key()
-    local q = assert(shm.queue.create(key, 1 << 16))
+    local q = assert(shm.queue.create(key, 1 << 20))
     local raw = assert(shm.open(key)) -- to see the writers' lock word (offset 64)
+    -- big prebuilt messages: copying one into the ring is most of a push
+    local function msg(k) return string.pack("<I8", k) .. string.rep(string.char(65 + k), 60000) end
     local function check(m)
-      local seq = tonumber(m:sub(1, 8))
-      assert.equal(string.format("%08d", seq) .. string.rep("k", seq % 3000), m)
+      assert.equal(msg(string.unpack("<I8", m)), m)
     end
     for round = 1, 3 do
       -- a writer that pushes (and takes its own messages back, so the ring never
-      -- fills and it never waits): most of its time is spent in push
+      -- fills and it never waits): much of its time is spent inside push
       local writer = H.spawn([[
         local shm = require "shm"
         local q = assert(shm.queue.open(tonumber((...))))
+        local msgs = {}
+        for k = 0, 15 do msgs[k] = string.pack("<I8", k) .. string.rep(string.char(65 + k), 60000) end
         print(io.open("/proc/self/stat"):read("n")) io.stdout:flush()
         local seq = 0
         while true do
           seq = seq + 1
-          q:push(string.format("%08d", seq) .. string.rep("k", seq % 3000))
+          q:push(msgs[seq % 16])
           if seq % 2 == 0 then q:pop() q:pop() end
         end
       ]], { key })
