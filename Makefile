@@ -27,7 +27,7 @@ LIB  := build/shm/core.so
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
 export LUA_CPATH := $(CURDIR)/build/?.so;;
 
-.PHONY: all deps test demo install clean bench check-asan check-valgrind
+.PHONY: all deps test demo install clean bench check-asan check-valgrind docs
 
 all: $(LIB)
 
@@ -97,5 +97,12 @@ check-valgrind: $(LIB)
 	  --suppressions=$(CURDIR)/.ci/valgrind.supp \
 	  $(LUA) $$(command -v busted) --ignore-lua
 
+# The API reference, from the doc comments in src/*.c and lua/shm.lua (LDoc).
+docs:
+	@command -v ldoc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq lua-ldoc >/dev/null; } \
+	  || { echo "missing Debian package; run:"; echo "  sudo apt-get install -y lua-ldoc"; exit 1; }
+	ldoc -q .
+	@echo "docs/index.html"
+
 clean:
-	rm -rf build
+	rm -rf build docs

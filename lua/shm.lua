@@ -1,4 +1,5 @@
---- shm: shared memory for Lua.
+--- shm: shared memory for Lua (the reference is in src/*.c and here: make docs).
+-- @module shm
 -- The C core (shm.core) does the work; this front module is what users
 -- require, and the home of the parts written in Lua (shm.queue's constructors).
 local core = require "shm.core"
@@ -20,11 +21,18 @@ local function describe(key_or_name)
     or tostring(key_or_name)
 end
 
---- A bounded queue of variable-size messages in one segment (any number of
--- writer and reader processes).
 shm.queue = {}
 
---- Make a queue with `capacity` bytes for messages (each takes 4 bytes more).
+--- Make a queue: a bounded queue of variable-size messages in one segment, for
+-- any number of writer and reader processes (no message lost, duplicated, torn
+-- or reordered per writer).
+-- @function queue.create
+-- @tparam integer|string key_or_name as for `create`
+-- @tparam integer capacity bytes for messages (each takes 4 bytes more), 16 to 2^32-1
+-- @tparam[opt="0600"] integer|string mode
+-- @treturn queue
+-- @error `nil, message, errno`
+-- @usage local q = assert(shm.queue.create("/jobs", 1 << 20))
 function shm.queue.create(key_or_name, capacity, mode)
   if math.type(capacity) ~= "integer" then
     error("bad argument #2 to 'shm.queue.create' (integer capacity expected, got "
@@ -46,6 +54,11 @@ function shm.queue.create(key_or_name, capacity, mode)
 end
 
 --- Attach an existing queue; its header is validated first.
+-- @function queue.open
+-- @tparam integer|string key_or_name
+-- @treturn queue
+-- @error `nil, message, errno` (`EINVAL`: not a valid queue)
+-- @usage local q = assert(shm.queue.open("/jobs"))
 function shm.queue.open(key_or_name)
   local seg, msg, en = core.open(key_or_name)
   if not seg then return nil, rename(msg, "shm.open", "shm.queue.open"), en end

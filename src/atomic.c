@@ -3,6 +3,9 @@
  * wait/notify on them with Linux futexes (shared, not private: the futex key
  * is the page of the shared object, so it works across processes).
  */
+/***
+@module shm
+*/
 #include "shm.h"
 
 #include <errno.h>
@@ -68,12 +71,30 @@ static uint32_t *lowword(int64_t *p) {
   return (uint32_t *)(void *)p + (u.little ? 0 : 1);
 }
 
+/***
+Atomically read the 64-bit signed integer at an 8-byte aligned offset
+(sequentially consistent, like all the atomics).
+@function segment:load
+@within segment
+@tparam integer offset
+@treturn integer
+@usage local n = seg:load(8)
+*/
 static int a_load(lua_State *L) {
   int64_t *p = checkslot(L, shm_checkopen(L, 1), 2);
   lua_pushinteger(L, (lua_Integer)__atomic_load_n(p, __ATOMIC_SEQ_CST));
   return 1;
 }
 
+/***
+Atomically write a 64-bit integer.  Send `notify` if someone may `wait` on it.
+@function segment:store
+@within segment
+@tparam integer offset
+@tparam integer value
+@treturn segment itself
+@usage seg:store(0, 1):notify(0)
+*/
 static int a_store(lua_State *L) {
   int64_t *p = checkslot(L, shm_checkwritable(L, 1), 2);
   int64_t v = (int64_t)luaL_checkinteger(L, 3);
@@ -82,6 +103,15 @@ static int a_store(lua_State *L) {
   return 1;
 }
 
+/***
+Atomically add (wrapping around like Lua integers).
+@function segment:add
+@within segment
+@tparam integer offset
+@tparam integer delta
+@treturn integer the new value
+@usage local n = seg:add(0, 1)
+*/
 static int a_add(lua_State *L) {
   int64_t *p = checkslot(L, shm_checkwritable(L, 1), 2);
   /* wraps around in two's complement, like Lua's own integer arithmetic */
@@ -91,6 +121,17 @@ static int a_add(lua_State *L) {
   return 1;
 }
 
+/***
+Compare and swap.
+@function segment:cas
+@within segment
+@tparam integer offset
+@tparam integer expected
+@tparam integer desired
+@treturn boolean whether it swapped
+@treturn integer the value found (`expected` on success)
+@usage local ok, cur = seg:cas(0, 0, 1)
+*/
 /* ok, current: current is the value found (the expected one on success). */
 static int a_cas(lua_State *L) {
   int64_t *p = checkslot(L, shm_checkwritable(L, 1), 2);
@@ -103,6 +144,19 @@ static int a_cas(lua_State *L) {
   return 2;
 }
 
+/***
+Sleep in the kernel (a futex, no busy loop) while the value at `offset` equals
+`expected`.
+@function segment:wait
+@within segment
+@tparam integer offset
+@tparam integer expected
+@tparam[opt] number timeout seconds; `nil` waits forever
+@treturn boolean `true` when it changed or was notified
+@treturn[2] boolean `false`
+@treturn[2] string `"timeout"` or `"interrupted"`
+@usage while seg:load(0) == 0 do seg:wait(0, 0, 1) end
+*/
 static int a_wait(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   int64_t *p = checkslot(L, s, 2);
@@ -129,6 +183,15 @@ static int a_wait(lua_State *L) {
   return 1;
 }
 
+/***
+Wake up waiters on `offset`.
+@function segment:notify
+@within segment
+@tparam integer offset
+@tparam[opt] integer n default: all
+@treturn integer how many were woken
+@usage seg:store(0, 1):notify(0)
+*/
 static int a_notify(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   int64_t *p = checkslot(L, s, 2);

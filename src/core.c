@@ -8,17 +8,78 @@
 #include <sys/ipc.h>
 #include <unistd.h>
 
+/***
+Shared memory for Lua: System V, POSIX and file segments, atomics, a robust mutex
+and a message queue.  `local shm = require "shm"`.
+
+Conventions: offsets are 0-based and lengths in bytes; a failing system call
+returns `nil, message, errno` (the message names the call and the object); misuse
+(a bad argument, an offset out of range, a write that does not fit, a write to a
+read-only attachment, any use of a detached segment) raises an error.
+`mode` is permission bits, an integer (`384`) or an octal string (`"0600"`); the
+default is `0600`.
+@module shm
+*/
+
+/***
+Make a new segment, zero-filled.
+An integer key makes a System V segment (`shm.PRIVATE`: always a new private one),
+a string starting with `/` a POSIX shared memory object.
+@function create
+@tparam integer|string key_or_name
+@tparam integer size bytes (at least 1)
+@tparam[opt="0600"] integer|string mode applied exactly, whatever the umask
+@treturn segment
+@error `nil, message, errno`: `EEXIST` if it exists, `ENOSPC`, `EINVAL` (above kernel.shmmax)...
+@usage local seg = assert(shm.create(0x1234, 4096, "0640"))
+*/
 static int l_create(lua_State *L) {
   return shm_iskey(L, 1) ? shm_sysv_create(L) : shm_posix_create(L);
 }
 
+/***
+Attach an existing segment; with `size`, a missing one is created atomically
+(racing processes all end up on one segment).
+@function open
+@tparam integer|string key_or_name
+@tparam[opt="rw"] string access `"rw"` or `"r"` (a read-only mapping)
+@tparam[opt] integer size create it with this size if it is missing
+@tparam[opt="0600"] integer|string mode for a segment this call creates
+@treturn segment
+@error `nil, message, errno` (`ENOENT`, `EACCES`, ...)
+@usage local seg = assert(shm.open("/jobs", "rw", 1 << 20))
+*/
 static int l_open(lua_State *L) {
   return shm_iskey(L, 1) ? shm_sysv_open(L) : shm_posix_open(L);
 }
 
+/***
+Remove a segment by key or name without attaching it (like `ipcrm -M`, `shm_unlink`).
+@function unlink
+@tparam integer|string key_or_name
+@treturn boolean true
+@error `nil, message, errno`
+@usage shm.unlink(0x1234)
+*/
 static int l_unlink(lua_State *L) {
   return shm_iskey(L, 1) ? shm_sysv_unlink(L) : shm_posix_unlink(L);
 }
+
+/***
+Every System V segment and POSIX object the caller can see, as info tables
+(the fields of `segment:stat`).
+@function list
+@treturn {table,...}
+@usage for _, i in ipairs(shm.list()) do print(i.kind, i.key or i.name, i.size) end
+*/
+/***
+Constants.
+@table constants
+@field PRIVATE the System V key `IPC_PRIVATE`: `shm.create(shm.PRIVATE, size)` always makes a new segment
+@field pagesize the system's page size in bytes
+@field MUTEX_SIZE bytes a `segment:mutex` takes (64)
+@field _VERSION e.g. `"lua-shm 0.1.0"`
+*/
 
 static int l_list(lua_State *L) {
   lua_Integer n = 0;

@@ -11,6 +11,9 @@
  * process into a per-thread list through the mutex itself, so a segment is
  * never unmapped while this process holds a mutex in it (s->held).
  */
+/***
+@module shm
+*/
 #include "shm.h"
 
 #include <errno.h>
@@ -87,6 +90,17 @@ static int ensure_init(shm_segment *s, size_t off) {
   }
 }
 
+/***
+A process-shared, robust, error-checking mutex living at `offset`
+(`shm.MUTEX_SIZE` bytes, 8-byte aligned).  Several processes may call this on
+fresh zeroed memory at once: it is initialised exactly once.
+@function segment:mutex
+@within segment
+@tparam integer offset
+@treturn mutex
+@raise if the memory there holds something else
+@usage local m = seg:mutex(0); assert(m:lock(5)); ...; m:unlock()
+*/
 static int seg_mutex(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
   lua_Integer off = luaL_checkinteger(L, 2);
@@ -152,6 +166,25 @@ static int lockresult(lua_State *L, shm_mutex *m, shm_segment *s, int r, const c
   }
 }
 
+/***
+A mutex in a segment (see `segment:mutex`).
+@type mutex
+*/
+
+/***
+Lock.  If the holder died, this succeeds and says so, after making the mutex
+consistent again: check the data it protects.
+@function mutex:lock
+@tparam[opt] number timeout seconds; `nil` waits forever
+@treturn boolean `true`
+@treturn[opt] string `"owner died"`
+@treturn[2] boolean `false`
+@treturn[2] string `"timeout"`
+@raise if this process holds it already
+@usage local ok, why = m:lock(5)
+if why == "owner died" then repair() end
+m:unlock()
+*/
 static int m_lock(lua_State *L) {
   shm_segment *s;
   shm_mutex *m = checkmutex(L, 1, &s);
@@ -163,12 +196,25 @@ static int m_lock(lua_State *L) {
   return lockresult(L, m, s, r, "lock");
 }
 
+/***
+Lock if free.
+@function mutex:trylock
+@treturn boolean `true` (and `"owner died"` as for lock), or `false, "busy"`
+@usage if m:trylock() then work() m:unlock() end
+*/
 static int m_trylock(lua_State *L) {
   shm_segment *s;
   shm_mutex *m = checkmutex(L, 1, &s);
   return lockresult(L, m, s, pthread_mutex_trylock(mutexof(s, m->off)), "trylock");
 }
 
+/***
+Unlock.
+@function mutex:unlock
+@treturn boolean true
+@raise if this process does not hold it
+@usage m:unlock()
+*/
 static int m_unlock(lua_State *L) {
   shm_segment *s;
   shm_mutex *m = checkmutex(L, 1, &s);

@@ -8,6 +8,9 @@
  * pack runs the format twice: a first pass checks every argument and that
  * everything fits, the second writes; so an error never leaves a partial write.
  */
+/***
+@module shm
+*/
 #include "shm.h"
 
 #include <limits.h>
@@ -239,6 +242,18 @@ static size_t packpass(lua_State *L, shm_segment *s, size_t pos, const char *fmt
   return pos;
 }
 
+/***
+Write values with a `string.pack` format straight into the segment.  Alignment
+(`!`, `X`) is relative to the segment start.  Checks everything first: a failing
+pack writes nothing.
+@function segment:pack
+@within segment
+@tparam integer offset
+@tparam string fmt
+@param ... the values
+@treturn integer the offset after the last byte written
+@usage local nxt = seg:pack(0, "<I4 s2", 42, "name")
+*/
 int shm_seg_pack(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
   size_t off = (luaL_checkinteger(L, 2), shm_checkoffset(L, 2, s, 0)); /* required */
@@ -250,6 +265,16 @@ int shm_seg_pack(lua_State *L) {
   return 1;
 }
 
+/***
+Read values with a `string.unpack` format straight out of the segment.  Lengths
+read from the segment are checked against its end.
+@function segment:unpack
+@within segment
+@tparam integer offset
+@tparam string fmt
+@return the values, then the offset after the last byte read
+@usage local id, name, nxt = seg:unpack(0, "<I4 s2")
+*/
 int shm_seg_unpack(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   size_t pos = (luaL_checkinteger(L, 2), shm_checkoffset(L, 2, s, 0)); /* required */

@@ -2,6 +2,9 @@
  * POSIX shared memory objects (shm_open) and shared file maps (mmap of a
  * regular file).  Both keep their descriptor for fstat/fchmod/fchown.
  */
+/***
+@module shm
+*/
 #include "shm.h"
 
 #include <dirent.h>
@@ -154,6 +157,19 @@ int shm_posix_list(lua_State *L, int t, lua_Integer *n) {
   return 0;
 }
 
+/***
+Map a regular file shared (persistent, unlike System V and POSIX memory).
+With `size` the file is created (`0600`) or grown to that size, its blocks
+reserved so that a full disk is an error here, never SIGBUS later; a larger file
+is mapped whole.
+@function map
+@tparam string path
+@tparam[opt] integer size
+@tparam[opt="rw"] string access
+@treturn segment
+@error `nil, message, errno`
+@usage local seg = assert(shm.map("/var/lib/app/state", 65536))
+*/
 int shm_file_map(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   size_t size = lua_isnoneornil(L, 2) ? 0 : shm_checksize(L, 2);

@@ -32,6 +32,9 @@
  * once into a local, validated, and only then used.  No Lua API call that can
  * raise is made while a mutex is held.
  */
+/***
+@module shm
+*/
 #include "shm.h"
 
 #include <errno.h>
@@ -273,6 +276,23 @@ static void commit(qop *op, uint64_t to) {
   __atomic_store_n(&sd->pend, 0, __ATOMIC_RELEASE);
 }
 
+/***
+A bounded queue of variable-size messages in a segment, for any number of writer
+and reader processes (see `shm.queue.create`).
+@type queue
+*/
+
+/***
+Add a message; blocks while the queue is full.
+@function queue:push
+@tparam string msg
+@tparam[opt] number timeout seconds; `0` tries once, `nil` waits forever
+@treturn boolean `true`
+@treturn[2] boolean `false`
+@treturn[2] string `"timeout"`, `"closed"` or `"interrupted"`
+@raise if `msg` can never fit, or the header is corrupted
+@usage assert(q:push("job 42", 1))
+*/
 static int q_push(lua_State *L) {
   shm_segment *s;
   size_t len;
@@ -325,6 +345,15 @@ static int q_push(lua_State *L) {
   }
 }
 
+/***
+Take the oldest message; blocks while the queue is empty.
+@function queue:pop
+@tparam[opt] number timeout seconds; `0` tries once, `nil` waits forever
+@treturn string the message
+@treturn[2] nil
+@treturn[2] string `"timeout"`, `"closed"` (closed and drained) or `"interrupted"`
+@usage for msg in function() return q:pop() end do print(msg) end
+*/
 static int q_pop(lua_State *L) {
   shm_segment *s;
   shm_queue *q = checkqueue(L, 1, &s);
@@ -381,6 +410,14 @@ static int q_pop(lua_State *L) {
   }
 }
 
+/***
+No more pushes: writers get `false, "closed"`; readers drain what is left, then get
+`nil, "closed"`.
+@function queue:close
+@tparam[opt] number timeout for the writers' lock
+@treturn boolean true
+@usage q:close() -- readers finish what is queued, then stop
+*/
 static int q_close(lua_State *L) {
   shm_segment *s;
   shm_deadline d;
@@ -401,6 +438,14 @@ static int q_close(lua_State *L) {
   return 1;
 }
 
+/***
+Figures: `capacity`, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
+`recovered` (locks taken over from a writer that died holding them).
+@function queue:stat
+@tparam[opt] number timeout for the writers' lock
+@treturn table
+@usage print(q:stat().count)
+*/
 static int q_stat(lua_State *L) {
   shm_segment *s;
   shm_deadline d;
@@ -452,9 +497,26 @@ static int q_segcall(lua_State *L, const char *method) {
   return lua_gettop(L) - 1;
 }
 
+/***
+Remove the queue's segment from the system (as `segment:remove`).
+@function queue:remove
+@usage q:remove()
+*/
+
+/***
+Detach the queue's segment (as `segment:detach`); `<close>` does this too.
+@function queue:detach
+@usage q:detach()
+*/
 static int q_remove(lua_State *L) { return q_segcall(L, "remove"); }
 static int q_detach(lua_State *L) { return q_segcall(L, "detach"); }
 
+/***
+The segment the queue lives in.
+@function queue:segment
+@treturn segment
+@usage print(q:segment():stat().nattch)
+*/
 static int q_segment(lua_State *L) {
   luaL_checkudata(L, 1, QUEUE_MT);
   lua_getiuservalue(L, 1, 1);

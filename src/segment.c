@@ -3,6 +3,9 @@
  * Modelled on liolib's streams: a closed (detached) state, one idempotent
  * closer used by detach, __close and __gc.
  */
+/***
+@module shm
+*/
 #include "shm.h"
 
 #include <errno.h>
@@ -97,6 +100,24 @@ void shm_describe(lua_State *L, int idx) {
 
 /* ---- data access ---- */
 
+/***
+A segment: one attachment of shared memory.
+Fields: `size`, `kind` (`"sysv"`, `"posix"`, `"file"`), `readonly`, `key`, `id`
+(System V), `name` (POSIX), `path` (file). `#seg` is its size;
+`tostring(seg)` e.g. `shm.segment(sysv key=0x46010004 id=3 size=4096 rw)`.
+`__close` and `__gc` detach it (never remove it).
+@type segment
+*/
+
+/***
+Read bytes.
+@function segment:read
+@tparam[opt=0] integer offset
+@tparam[opt] integer length default: to the end
+@treturn string
+@raise on an offset or length out of range
+@usage local header = seg:read(0, 16)
+*/
 static int seg_read(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   size_t off = shm_checkoffset(L, 2, s, 0);
@@ -105,6 +126,14 @@ static int seg_read(lua_State *L) {
   return 1;
 }
 
+/***
+Copy a string in.  Never truncates: raises if it does not fit (nothing is written).
+@function segment:write
+@tparam string data
+@tparam[opt=0] integer offset
+@treturn segment itself
+@usage seg:write("hello", 0):write("world", 5)
+*/
 static int seg_write(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
   size_t len;
@@ -118,6 +147,15 @@ static int seg_write(lua_State *L) {
   return 1;
 }
 
+/***
+Set a range to one byte value.
+@function segment:fill
+@tparam integer|string byte 0 to 255, or a one-character string
+@tparam[opt=0] integer offset
+@tparam[opt] integer length default: to the end
+@treturn segment itself
+@usage seg:fill(0)
+*/
 static int seg_fill(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
   int byte;
@@ -141,11 +179,28 @@ static int seg_fill(lua_State *L) {
 
 /* ---- management ---- */
 
+/***
+Information about the object: always `kind`, `size`, `mode`, `uid`, `gid`;
+System V adds `key id cuid cgid cpid lpid nattch atime dtime ctime removed`;
+POSIX and file maps add `name`/`path`, `atime mtime ctime`.
+@function segment:stat
+@treturn table
+@error `nil, message, errno`
+@usage print(seg:stat().nattch)
+*/
 static int seg_stat(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   return s->kind == SHM_SYSV ? shm_sysv_stat(L, s) : shm_fd_stat(L, s);
 }
 
+/***
+Remove the object from the system (`IPC_RMID`, `shm_unlink`, `unlink`).  The memory
+stays valid for every process still attached.
+@function segment:remove
+@treturn boolean true
+@error `nil, message, errno`
+@usage seg:remove()
+*/
 static int seg_remove(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   return s->kind == SHM_SYSV ? shm_sysv_remove(L, s) : shm_fd_remove(L, s);
@@ -157,6 +212,13 @@ static void checknotheld(lua_State *L, shm_segment *s) {
                s->held);
 }
 
+/***
+Unmap now; any later use raises `attempt to use a detached segment`.  Harmless to
+repeat.  Raises while this process holds a mutex in the segment.
+@function segment:detach
+@treturn boolean true
+@usage seg:detach()
+*/
 static int seg_detach(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
   int en;
@@ -172,6 +234,13 @@ static int seg_detach(lua_State *L) {
   return 1;
 }
 
+/***
+`msync` a file map to its file; nothing for other kinds.
+@function segment:sync
+@treturn boolean true
+@error `nil, message, errno`
+@usage seg:write(data):sync()
+*/
 static int seg_sync(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   if (s->kind == SHM_FILE) return shm_fd_sync(L, s);
@@ -179,6 +248,14 @@ static int seg_sync(lua_State *L) {
   return 1;
 }
 
+/***
+Change the permission bits (`IPC_SET` or `fchmod`).
+@function segment:chmod
+@tparam integer|string mode
+@treturn boolean true
+@error `nil, message, errno`
+@usage seg:chmod("0640")
+*/
 static int seg_chmod(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   int mode;
@@ -196,6 +273,15 @@ static unsigned optid(lua_State *L, int arg) {
   return (unsigned)v;
 }
 
+/***
+Change the owner (`IPC_SET` or `fchown`); `nil` leaves an id unchanged.
+@function segment:chown
+@tparam[opt] integer uid
+@tparam[opt] integer gid
+@treturn boolean true
+@error `nil, message, errno`
+@usage seg:chown(1000, nil)
+*/
 static int seg_chown(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   uid_t uid = (uid_t)optid(L, 2);

@@ -1,6 +1,9 @@
 /*
  * System V shared memory: shmget/shmat/shmdt/shmctl, ftok.
  */
+/***
+@module shm
+*/
 #include "shm.h"
 
 #include <errno.h>
@@ -93,6 +96,15 @@ int shm_sysv_open(lua_State *L) {
   return 1;
 }
 
+/***
+Attach a System V segment by its shmid, as `ipcs -m` lists it.
+@function attach
+@tparam integer id
+@tparam[opt="rw"] string access
+@treturn segment
+@error `nil, message, errno`
+@usage local seg = assert(shm.attach(32768, "r"))
+*/
 int shm_sysv_attach(lua_State *L) {
   lua_Integer id = luaL_checkinteger(L, 1);
   int readonly = shm_checkaccess(L, 2);
@@ -119,6 +131,15 @@ int shm_sysv_unlink(lua_State *L) {
   return shm_fail(L, en, "shm.unlink(%s)", keystr(buf, sizeof buf, key));
 }
 
+/***
+A System V key from an existing path and a project id.
+@function ftok
+@tparam string path an existing file
+@tparam integer|string proj 1 to 255, or one character
+@treturn integer key
+@error `nil, message, errno` (`ENOENT`)
+@usage local key = assert(shm.ftok("/etc/hostname", "L"))
+*/
 int shm_sysv_ftok(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int proj;
