@@ -124,7 +124,7 @@ line("")
 line("## 1. Bulk copy into and out of a System V segment, against C memcpy")
 line("")
 line("The last columns: for reads, the interpreter's own cost of making a new string of that size " ..
-  "(`s:sub(1, size)` of a longer string), which `seg:read` cannot avoid; and Python's sysv_ipc.")
+  "(`s:sub(1, size)` of a string that size), which `seg:read` cannot avoid; and Python's sysv_ipc.")
 line("")
 line("| size | op | lua-shm | memcpy | lua-shm / memcpy speed | Lua string floor |" ..
   (has_python and " python sysv_ipc |" or ""))
