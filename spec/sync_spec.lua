@@ -2,13 +2,22 @@
 local shm = require "shm"
 local H = require "helpers"
 
-describe("atomics", function()
+-- a fresh private 4 KiB segment for every test of the block: seg()
+local function private_segment()
   local seg
   before_each(function() seg = assert(shm.create(shm.PRIVATE, 4096)) end)
   after_each(function()
-    if seg then seg:remove(); seg:detach() end
+    seg:remove()
+    seg:detach()
     H.cleanup()
   end)
+  return function() return seg end
+end
+
+describe("atomics", function()
+  local get = private_segment()
+  local seg
+  before_each(function() seg = get() end)
 
   it("load, store, add and cas 64-bit integers", function()
     assert.equal(0, seg:load(0))
@@ -69,12 +78,9 @@ describe("atomics", function()
 end)
 
 describe("wait and notify", function()
+  local get = private_segment()
   local seg
-  before_each(function() seg = assert(shm.create(shm.PRIVATE, 4096)) end)
-  after_each(function()
-    if seg then seg:remove(); seg:detach() end
-    H.cleanup()
-  end)
+  before_each(function() seg = get() end)
 
   it("returns at once when the value already differs", function()
     seg:store(0, 1)
