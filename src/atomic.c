@@ -65,8 +65,7 @@ static int64_t *checkslot(lua_State *L, shm_segment *s, int arg) {
   return (int64_t *)(void *)(s->addr + off);
 }
 
-/* The 32-bit futex word inside the int64 holding its low half. */
-static uint32_t *lowword(int64_t *p) {
+uint32_t *shm_futex_word(int64_t *p) {
   const union { int one; char little; } u = {1};
   return (uint32_t *)(void *)p + (u.little ? 0 : 1);
 }
@@ -161,7 +160,7 @@ static int a_wait(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   int64_t *p = checkslot(L, s, 2);
   int64_t expected = (int64_t)luaL_checkinteger(L, 3);
-  uint32_t *w = lowword(p);
+  uint32_t *w = shm_futex_word(p);
   uint32_t wv = (uint32_t)((uint64_t)expected & 0xffffffffu);
   shm_deadline d;
   shm_checkdeadline(L, 4, &d);
@@ -199,7 +198,7 @@ static int a_notify(lua_State *L) {
   int woken;
   luaL_argcheck(L, n >= 0, 3, "count must not be negative");
   if (n > INT_MAX) n = INT_MAX;
-  woken = n == 0 ? 0 : shm_futex_wake(lowword(p), (int)n);
+  woken = n == 0 ? 0 : shm_futex_wake(shm_futex_word(p), (int)n);
   if (woken < 0) {
     int en = errno;
     return shm_fail(L, en, "seg:notify(%lld)", (long long)((unsigned char *)p - s->addr));

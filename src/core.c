@@ -72,15 +72,6 @@ Every System V segment and POSIX object the caller can see, as info tables
 @treturn {table,...}
 @usage for _, i in ipairs(shm.list()) do print(i.kind, i.key or i.name, i.size) end
 */
-/***
-Constants.
-@table constants
-@field PRIVATE the System V key `IPC_PRIVATE`: `shm.create(shm.PRIVATE, size)` always makes a new segment
-@field pagesize the system's page size in bytes
-@field MUTEX_SIZE bytes a `segment:mutex` takes (64)
-@field _VERSION e.g. `"lua-shm 0.1.0"`
-*/
-
 static int l_list(lua_State *L) {
   lua_Integer n = 0;
   int r;
@@ -90,6 +81,15 @@ static int l_list(lua_State *L) {
   if (r == 0) r = shm_posix_list(L, 1, &n);
   return r == 0 ? 1 : r;
 }
+
+/***
+Constants.
+@table constants
+@field PRIVATE the System V key `IPC_PRIVATE`: `shm.create(shm.PRIVATE, size)` always makes a new segment
+@field pagesize the system's page size in bytes
+@field MUTEX_SIZE bytes a `segment:mutex` takes (64)
+@field _VERSION e.g. `"lua-shm 0.1.0"`
+*/
 
 static const luaL_Reg funcs[] = {
   {"create", l_create},       {"open", l_open},         {"attach", shm_sysv_attach},

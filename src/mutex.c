@@ -41,10 +41,6 @@ static pthread_mutex_t *mutexof(shm_segment *s, size_t off) {
   return (pthread_mutex_t *)(void *)(s->addr + off + 8);
 }
 
-static uint32_t *lowword(int64_t *p) {
-  const union { int one; char little; } u = {1};
-  return (uint32_t *)(void *)p + (u.little ? 0 : 1);
-}
 
 /* A process-shared, robust mutex (error-checking if asked); 0 or an errno. */
 int shm_init_mutex(pthread_mutex_t *m, int errorcheck) {
@@ -76,7 +72,7 @@ static int ensure_init(shm_segment *s, size_t off) {
       clock_gettime(CLOCK_MONOTONIC, &d.at);
       d.at.tv_nsec += 10000000L;
       if (d.at.tv_nsec >= 1000000000L) { d.at.tv_sec++; d.at.tv_nsec -= 1000000000L; }
-      shm_futex_wait(lowword(st), (uint32_t)(v & 0xffffffff), &d);
+      shm_futex_wait(shm_futex_word(st), (uint32_t)(v & 0xffffffff), &d);
       if (__atomic_load_n(st, __ATOMIC_ACQUIRE) != v || pid == getpid() ||
           kill(pid, 0) == 0 || errno != ESRCH)
         continue;
@@ -84,7 +80,7 @@ static int ensure_init(shm_segment *s, size_t off) {
     if (__atomic_compare_exchange_n(st, &expect, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
       int r = shm_init_mutex(mutexof(s, off), 1);
       __atomic_store_n(st, r == 0 ? READY : 0, __ATOMIC_RELEASE);
-      shm_futex_wake(lowword(st), 1 << 30);
+      shm_futex_wake(shm_futex_word(st), 1 << 30);
       return r;
     }
   }

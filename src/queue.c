@@ -50,7 +50,6 @@
 #define Q_MINCAP 16u
 #define Q_LENSZ 4u
 #define Q_SPINS 4000  /* looks before sleeping */
-#define Q_BACKOFF 0  /* at most 2^5 pauses between looks */
 #define CL 64
 
 typedef struct qside { /* the writers' private line(s) */
@@ -140,12 +139,9 @@ static const char *readconfig(shm_segment *s, uint64_t *cap) {
 
 enum { Q_OK = 0, Q_TIMEOUT = 1, Q_CORRUPT = 2, Q_ERRNO = 3 };
 
-typedef struct qop { /* one push or pop in progress */
-  shm_segment *s;
+typedef struct qop { /* an operation under the writers' lock */
   qhdr *h;
-  qside *side;
-  uint64_t *mine;  /* the index this side moves: tail or head */
-  uint64_t *theirs;
+  qside *side;     /* &h->prod */
   uint64_t cap;
   const char *why; /* Q_CORRUPT */
   int en;          /* Q_ERRNO */
@@ -153,19 +149,24 @@ typedef struct qop { /* one push or pop in progress */
 
 /* Roll forward a commit whose writer died after its journal entry. */
 static const char *recover(qop *op) {
-  uint64_t pend = op->side->pend, cur = *op->mine;
+  uint64_t pend = op->side->pend, cur = op->h->tail;
   if (pend == 0) return NULL;
   if (pend - cur > op->cap || op->side->pend_count - op->side->count > 1)
     return "bad journal entry";
-  __atomic_store_n(op->mine, pend, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&op->h->tail, pend, __ATOMIC_SEQ_CST);
   op->side->count = op->side->pend_count;
   op->side->pend = 0;
   return NULL;
 }
 
-static int side_lock(qop *op, const shm_deadline *d) {
-  int r = d->forever ? pthread_mutex_lock(&op->side->lock)
-                     : pthread_mutex_clocklock(&op->side->lock, CLOCK_MONOTONIC, &d->at);
+/* Take the writers' lock (repairing after a dead owner). */
+static int qop_begin(qop *op, shm_queue *q, const shm_deadline *d) {
+  int r;
+  op->h = hdrof(q->seg);
+  op->side = &op->h->prod;
+  op->cap = q->cap;
+  r = d->forever ? pthread_mutex_lock(&op->side->lock)
+                 : pthread_mutex_clocklock(&op->side->lock, CLOCK_MONOTONIC, &d->at);
   if (r == ETIMEDOUT) return Q_TIMEOUT;
   if (r != 0 && r != EOWNERDEAD) {
     op->en = r;
@@ -181,19 +182,6 @@ static int side_lock(qop *op, const shm_deadline *d) {
     }
   }
   return Q_OK;
-}
-
-/* Set up op for one side of the queue and take its lock. */
-/* Set up op for the writers' side and take their lock. */
-static int qop_begin(qop *op, shm_queue *q, const shm_deadline *d) {
-  qhdr *h = hdrof(q->seg);
-  op->s = q->seg;
-  op->h = h;
-  op->side = &h->prod;
-  op->mine = &h->tail;
-  op->theirs = &h->head;
-  op->cap = q->cap;
-  return side_lock(op, d);
 }
 
 static void qop_end(qop *op) { pthread_mutex_unlock(&op->side->lock); }
@@ -241,13 +229,9 @@ static int await(qhdr *h, uint64_t *index, uint64_t seen, uint32_t *word, uint32
   int i, en = 0;
   uint32_t w;
   if (expired(d)) return ETIMEDOUT;
-  /* Spin with growing pauses between looks: each look pulls the other
-   * side's cache line over, and a little lag lets messages pile up so that
-   * one look serves several of them. */
   for (i = 0; i < Q_SPINS; i++) {
-    int p, pauses = 1 << (i < Q_BACKOFF ? i : Q_BACKOFF);
     if (LOAD(index) != seen || LOAD(&h->closed)) return 0;
-    for (p = 0; p < pauses; p++) cpu_relax();
+    cpu_relax();
   }
   __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
   w = LOADSC(word);
@@ -266,12 +250,12 @@ static void wake(uint32_t *word, uint32_t *sleepers, int n) {
   }
 }
 
-/* Commit a move of this side's index to `to`, journalled. */
+/* Commit a move of tail to `to`, journalled. */
 static void commit(qop *op, uint64_t to) {
   qside *sd = op->side;
   sd->pend_count = sd->count + 1;
   __atomic_store_n(&sd->pend, to, __ATOMIC_RELEASE);
-  __atomic_store_n(op->mine, to, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&op->h->tail, to, __ATOMIC_SEQ_CST);
   sd->count++;
   __atomic_store_n(&sd->pend, 0, __ATOMIC_RELEASE);
 }
@@ -317,10 +301,10 @@ static int q_push(lua_State *L) {
       qop_end(&op);
       return failure(L, Q_TIMEOUT, &op, 0, "closed");
     }
-    tail = *op.mine;
+    tail = op.h->tail;
     head = op.side->other;
     if (tail - head > op.cap || op.cap - (tail - head) < Q_LENSZ + len) {
-      head = LOAD(op.theirs); /* looks full: look at the readers' real head */
+      head = LOAD(&op.h->head); /* looks full: look at the readers' real head */
       if (tail - head > op.cap) {
         qop_end(&op);
         return corrupt(L, "head and tail out of range");
@@ -339,7 +323,7 @@ static int q_push(lua_State *L) {
       return 1;
     }
     qop_end(&op);
-    en = await(op.h, op.theirs, head, &op.h->nonfull, &op.h->wsleep, &d);
+    en = await(op.h, &op.h->head, head, &op.h->nonfull, &op.h->wsleep, &d);
     if (en == ETIMEDOUT) return failure(L, Q_TIMEOUT, &op, 0, "timeout");
     if (en == EINTR) return failure(L, Q_TIMEOUT, &op, 0, "interrupted");
   }

@@ -300,13 +300,6 @@ static int seg_gc(lua_State *L) {
   return 0;
 }
 
-static int seg_close(lua_State *L) {
-  shm_segment *s = shm_checksegment(L, 1);
-  checknotheld(L, s);
-  shm_detach_segment(s);
-  shared_metatable(L, 1);
-  return 0;
-}
 
 static int seg_len(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -346,6 +339,15 @@ static void pushfield(lua_State *L, shm_segment *s, const char *k) {
   else lua_pushnil(L);
 }
 
+/* to[k] = from[k] for every k (raw). */
+static void copyfields(lua_State *L, int from, int to) {
+  for (lua_pushnil(L); lua_next(L, from);) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, to);
+  }
+}
+
 static const char *const fieldnames[] = {"size", "kind", "readonly", "key", "id", "name", "path", NULL};
 
 /* __index of the shared metatable (upvalues: the methods, the metatable).
@@ -364,17 +366,9 @@ static int seg_index(lua_State *L) {
     return 1;
   }
   lua_createtable(L, 0, 8);                /* 3: the segment's metatable */
-  for (lua_pushnil(L); lua_next(L, lua_upvalueindex(2));) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, 3);
-  }
+  copyfields(L, lua_upvalueindex(2), 3);
   lua_createtable(L, 0, 32);               /* 4: its __index */
-  for (lua_pushnil(L); lua_next(L, lua_upvalueindex(1));) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, 4);
-  }
+  copyfields(L, lua_upvalueindex(1), 4);
   for (i = 0; fieldnames[i] != NULL; i++) {
     pushfield(L, s, fieldnames[i]);
     lua_setfield(L, 4, fieldnames[i]);
@@ -396,7 +390,7 @@ static const luaL_Reg seg_methods[] = {
   {NULL, NULL}};
 
 static const luaL_Reg seg_meta[] = {
-  {"__gc", seg_gc},   {"__close", seg_close}, {"__len", seg_len},
+  {"__gc", seg_gc},   {"__close", seg_detach}, {"__len", seg_len},
   {"__tostring", seg_tostring}, {NULL, NULL}};
 
 /* Creates the metatable; leaves the methods table on the stack so that other

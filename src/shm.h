@@ -103,6 +103,8 @@ typedef struct shm_deadline {
 SHM_HIDDEN void shm_checkdeadline(lua_State *L, int arg, shm_deadline *d);
 SHM_HIDDEN int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d);
 SHM_HIDDEN int shm_futex_wake(uint32_t *addr, int n);
+/* The 32-bit futex word inside an int64: the half holding its low bits. */
+SHM_HIDDEN uint32_t *shm_futex_word(int64_t *p);
 SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
 
 /* ---- mutex.c: process-shared robust mutexes ---- */
