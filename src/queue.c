@@ -118,6 +118,17 @@ static void cpu_relax(void) {
 static qhdr *hdrof(shm_segment *s) { return (qhdr *)(void *)s->addr; }
 static unsigned char *dataof(shm_segment *s) { return s->addr + Q_HDRSIZE; }
 
+/* The length of the record at pos, checked to end by tail; its ring offset
+ * goes to *at.  NULL, or why the record cannot be there. */
+static const char *readlen(shm_segment *s, uint64_t cap, uint64_t pos, uint64_t tail,
+                           uint32_t *len, size_t *at) {
+  if (tail - pos < Q_LENSZ) return "truncated record";
+  *at = (size_t)(pos % cap);
+  ring_get(dataof(s), cap, *at, len, Q_LENSZ);
+  if ((uint64_t)*len > tail - pos - Q_LENSZ) return "record length out of range";
+  return NULL;
+}
+
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define LOADSC(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 
@@ -348,6 +359,7 @@ static int q_pop(lua_State *L) {
   if (s->readonly) return luaL_error(L, "attempt to pop from a read-only queue");
   for (;;) {
     uint64_t head = LOAD(&h->head), tail = q->tail;
+    const char *why;
     uint32_t len;
     size_t at;
     if (tail - head > cap || tail == head) {
@@ -367,15 +379,10 @@ static int q_pop(lua_State *L) {
       }
     }
     /* [head, tail) holds whole records and stays put while head does */
-    if (tail - head < Q_LENSZ) {
-      if (LOAD(&h->head) != head) continue;
-      return corrupt(L, "truncated record");
-    }
-    at = (size_t)(head % cap);
-    ring_get(dataof(s), cap, at, &len, Q_LENSZ);
-    if ((uint64_t)len > tail - head - Q_LENSZ) {
+    why = readlen(s, cap, head, tail, &len, &at);
+    if (why != NULL) {
       if (LOAD(&h->head) != head) continue; /* overwritten after a claim: again */
-      return corrupt(L, "record length out of range");
+      return corrupt(L, why);
     }
     if (len > q->bufsize || q->buf == NULL) {
       size_t want = len < 256 ? 256 : len;
@@ -452,9 +459,9 @@ static int q_stat(lua_State *L) {
   if (tail - head > op.cap) why = "head and tail out of range";
   for (pos = head; why == NULL && pos != tail; count++) {
     uint32_t len;
-    if (tail - pos < Q_LENSZ) { why = "truncated record"; break; }
-    ring_get(dataof(s), op.cap, (size_t)(pos % op.cap), &len, Q_LENSZ);
-    if ((uint64_t)len > tail - pos - Q_LENSZ) { why = "record length out of range"; break; }
+    size_t at;
+    why = readlen(s, op.cap, pos, tail, &len, &at);
+    if (why != NULL) break;
     pos += Q_LENSZ + len;
   }
   qop_end(&op);
@@ -515,11 +522,6 @@ static int q_gc(lua_State *L) {
   return 0;
 }
 
-static int q_closemm(lua_State *L) {
-  lua_settop(L, 1);
-  q_detach(L);
-  return 0;
-}
 
 static int q_tostring(lua_State *L) {
   luaL_checkudata(L, 1, QUEUE_MT);
@@ -574,7 +576,7 @@ static const luaL_Reg queue_methods[] = {
   {"segment", q_segment}, {NULL, NULL}};
 
 static const luaL_Reg queue_meta[] = {
-  {"__gc", q_gc}, {"__close", q_closemm}, {"__tostring", q_tostring}, {NULL, NULL}};
+  {"__gc", q_gc}, {"__close", q_detach}, {"__tostring", q_tostring}, {NULL, NULL}};
 
 void shm_open_queue(lua_State *L, int module) {
   luaL_newmetatable(L, QUEUE_MT);
