@@ -16,7 +16,7 @@ description = {
 }
 supported_platforms = { "linux" }
 dependencies = {
-  "lua >= 5.4, < 5.5",
+  "lua >= 5.1, < 5.5",
 }
 build = {
   type = "builtin",
@@ -24,7 +24,7 @@ build = {
     shm = "lua/shm.lua",
     ["shm.core"] = {
       sources = {
-        "src/args.c", "src/atomic.c", "src/core.c", "src/mutex.c",
+        "src/args.c", "src/atomic.c", "src/compat.c", "src/core.c", "src/mutex.c",
         "src/pack.c", "src/posix.c", "src/queue.c", "src/segment.c", "src/sysv.c",
       },
       incdirs = { "src" },

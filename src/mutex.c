@@ -248,7 +248,7 @@ static const luaL_Reg mutex_methods[] = {
   {"lock", m_lock}, {"trylock", m_trylock}, {"unlock", m_unlock}, {NULL, NULL}};
 
 static const luaL_Reg mutex_meta[] = {
-  {"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};
+  {"__gc", m_gc}, SHM_CLOSE_ENTRY(m_gc) {"__tostring", m_tostring}, {NULL, NULL}};
 
 void shm_open_mutex(lua_State *L, int methods, int module) {
   luaL_newmetatable(L, MUTEX_MT);

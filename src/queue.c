@@ -576,7 +576,7 @@ static const luaL_Reg queue_methods[] = {
   {"segment", q_segment}, {NULL, NULL}};
 
 static const luaL_Reg queue_meta[] = {
-  {"__gc", q_gc}, {"__close", q_detach}, {"__tostring", q_tostring}, {NULL, NULL}};
+  {"__gc", q_gc}, SHM_CLOSE_ENTRY(q_detach) {"__tostring", q_tostring}, {NULL, NULL}};
 
 void shm_open_queue(lua_State *L, int module) {
   luaL_newmetatable(L, QUEUE_MT);

@@ -390,7 +390,7 @@ static const luaL_Reg seg_methods[] = {
   {NULL, NULL}};
 
 static const luaL_Reg seg_meta[] = {
-  {"__gc", seg_gc},   {"__close", seg_detach}, {"__len", seg_len},
+  {"__gc", seg_gc},   SHM_CLOSE_ENTRY(seg_detach) {"__len", seg_len},
   {"__tostring", seg_tostring}, {NULL, NULL}};
 
 /* Creates the metatable; leaves the methods table on the stack so that other

@@ -16,8 +16,16 @@
 
 #include "lua.h"
 #include "lauxlib.h"
+#include "compat.h"
 
 #define SHM_HIDDEN __attribute__((visibility("hidden")))
+
+/* A luaL_Reg entry for __close, on the Luas that have to-be-closed variables. */
+#if LUA_VERSION_NUM >= 504
+#define SHM_CLOSE_ENTRY(f) {"__close", f},
+#else
+#define SHM_CLOSE_ENTRY(f)
+#endif
 
 #define SHM_SEGMENT_MT "shm.segment"
 #define SHM_VERSION "lua-shm 0.1.0"
