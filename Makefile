@@ -1,13 +1,21 @@
 # lua-shm: shared memory for Lua.
-#   make            build build/shm/core.so
-#   make test       run the busted suite (LUA=lua5.4)
+#   make            build build/lua5.4/shm/core.so
+#   make test       run the busted suite (LUA=lua5.4; also lua5.1 lua5.2 lua5.3 luajit)
 #   make demo       writer and reader processes through one segment
 #   make install    PREFIX=/usr/local DESTDIR=  (or LIBDIR=/LUADIR= as LuaRocks passes)
 
 LUA         ?= lua5.4
+ifeq ($(LUA),luajit)
+LUA_VERSION ?= 5.1
+LUA_PC      ?= luajit
+LUA_DEV     ?= libluajit-5.1-dev
+else
 LUA_VERSION ?= $(patsubst lua%,%,$(LUA))
+LUA_PC      ?= $(LUA)
+LUA_DEV     ?= $(if $(filter lua5.1,$(LUA)),liblua5.1-0-dev,lib$(LUA)-dev)
+endif
 PKG_CONFIG  ?= pkg-config
-LUA_INC     ?= $(shell $(PKG_CONFIG) --cflags $(LUA) 2>/dev/null || echo -I/usr/include/$(LUA))
+LUA_INC     ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/$(LUA))
 CC          ?= cc
 CFLAGS      ?= -O2 -g
 WARN        := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -20,18 +28,23 @@ LIBDIR      ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 LUADIR      ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 BINDIR      ?= $(PREFIX)/bin
 
+# one build per interpreter: build/lua5.4/shm/core.so, build/luajit/shm/core.so, ...
+BUILD := build/$(LUA)
 SRCS := $(wildcard src/*.c)
-OBJS := $(patsubst src/%.c,build/obj/%.o,$(SRCS))
-LIB  := build/shm/core.so
+OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
+LIB  := $(BUILD)/shm/core.so
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
-export LUA_CPATH := $(CURDIR)/build/?.so;;
+export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
+# the specs (and the children they start) load the module from here
+export SHM_CPATH := $(CURDIR)/$(BUILD)/?.so
+export LUA
 
 .PHONY: all deps test demo install clean bench check-asan check-valgrind docs
 
 all: $(LIB)
 
-build/obj/%.o: src/%.c src/*.h | deps
+$(BUILD)/obj/%.o: src/%.c src/*.h | deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -40,7 +53,7 @@ $(LIB): $(OBJS)
 	$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS)
 
 # Debian packages the build and the suite need.
-DEB_PKGS := $(LUA) lib$(LUA)-dev lua-busted luarocks gcc make
+DEB_PKGS := $(LUA) $(LUA_DEV) lua-busted luarocks gcc make
 deps:
 	@missing=""; \
 	for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -75,17 +88,17 @@ install: $(LIB)
 
 # The whole suite with the module built with AddressSanitizer and UBSan; the
 # (uninstrumented) interpreter gets the runtime preloaded, children inherit it.
-ASAN_LIB := build/asan/shm/core.so
-ASAN_OBJS := $(patsubst src/%.c,build/asan/obj/%.o,$(SRCS))
+ASAN_LIB := $(BUILD)/asan/shm/core.so
+ASAN_OBJS := $(patsubst src/%.c,$(BUILD)/asan/obj/%.o,$(SRCS))
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-build/asan/obj/%.o: src/%.c src/*.h | deps
+$(BUILD)/asan/obj/%.o: src/%.c src/*.h | deps
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -fPIC -fvisibility=hidden $(LUA_INC) -O1 -g $(SAN_FLAGS) -c $< -o $@
 $(ASAN_LIB): $(ASAN_OBJS)
 	@mkdir -p $(@D)
 	$(CC) -shared $(SAN_FLAGS) -o $@ $(ASAN_OBJS)
 check-asan: $(ASAN_LIB) $(LIB)
-	SHM_CPATH="$(CURDIR)/build/asan/?.so" \
+	SHM_CPATH="$(CURDIR)/$(BUILD)/asan/?.so" \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	busted --lua=$(LUA)

@@ -18,24 +18,44 @@ io.stdout:flush()
 -- The reader says "ready" through a FIFO once its queue exists (opening a
 -- FIFO blocks until the other end opens it: a real wait, no polling).
 local fifo = path .. ".ready"
-assert(os.execute("mkfifo -m 0600 " .. q(fifo)))
-local reader = assert(io.popen(table.concat({ lua, q(dir .. "/reader.lua"), q(path), q(fifo) }, " "), "w"))
+local made = os.execute("mkfifo -m 0600 " .. q(fifo))
+assert(made == true or made == 0, "mkfifo failed")
+
+-- Start a script with its standard input from us.  Its exit status goes to a
+-- file: pipe:close() does not give it in Lua 5.1 and LuaJIT.
+local function start(script, ...)
+  local status = os.tmpname()
+  local cmd = { lua, q(dir .. "/" .. script) }
+  for _, a in ipairs({ ... }) do cmd[#cmd + 1] = q(a) end
+  local p = assert(io.popen(table.concat(cmd, " ") .. "; echo $? > " .. q(status), "w"))
+  return { p = p, status = status }
+end
+local function finish(child)
+  child.p:close()
+  local f = io.open(child.status)
+  local rc = f and f:read("*n")
+  if f then f:close() end
+  os.remove(child.status)
+  return rc == 0
+end
+
+local reader = start("reader.lua", path, fifo)
 local ready = assert(io.open(fifo, "r"))
-local ok = ready:read("l") == "ready"
+local ok = ready:read("*l") == "ready"
 ready:close()
 os.remove(fifo)
 
-local writer = assert(io.popen(table.concat({ lua, q(dir .. "/writer.lua"), q(path) }, " "), "w"))
+local writer = start("writer.lua", path)
 for _, line in ipairs({
   "hello from the writer",
   "shared memory, done right",
   string.rep("a long line ", 20),
 }) do
-  writer:write(line, "\n")
+  writer.p:write(line, "\n")
 end
-if not writer:close() then ok = false end
+if not finish(writer) then ok = false end
 
-if not reader:close() then ok = false end
+if not finish(reader) then ok = false end
 
 os.remove(path)
 for _, key in ipairs(keys) do

@@ -16,8 +16,14 @@ local function rename(msg, from, to)
   return msg and (msg:gsub("^" .. from:gsub("%.", "%%."), to, 1))
 end
 
+-- An integer value (Lua 5.3+: an integer or a float with an integer value,
+-- as the C functions take; 5.1/5.2/LuaJIT: a whole number), or nil.
+local tointeger = math.tointeger or function(x)
+  if type(x) == "number" and x == math.floor(x) and x >= -2 ^ 63 and x < 2 ^ 63 then return x end
+end
+
 local function describe(key_or_name)
-  return math.type(key_or_name) == "integer" and string.format("0x%x", key_or_name & 0xffffffff)
+  return type(key_or_name) == "number" and string.format("0x%x", key_or_name % 0x100000000)
     or tostring(key_or_name)
 end
 
@@ -32,12 +38,14 @@ shm.queue = {}
 -- @tparam[opt="0600"] integer|string mode
 -- @treturn queue
 -- @error `nil, message, errno`
--- @usage local q = assert(shm.queue.create("/jobs", 1 << 20))
+-- @usage local q = assert(shm.queue.create("/jobs", 1024 * 1024))
 function shm.queue.create(key_or_name, capacity, mode)
-  if math.type(capacity) ~= "integer" then
+  local c = tointeger(capacity)
+  if not c then
     error("bad argument #2 to 'shm.queue.create' (integer capacity expected, got "
-      .. (math.type(capacity) or type(capacity)) .. ")", 2)
+      .. (type(capacity) == "number" and "a number with no integer representation" or type(capacity)) .. ")", 2)
   end
+  capacity = c
   if capacity < 16 or capacity > 0xffffffff then
     error("bad argument #2 to 'shm.queue.create' (capacity out of range (16 to 4294967295))", 2)
   end

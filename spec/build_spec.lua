@@ -3,16 +3,16 @@ local H = require "helpers"
 
 describe("the module", function()
   it("is loaded from the build the suite was pointed at, here and in children", function()
-    local want = (os.getenv("SHM_CPATH") or (H.root .. "/build/?.so")):gsub("%?", "shm/core")
-    local here = package.searchpath("shm.core", package.cpath)
+    local want = H.env.LUA_CPATH:gsub(";;$", ""):gsub("%?", "shm/core")
+    local here = H.searchpath("shm.core", package.cpath)
     assert.equal(want:gsub("^.*/build/", "build/"), here:gsub("^.*/build/", "build/"))
-    local out, rc = H.run([[io.write(package.searchpath("shm.core", package.cpath))]])
+    local out, rc = H.run(H.SEARCHPATH .. [[io.write(searchpath("shm.core", package.cpath))]])
     assert.equal(0, rc)
     assert.equal(want, out)
   end)
 
   it("exports luaopen_shm_core and nothing else", function()
-    local so = package.searchpath("shm.core", package.cpath)
+    local so = H.searchpath("shm.core", package.cpath)
     local out, rc = H.sh("nm -D --defined-only " .. H.shellquote(so) .. " | awk '$2 ~ /^[TDBR]$/ {print $3}'")
     assert.equal(0, rc, out)
     local names = {}

@@ -2,18 +2,18 @@
 local shm = require "shm"
 local H = require "helpers"
 
-local has_ldoc = os.execute("command -v ldoc >/dev/null 2>&1")
+local has_ldoc = H.exec("command -v ldoc >/dev/null 2>&1")
 local docit = has_ldoc and it or pending
 
 describe("the API reference", function()
   docit("covers every function of the module, segments, mutexes and queues", function()
     local dir = os.tmpname()
     os.remove(dir)
-    finally(function() os.execute("rm -rf " .. H.shellquote(dir)) end)
+    finally(function() H.exec("rm -rf " .. H.shellquote(dir)) end)
     local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && ldoc -q -d " .. H.shellquote(dir) .. " .")
     assert.equal(0, rc, out)
     local f = assert(io.open(dir .. "/index.html"))
-    local html = f:read("a")
+    local html = f:read("*a")
     f:close()
     local documented = {}
     for name in html:gmatch('<a name = "([^"]+)"></a>') do documented[name] = true end

@@ -17,9 +17,9 @@ local R = math.random
 local function pick(t) return t[R(#t)] end
 local weird = {
   0, 1, -1, 2, 7, 8, 63, 64, 4095, 4096, 4097, -8, 1.5, -0.0, 0 / 0, math.huge, -math.huge,
-  math.maxinteger, math.mininteger, 2 ^ 31, 2 ^ 32, 2 ^ 53, 2 ^ 63, -2 ^ 63, 0x7fffffff, 0xffffffff,
+  math.maxinteger or 2 ^ 63 - 1024, math.mininteger or -2 ^ 63, 2 ^ 31, 2 ^ 32, 2 ^ 53, 2 ^ 63, -2 ^ 63, 0x7fffffff, 0xffffffff,
   "", "x", "0600", "777", "rw", "r", "w", "/", "/x", "a\0b", string.rep("z", 5000), "i4", "j",
-  true, false, {}, print, coroutine.create(print), io.stdout,
+  true, false, {}, print, coroutine.create(function() end), io.stdout,
 }
 local fmtchars = "bBhHlLjJTfdnszxXi1248c!<>=0123456789 "
 local function randfmt()
@@ -90,7 +90,7 @@ for i = 1, calls do
     if f == "attach" then k = pick({ -1, -5, 1.5, "x", {} }) end
     if f == "map" or f == "ftok" then k = R(2) == 1 and pick(paths) or pick({ 1.5, {}, true, "" }) end
     -- sizes stay small: a random 3 GiB segment is legal, but slow to read whole
-    local size = R(2) == 1 and R(1, 20000) or pick({ 0, -1, 1.5, 0 / 0, math.huge, math.mininteger, "x", {} })
+    local size = R(2) == 1 and R(1, 20000) or pick({ 0, -1, 1.5, 0 / 0, math.huge, -2 ^ 63, "x", {} })
     call(function()
       local x = shm[f](k, f == "open" and pick({ "rw", "r", "w", 1 }) or size, f == "open" and size or value())
       if type(x) == "userdata" then segs[#segs + 1] = x end

@@ -4,21 +4,53 @@ local shm = require "shm"
 
 local H = {}
 
-H.lua = os.getenv("LUA") or "lua5.4"
+-- The interpreter under test (make test LUA=lua5.1 ...), for the children too.
+H.lua = os.getenv("LUA") or (jit and "luajit") or ("lua" .. _VERSION:match("%d+%.%d+"))
+
+-- What differs between Lua 5.1/5.2/5.3/5.4 and LuaJIT, in one place.
+H.luaver = _VERSION:match("%d+%.%d+")        -- "5.1" for LuaJIT too
+H.lua54 = H.luaver == "5.4"                  -- to-be-closed variables
+H.int64 = math.type ~= nil                    -- 64-bit integers (5.3+)
+H.maxint = math.maxinteger or (2 ^ 63 - 1024) -- largest integer the module takes
+H.minint = math.mininteger or -2 ^ 63
+H.unpack = table.unpack or unpack
+local loadstring = loadstring or load
+--- Compile a chunk of Lua source (5.1's loadstring, later load).
+function H.load(code, name) return assert(loadstring(code, name)) end
+
+-- package.searchpath (5.2+), as source for children and as a function here.
+H.SEARCHPATH = [[
+local searchpath = package.searchpath or function(name, path)
+  for c in path:gmatch("[^;]+") do
+    local file = c:gsub("%?", (name:gsub("%.", "/")))
+    local f = io.open(file)
+    if f then f:close() return file end
+  end
+end
+]]
+H.searchpath = H.load(H.SEARCHPATH .. "return searchpath")()
+
+--- Run a shell command: true if it exited 0 (os.execute's result differs by version).
+function H.exec(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
 
 -- the repository root, so that children find the module wherever busted runs
 H.root = debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers%.lua$") or "."
 if H.root:sub(1, 1) ~= "/" then H.root = os.getenv("PWD") .. "/" .. H.root end
 -- children load the module from the same build as this process (SHM_CPATH:
--- make check-asan's sanitizer build), else from the checkout's build/
+-- make test's build for the interpreter, or make check-asan's sanitizer build)
 H.env = {
   LUA_PATH = H.root .. "/lua/?.lua;;",
-  LUA_CPATH = (os.getenv("SHM_CPATH") or (H.root .. "/build/?.so")) .. ";;",
+  LUA_CPATH = (os.getenv("SHM_CPATH") or (H.root .. "/build/" .. H.lua .. "/?.so")) .. ";;",
 }
+-- LUA_PATH_5_4 and friends take precedence in the children: set them too
+local envsuffix = _VERSION:gsub("Lua (%d+)%.(%d+)", "_%1_%2")
 
 local function readpid()
   local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
+  local pid = f:read("*n")
   f:close()
   return pid
 end
@@ -31,7 +63,7 @@ local created = {}
 function H.key()
   while true do
     counter = counter + 1
-    local k = 0x4c000000 | ((H.pid & 0xfff) << 12) | (counter & 0xfff)
+    local k = 0x4c000000 + (H.pid % 4096) * 4096 + counter % 4096
     local s = shm.open(k)
     if s then s:detach() else
       created[#created + 1] = k
@@ -82,13 +114,25 @@ function H.script(code)
   return p
 end
 
+-- Exit codes: 5.1 and LuaJIT's pipe:close() does not give them, so the shell
+-- prints the status on a line of its own after the command's output.
+local RC = "; printf '\\n__rc=%d\\n' $?"
+local function finish(p)
+  local out = p:read("*a")
+  p:close()
+  local body, rc = out:match("^(.*)\n__rc=(%d+)\n$")
+  return body or out, tonumber(rc)
+end
+H.finish = finish -- (pipe opened on a command ending in H.RC)
+H.RC = RC
+
 local function command(code, args, opts)
   opts = opts or {}
   local script = H.script(code)
   local parts = { "env" }
   for k, v in pairs(opts.env or H.env) do
     parts[#parts + 1] = k .. "=" .. shellquote(v)
-    parts[#parts + 1] = k .. "_5_4=" .. shellquote(v)
+    parts[#parts + 1] = k .. envsuffix .. "=" .. shellquote(v)
   end
   if opts.user then
     parts[#parts + 1] = "setpriv --reuid=" .. opts.user .. " --regid=" .. (opts.group or "nogroup")
@@ -99,7 +143,7 @@ local function command(code, args, opts)
   for _, a in ipairs(args or {}) do parts[#parts + 1] = shellquote(a) end
   local cmd = table.concat(parts, " ")
   if not opts.stderr then cmd = cmd .. " 2>&1" end
-  return cmd, script
+  return cmd .. RC, script
 end
 
 --- Run Lua `code` in a child interpreter with `args` (its `...`).
@@ -107,8 +151,7 @@ end
 function H.run(code, args, opts)
   local cmd, script = command(code, args, opts)
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  local _, _, rc = p:close()
+  local out, rc = finish(p)
   os.remove(script)
   return out, rc
 end
@@ -119,10 +162,9 @@ function H.spawn(code, args, opts)
   local cmd, script = command(code, args, opts)
   local p = assert(io.popen(cmd, "r"))
   local h = {}
-  function h:line() return p:read("l") end
+  function h:line() return p:read("*l") end
   function h:finish()
-    local out = p:read("a")
-    local _, _, rc = p:close()
+    local out, rc = finish(p)
     os.remove(script)
     return out, rc
   end
@@ -133,7 +175,7 @@ end
 function H.fifo()
   local p = os.tmpname()
   os.remove(p)
-  assert(os.execute("mkfifo -m 0666 " .. shellquote(p)))
+  assert(H.exec("mkfifo -m 0666 " .. shellquote(p)))
   created[#created + 1] = { path = p }
   return p
 end
@@ -147,10 +189,8 @@ end
 
 --- Shell command output.
 function H.sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, rc = p:close()
-  return out, rc
+  local p = assert(io.popen("{ " .. cmd .. "; } 2>&1" .. RC))
+  return finish(p)
 end
 
 --- Does a System V segment with this key exist (per ipcs)?
@@ -168,7 +208,7 @@ end
 local function procstat(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return nil end
-  local stat = f:read("a")
+  local stat = f:read("*a")
   f:close()
   local fields = {}
   for w in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = w end
@@ -203,7 +243,7 @@ function H.until_true(pred, limit)
 end
 
 function H.kill(pid, sig)
-  return os.execute("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
+  return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
 end
 
 return H

@@ -42,7 +42,7 @@ describe("interoperability", function()
   setup(function()
     local dir = os.tmpname()
     os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
+    assert(H.exec("mkdir -p " .. dir))
     local src = dir .. "/interop.c"
     local f = assert(io.open(src, "w"))
     f:write(C_PROGRAM)
@@ -52,7 +52,7 @@ describe("interoperability", function()
     assert.equal(0, rc, out)
   end)
   teardown(function()
-    if bin then os.execute("rm -rf " .. H.shellquote(bin:match("^(.*)/"))) end
+    if bin then H.exec("rm -rf " .. H.shellquote(bin:match("^(.*)/"))) end
   end)
   after_each(H.cleanup)
 
@@ -104,7 +104,7 @@ describe("interoperability", function()
     seg:remove()
   end)
 
-  local has_python = os.execute("/usr/bin/python3 -c 'import sysv_ipc' 2>/dev/null")
+  local has_python = H.exec("/usr/bin/python3 -c 'import sysv_ipc' 2>/dev/null")
   local pyit = has_python and it or pending
   pyit("shares the same bytes with Python's sysv_ipc", function()
     local key = H.key()

@@ -16,7 +16,7 @@ local function in_namespace(flags, setup, code, args)
   return out, rc
 end
 
-local can_unshare = os.execute("unshare -i -m true 2>/dev/null")
+local can_unshare = H.exec("unshare -i -m true 2>/dev/null")
 local nsit = can_unshare and it or pending
 
 describe("limits", function()
@@ -25,9 +25,9 @@ describe("limits", function()
   nsit("a size above kernel.shmmax says so", function()
     local out, rc = in_namespace("-i", "echo 65536 > /proc/sys/kernel/shmmax", [[
       local shm = require "shm"
-      local s, msg, en = shm.create(0x1234, 1 << 20)
+      local s, msg, en = shm.create(0x1234, 1024 * 1024)
       print(s, msg, en)
-      s, msg, en = shm.open(0x1234, "rw", 1 << 20)
+      s, msg, en = shm.open(0x1234, "rw", 1024 * 1024)
       print(s, msg, en)
       local ok = assert(shm.create(0x1234, 65536)) -- at the limit: fine
       ok:remove()
@@ -55,10 +55,10 @@ describe("limits", function()
   nsit("a full /dev/shm is an error when creating, not SIGBUS on first touch", function()
     local out, rc = in_namespace("-m", "mount -t tmpfs -o size=1m tmpfs /dev/shm", [[
       local shm = require "shm"
-      print(shm.create("/big", 4 << 20))
-      print(shm.open("/big2", "rw", 4 << 20))
+      print(shm.create("/big", 4 * 1024 * 1024))
+      print(shm.open("/big2", "rw", 4 * 1024 * 1024))
       local f = io.open("/dev/shm/big") print(f ~= nil) if f then f:close() end
-      local ok = assert(shm.create("/small", 64 << 10))
+      local ok = assert(shm.create("/small", 64 * 1024))
       ok:fill(1) -- every page really there
       print(#ok:read(), ok:remove())
     ]])
@@ -91,13 +91,13 @@ describe("limits", function()
   end)
 
   it("handles segments above 2 GiB and offsets past 2^31 and 2^32", function()
-    local size = (4 << 30) + 64 -- lazily allocated: only touched pages cost memory
+    local size = 4 * 1024 * 1024 * 1024 + 64 -- lazily allocated: only touched pages cost memory
     local seg, msg = shm.create(shm.PRIVATE, size)
     if not seg then pending("no 4 GiB segment here: " .. msg) return end
     seg:remove() -- gone at detach, whatever happens below
     finally(function() seg:detach() end)
     assert.equal(size, #seg)
-    for _, off in ipairs({ (1 << 31) - 2, (1 << 31) + 3, (1 << 32) + 8, size - 8 }) do
+    for _, off in ipairs({ 2147483648 - 2, 2147483648 + 3, 4294967296 + 8, size - 8 }) do
       seg:write("edge!!", off)
       assert.equal("edge!!", seg:read(off, 6))
       local at = off - off % 8
@@ -108,6 +108,6 @@ describe("limits", function()
     end
     assert.error_matches(function() seg:read(size - 1, 2) end, "out of range")
     assert.error_matches(function() seg:write("xx", size - 1) end, "does not fit")
-    assert.equal("\0\0", seg:read(3 << 30, 2))
+    assert.equal("\0\0", seg:read(3 * 1024 * 1024 * 1024, 2))
   end)
 end)

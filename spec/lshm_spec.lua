@@ -3,14 +3,14 @@ local shm = require "shm"
 local H = require "helpers"
 
 local function lshm(args, opts)
-  local cmd = { H.shellquote(H.root .. "/lua/lshm") }
+  -- the interpreter under test, and the module build the suite uses
+  local cmd = { "env", "LUA_CPATH=" .. H.shellquote(H.env.LUA_CPATH), H.lua, H.shellquote(H.root .. "/lua/lshm") }
   for _, a in ipairs(args) do cmd[#cmd + 1] = H.shellquote(a) end
   local stderr = os.tmpname()
-  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>" .. stderr, "r"))
-  local out = p:read("a")
-  local _, _, rc = p:close()
+  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>" .. stderr .. H.RC, "r"))
+  local out, rc = H.finish(p)
   local f = assert(io.open(stderr))
-  local err = f:read("a")
+  local err = f:read("*a")
   f:close()
   os.remove(stderr)
   if opts ~= "raw" then assert.is_true(rc == 0 or (rc == 1 and select(2, err:gsub("\n", "")) == 1), err) end

@@ -4,7 +4,7 @@ local H = require "helpers"
 describe("rockspec", function()
   it("lists every C source file", function()
     local f = assert(io.open(H.root .. "/rockspec/lua-shm-scm-1.rockspec"))
-    local text = f:read("a")
+    local text = f:read("*a")
     f:close()
     local out = H.sh("cd " .. H.shellquote(H.root) .. " && ls src/*.c")
     local n = 0
@@ -19,23 +19,25 @@ describe("rockspec", function()
     local tmp = os.tmpname()
     os.remove(tmp)
     local tree, copy = tmp .. "/tree", tmp .. "/src"
-    finally(function() os.execute("rm -rf " .. H.shellquote(tmp)) end)
+    finally(function() H.exec("rm -rf " .. H.shellquote(tmp)) end)
     -- build from a copy so the work tree gets no objects
     local out, rc = H.sh(string.format(
       "mkdir -p %s && cd %s && cp -r src lua rockspec %s/ && cd %s && " ..
-      "luarocks --lua-version=5.4 make rockspec/lua-shm-scm-1.rockspec --tree=%s",
-      copy, H.shellquote(H.root), copy, copy, tree))
+      "luarocks --lua-version=%s make rockspec/lua-shm-scm-1.rockspec --tree=%s%s",
+      copy, H.shellquote(H.root), copy, copy, H.luaver, tree,
+      -- LuaJIT: a 5.1 tree, built against LuaJIT's headers
+      jit and " LUA_INCDIR=/usr/include/luajit-2.1" or ""))
     assert.equal(0, rc, out)
-    out, rc = H.run([[
+    out, rc = H.run(H.SEARCHPATH .. [[
       local shm = require "shm"
-      assert(package.searchpath("shm.core", package.cpath):find("/tree/", 1, true))
+      assert(searchpath("shm.core", package.cpath):find("/tree/", 1, true))
       local seg = assert(shm.create(shm.PRIVATE, 64))
       seg:write("rock")
       io.write(seg:read(0, 4), " ", shm._VERSION)
       seg:remove()
     ]], nil, { env = {
-      LUA_PATH = tree .. "/share/lua/5.4/?.lua;;",
-      LUA_CPATH = tree .. "/lib/lua/5.4/?.so;;",
+      LUA_PATH = tree .. "/share/lua/" .. H.luaver .. "/?.lua;;",
+      LUA_CPATH = tree .. "/lib/lua/" .. H.luaver .. "/?.so;;",
     } })
     assert.equal(0, rc, out)
     assert.matches("^rock lua%-shm ", out)
@@ -48,16 +50,17 @@ describe("rockspec", function()
   it("installs with make install, honouring DESTDIR and PREFIX", function()
     local dest = os.tmpname()
     os.remove(dest)
-    finally(function() os.execute("rm -rf " .. H.shellquote(dest)) end)
-    local out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install DESTDIR=" .. dest
-      .. " PREFIX=/opt/x")
+    finally(function() H.exec("rm -rf " .. H.shellquote(dest)) end)
+    local out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install LUA=" .. H.lua
+      .. " DESTDIR=" .. dest .. " PREFIX=/opt/x")
     assert.equal(0, rc, out)
-    for _, f in ipairs({ "/opt/x/lib/lua/5.4/shm/core.so", "/opt/x/share/lua/5.4/shm.lua",
+    for _, f in ipairs({ "/opt/x/lib/lua/" .. H.luaver .. "/shm/core.so",
+                         "/opt/x/share/lua/" .. H.luaver .. "/shm.lua",
                          "/opt/x/bin/lshm" }) do
       assert.is_true(os.rename(dest .. f, dest .. f), f .. " not installed")
     end
-    out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install DESTDIR=" .. dest
-      .. " LIBDIR=/l LUADIR=/s BINDIR=/b")
+    out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install LUA=" .. H.lua
+      .. " DESTDIR=" .. dest .. " LIBDIR=/l LUADIR=/s BINDIR=/b")
     assert.equal(0, rc, out)
     assert.is_true(os.rename(dest .. "/l/shm/core.so", dest .. "/l/shm/core.so"))
     assert.is_true(os.rename(dest .. "/s/shm.lua", dest .. "/s/shm.lua"))

@@ -60,7 +60,7 @@ describe("System V segment", function()
       local key, fifo = ...
       local seg = assert(shm.open(tonumber(key)))
       print("attached") io.stdout:flush()
-      io.open(fifo):read("l")   -- blocks until the parent releases us
+      io.open(fifo):read("*l")   -- blocks until the parent releases us
       seg:detach()
       print(seg)
     ]], { key, fifo })
@@ -224,7 +224,7 @@ describe("System V segment", function()
   end)
 
   it("rejects an oversized segment with nil, message, errno", function()
-    local s, msg, en = shm.create(H.key(), 1 << 62)
+    local s, msg, en = shm.create(H.key(), 2 ^ 62)
     assert.is_nil(s)
     assert.matches("^shm.create%(0x%x+%): ", msg)
     assert.is_number(en)
