@@ -17,7 +17,8 @@ local R = math.random
 local function pick(t) return t[R(#t)] end
 local weird = {
   0, 1, -1, 2, 7, 8, 63, 64, 4095, 4096, 4097, -8, 1.5, -0.0, 0 / 0, math.huge, -math.huge,
-  math.maxinteger or 2 ^ 63 - 1024, math.mininteger or -2 ^ 63, 2 ^ 31, 2 ^ 32, 2 ^ 53, 2 ^ 63, -2 ^ 63, 0x7fffffff, 0xffffffff,
+  math.maxinteger or 2 ^ 63 - 1024, math.mininteger or -2 ^ 63,
+  2 ^ 31, 2 ^ 32, 2 ^ 53, 2 ^ 63, -2 ^ 63, 0x7fffffff, 0xffffffff,
   "", "x", "0600", "777", "rw", "r", "w", "/", "/x", "a\0b", string.rep("z", 5000), "i4", "j",
   true, false, {}, print, coroutine.create(function() end), io.stdout,
 }
