@@ -10,12 +10,12 @@ else
 end
 
 --- 1024 distinct messages of `size` bytes: a 4-byte index, then a fill byte
--- that depends on it.  Writers send messages[i & 1023] as message i; readers
+-- that depends on it.  Writers send messages[i % 1024] as message i; readers
 -- compare every byte, so a lost, duplicated, reordered or torn message shows.
 function M.messages(size)
   local t = {}
   for i = 0, 1023 do
-    t[i] = string.pack("<I4", i) .. string.rep(string.char(32 + i % 90), size - 4)
+    t[i] = string.format("%04d", i) .. string.rep(string.char(32 + i % 90), size - 4)
   end
   return t
 end
@@ -26,8 +26,14 @@ function M.median(xs)
   table.sort(s)
   local n = #s
   if n == 0 then return nil end
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
+  if n % 2 == 1 then return s[(n + 1) / 2] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
+--- os.execute's success, whatever the Lua version (5.1 returns the status).
+function M.exec(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
 end
 
 return M

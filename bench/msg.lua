@@ -21,17 +21,17 @@ if transport == "queue" then
   if role == "write" then
     local qu = assert(shm.queue.open(name))
     local push = qu.push
-    for i = 1, count do push(qu, msgs[i & 1023]) end
+    for i = 1, count do push(qu, msgs[i % 1024]) end
     qu:close()
   else
-    name = string.format("/lshm-bench-%d", io.open("/proc/self/stat"):read("n"))
+    name = string.format("/lshm-bench-%d", io.open("/proc/self/stat"):read("*n"))
     local qu = assert(shm.queue.create(name, 256 * 1024))
     local w = start_writer(name)
     local pop = qu.pop
     local t0
     for i = 1, count do
       local m = pop(qu)
-      if m ~= msgs[i & 1023] then error("message " .. i .. " lost, torn or out of order") end
+      if m ~= msgs[i % 1024] then error("message " .. i .. " lost, torn or out of order") end
       if i == 1 then
         t0 = lib.now()
         qu:remove() -- the writer has attached: the name can go
@@ -47,21 +47,21 @@ else
   if role == "write" then
     local f = assert(io.open(name, "wb"))
     for i = 1, count do
-      f:write(msgs[i & 1023])
+      f:write(msgs[i % 1024])
       if flush then f:flush() end
     end
     f:close()
   else
     name = os.tmpname()
     os.remove(name)
-    assert(os.execute("mkfifo -m 0600 " .. q(name)))
+    assert(lib.exec("mkfifo -m 0600 " .. q(name)))
     local w = start_writer(name)
     local f = assert(io.open(name, "rb"))
     os.remove(name)
     local t0
     for i = 1, count do
       local m = f:read(size)
-      if m ~= msgs[i & 1023] then error("message " .. i .. " lost, torn or out of order") end
+      if m ~= msgs[i % 1024] then error("message " .. i .. " lost, torn or out of order") end
       if i == 1 then t0 = lib.now() end
     end
     local t1 = lib.now()

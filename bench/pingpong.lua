@@ -11,7 +11,7 @@ if transport == "queue" then
   local shm = require "shm"
   local qa, qb
   if role == "client" then
-    local pid = io.open("/proc/self/stat"):read("n")
+    local pid = io.open("/proc/self/stat"):read("*n")
     a, b = "/lshm-ping-" .. pid, "/lshm-pong-" .. pid
     qa, qb = assert(shm.queue.create(a, 4096)), assert(shm.queue.create(b, 4096))
     send, recv = function(m) qa:push(m) end, function() return qb:pop() end
@@ -24,7 +24,7 @@ else
   if role == "client" then
     a, b = os.tmpname(), os.tmpname()
     os.remove(a) os.remove(b)
-    assert(os.execute("mkfifo -m 0600 " .. q(a) .. " " .. q(b)))
+    assert(lib.exec("mkfifo -m 0600 " .. q(a) .. " " .. q(b)))
     finish = function() os.remove(a) os.remove(b) end
   end
 end
@@ -41,8 +41,8 @@ if role == "client" then
   send(msgs[0]) assert(recv() == msgs[0]) -- the server is up
   local t0 = lib.now()
   for i = 1, count do
-    send(msgs[i & 1023])
-    if recv() ~= msgs[i & 1023] then error("bad echo " .. i) end
+    send(msgs[i % 1024])
+    if recv() ~= msgs[i % 1024] then error("bad echo " .. i) end
   end
   local t1 = lib.now()
   assert(server:close())

@@ -8,16 +8,18 @@ local QUICK = os.getenv("BENCH_QUICK") == "1"
 local ROUNDS = QUICK and 1 or tonumber(os.getenv("BENCH_ROUNDS") or "5")
 local SCALE = QUICK and 0.02 or 1
 local LUA = arg[-1] or "lua5.4"
+local LUANAME = LUA:match("[^/]*$")
 local HERE = arg[0]:match("^(.*)/[^/]*$") or "."
 local BIN = HERE .. "/../build/bench"
-local RESULTS = HERE .. "/results/results.md"
+-- make bench (lua5.4): results.md; make bench LUA=luajit: results-luajit.md, ...
+local RESULTS = HERE .. "/results/results" .. (LUANAME == "lua5.4" and "" or "-" .. LUANAME) .. ".md"
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function n(x) return math.max(1, math.floor(x * SCALE)) end
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok = p:close()
   return out, ok
 end
@@ -50,14 +52,14 @@ local function case(name, cmd)
 end
 
 local SIZES = { { 64, "64 B", n(2e6) }, { 4096, "4 KiB", n(5e5) },
-                { 1 << 20, "1 MiB", n(3000) }, { 16 << 20, "16 MiB", n(150) } }
+                { 1024 * 1024, "1 MiB", n(3000) }, { 16 * 1024 * 1024, "16 MiB", n(150) } }
 for _, sz in ipairs(SIZES) do
   for _, mode in ipairs({ "write", "read" }) do
     case("copy " .. mode .. " " .. sz[2], lua("copy.lua", mode, sz[1], sz[3]))
     if mode == "read" then case("sub " .. sz[2], lua("copy.lua", "sub", sz[1], sz[3])) end
     case("memcpy " .. mode .. " " .. sz[2], table.concat({ BIN .. "/cmemcpy", mode, sz[1], sz[3] }, " "))
     if has_python then
-      case("python " .. mode .. " " .. sz[2], py("copy", mode, sz[1], math.max(1, sz[3] // 4)))
+      case("python " .. mode .. " " .. sz[2], py("copy", mode, sz[1], math.max(1, math.floor(sz[3] / 4))))
     end
   end
 end
@@ -96,7 +98,7 @@ if has_strace then
     local tmp = os.tmpname()
     sh("strace -f -qq -c -o " .. tmp .. " " .. lua("small.lua", op, iter))
     local f = io.open(tmp)
-    local text = f and f:read("a") or ""
+    local text = f and f:read("*a") or ""
     if f then f:close() end
     os.remove(tmp)
     return tonumber(text:match("\n[%s%d.]+%s+(%d+)%s+%d*%s*total")) or 0
@@ -111,14 +113,14 @@ local out = {}
 local function line(s) out[#out + 1] = s end
 local function cpu()
   local f = io.open("/proc/cpuinfo")
-  local t = f and f:read("a") or ""
+  local t = f and f:read("*a") or ""
   if f then f:close() end
   return t:match("model name%s*:%s*([^\n]+)") or "?"
 end
 line("# lua-shm benchmarks")
 line("")
 line(string.format("Machine: %s, %s cores, Linux %s, %s. Medians of %d interleaved rounds%s.",
-  cpu(), (sh("nproc"):gsub("%s", "")), (sh("uname -r"):gsub("%s", "")), _VERSION, ROUNDS,
+  cpu(), (sh("nproc"):gsub("%s", "")), (sh("uname -r"):gsub("%s", "")), jit and jit.version or _VERSION, ROUNDS,
   QUICK and " (QUICK: tiny counts, figures not meaningful)" or ""))
 line("")
 line("## 1. Bulk copy into and out of a System V segment, against C memcpy")
@@ -150,6 +152,12 @@ line("")
 line("## 2. Small operations: ns per call against the interpreter's floor")
 line("")
 line("Floor: `s:sub(1, 64)` on a 64-byte string in the same loop.")
+if jit then
+  line("")
+  line("LuaJIT compiles the floor loop to almost nothing, while a call of a C function through the Lua " ..
+    "C API (every lua-shm method) is not compiled: here the ratio says how much slower a call is than " ..
+    "JIT-compiled Lua, not how much lua-shm adds to a call.")
+end
 line("")
 line("| op | ns/call | floor | ratio to floor | system calls per call |")
 line("|---|---|---|---|---|")

@@ -18,7 +18,7 @@ local ops = {
   add = function(n) for _ = 1, n do seg:add(8, 1) end end,
 }
 local f = assert(ops[op], "unknown op " .. tostring(op))
-f(iter // 10 + 1) -- warm up
+f(math.floor(iter / 10) + 1) -- warm up
 local t0 = lib.now()
 f(iter)
 local t1 = lib.now()
