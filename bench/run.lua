@@ -126,7 +126,13 @@ line("")
 line("## 1. Bulk copy into and out of a System V segment, against C memcpy")
 line("")
 line("The last columns: for reads, the interpreter's own cost of making a new string of that size " ..
-  "(`s:sub(1, size)` of a string that size), which `seg:read` cannot avoid; and Python's sysv_ipc.")
+  "(`s:sub(2, size + 1)`), which `seg:read` cannot avoid; and Python's sysv_ipc.")
+if jit then
+  line("")
+  line("LuaJIT interns every string and compiles the floor loop: a string whose bytes already exist is " ..
+    "found, not made, so the floor column is not the cost of making a string here, and `seg:read` of " ..
+    "unchanged bytes costs a hash and a compare with the string it made before, not an allocation.")
+end
 line("")
 line("| size | op | lua-shm | memcpy | lua-shm / memcpy speed | Lua string floor |" ..
   (has_python and " python sysv_ipc |" or ""))

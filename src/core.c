@@ -18,6 +18,11 @@ returns `nil, message, errno` (the message names the call and the object); misus
 read-only attachment, any use of a detached segment) raises an error.
 `mode` is permission bits, an integer (`384`) or an octal string (`"0600"`); the
 default is `0600`.
+
+Runs on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1.  Integer arguments are checked the
+5.4 way everywhere (a whole number in the 64-bit range, else "no integer
+representation"); where numbers are doubles (5.1, 5.2, LuaJIT) integer results
+are exact up to 2^53.  `__close` (to-be-closed variables) exists on 5.4 only.
 @module shm
 */
 
@@ -47,7 +52,7 @@ Attach an existing segment; with `size`, a missing one is created atomically
 @tparam[opt="0600"] integer|string mode for a segment this call creates
 @treturn segment
 @error `nil, message, errno` (`ENOENT`, `EACCES`, ...)
-@usage local seg = assert(shm.open("/jobs", "rw", 1 << 20))
+@usage local seg = assert(shm.open("/jobs", "rw", 1024 * 1024))
 */
 static int l_open(lua_State *L) {
   return shm_iskey(L, 1) ? shm_sysv_open(L) : shm_posix_open(L);

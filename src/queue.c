@@ -495,7 +495,7 @@ Remove the queue's segment from the system (as `segment:remove`).
 */
 
 /***
-Detach the queue's segment (as `segment:detach`); `<close>` does this too.
+Detach the queue's segment (as `segment:detach`); `<close>` does this too (Lua 5.4).
 @function queue:detach
 @usage q:detach()
 */
