@@ -123,8 +123,6 @@ local function finish(p)
   local body, rc = out:match("^(.*)\n__rc=(%d+)\n$")
   return body or out, tonumber(rc)
 end
-H.finish = finish -- (pipe opened on a command ending in H.RC)
-H.RC = RC
 
 local function command(code, args, opts)
   opts = opts or {}

@@ -7,8 +7,7 @@ local function lshm(args, opts)
   local cmd = { "env", "LUA_CPATH=" .. H.shellquote(H.env.LUA_CPATH), H.lua, H.shellquote(H.root .. "/lua/lshm") }
   for _, a in ipairs(args) do cmd[#cmd + 1] = H.shellquote(a) end
   local stderr = os.tmpname()
-  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>" .. stderr .. H.RC, "r"))
-  local out, rc = H.finish(p)
+  local out, rc = H.sh(table.concat(cmd, " ") .. " 2>" .. stderr)
   local f = assert(io.open(stderr))
   local err = f:read("*a")
   f:close()
