@@ -151,6 +151,19 @@ size_t shm_checklength(lua_State *L, int arg, const shm_segment *s, size_t off) 
   return (size_t)len;
 }
 
+/* A timeout in seconds at `arg`: none, nil or more than 1e9 (math.huge) =
+ * forever; negative or NaN raises. */
+void shm_optdeadline(lua_State *L, int arg, shm_deadline *d) {
+  lua_Number t;
+  if (lua_isnoneornil(L, arg)) {
+    d->forever = 1;
+    return;
+  }
+  t = luaL_checknumber(L, arg);
+  luaL_argcheck(L, t >= 0, arg, "timeout must be a non-negative number of seconds");
+  shm_deadline_after(d, (double)t);
+}
+
 void shm_setfield_int(lua_State *L, const char *k, lua_Integer v) {
   lua_pushinteger(L, v);
   lua_setfield(L, -2, k);

@@ -1,7 +1,6 @@
 /*
  * Atomic 64-bit integers in a segment (sequentially consistent), and
- * wait/notify on them with Linux futexes (shared, not private: the futex key
- * is the page of the shared object, so it works across processes).
+ * wait/notify on them with Linux futexes (see futex.c).
  */
 /***
 @module shm
@@ -10,47 +9,7 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <math.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-/* ---- timeouts and futexes, shared with mutex.c and queue.c ---- */
-
-/* timeout in seconds at `arg`: none/nil/math.huge = forever. */
-void shm_checkdeadline(lua_State *L, int arg, shm_deadline *d) {
-  lua_Number t;
-  d->forever = 1;
-  if (lua_isnoneornil(L, arg)) return;
-  t = luaL_checknumber(L, arg);
-  luaL_argcheck(L, t >= 0, arg, "timeout must be a non-negative number of seconds");
-  if (t > 1e9) return; /* about 30 years: forever */
-  d->forever = 0;
-  clock_gettime(CLOCK_MONOTONIC, &d->at);
-  {
-    lua_Number whole = floor(t);
-    long ns = (long)((t - whole) * 1e9);
-    d->at.tv_sec += (time_t)whole;
-    d->at.tv_nsec += ns;
-    if (d->at.tv_nsec >= 1000000000L) {
-      d->at.tv_sec += 1;
-      d->at.tv_nsec -= 1000000000L;
-    }
-  }
-}
-
-/* Sleep while *addr == val, until woken or the deadline.  Returns 0 (woken,
- * maybe spuriously), EAGAIN (value differed), ETIMEDOUT, EINTR or errno. */
-int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d) {
-  long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, d->forever ? NULL : &d->at, NULL,
-                   FUTEX_BITSET_MATCH_ANY);
-  return r == 0 ? 0 : errno;
-}
-
-/* Wake up to n waiters; returns how many were woken (or -1). */
-int shm_futex_wake(uint32_t *addr, int n) {
-  return (int)syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
-}
 
 /* ---- the methods ---- */
 
@@ -65,10 +24,6 @@ static int64_t *checkslot(lua_State *L, shm_segment *s, int arg) {
   return (int64_t *)(void *)(s->addr + off);
 }
 
-uint32_t *shm_futex_word(int64_t *p) {
-  const union { int one; char little; } u = {1};
-  return (uint32_t *)(void *)p + (u.little ? 0 : 1);
-}
 
 /***
 Atomically read the 64-bit signed integer at an 8-byte aligned offset
@@ -163,7 +118,7 @@ static int a_wait(lua_State *L) {
   uint32_t *w = shm_futex_word(p);
   uint32_t wv = (uint32_t)((uint64_t)expected & 0xffffffffu);
   shm_deadline d;
-  shm_checkdeadline(L, 4, &d);
+  shm_optdeadline(L, 4, &d);
   for (;;) {
     int en;
     if (__atomic_load_n(p, __ATOMIC_SEQ_CST) != expected) break;

@@ -186,7 +186,7 @@ static int m_lock(lua_State *L) {
   shm_mutex *m = checkmutex(L, 1, &s);
   shm_deadline d;
   int r;
-  shm_checkdeadline(L, 2, &d);
+  shm_optdeadline(L, 2, &d);
   if (d.forever) r = pthread_mutex_lock(mutexof(s, m->off));
   else r = pthread_mutex_clocklock(mutexof(s, m->off), CLOCK_MONOTONIC, &d.at);
   return lockresult(L, m, s, r, "lock");

@@ -295,7 +295,7 @@ static int q_push(lua_State *L) {
   shm_deadline d;
   shm_queue *q = checkqueue(L, 1, &s);
   msg = luaL_checklstring(L, 2, &len);
-  shm_checkdeadline(L, 3, &d);
+  shm_optdeadline(L, 3, &d);
   if (s->readonly) return luaL_error(L, "attempt to push to a read-only queue");
   for (;;) {
     qop op;
@@ -355,7 +355,7 @@ static int q_pop(lua_State *L) {
   qhdr *h = hdrof(s);
   uint64_t cap = q->cap;
   shm_deadline d;
-  shm_checkdeadline(L, 2, &d);
+  shm_optdeadline(L, 2, &d);
   if (s->readonly) return luaL_error(L, "attempt to pop from a read-only queue");
   for (;;) {
     uint64_t head = LOAD(&h->head), tail = q->tail;
@@ -415,7 +415,7 @@ static int q_close(lua_State *L) {
   qop op;
   int r;
   shm_queue *q = checkqueue(L, 1, &s);
-  shm_checkdeadline(L, 2, &d); /* a lock held forever must not hang us forever */
+  shm_optdeadline(L, 2, &d); /* a lock held forever must not hang us forever */
   if (s->readonly) return luaL_error(L, "attempt to close a read-only queue");
   r = qop_begin(&op, q, &d);
   if (r != Q_OK) return failure(L, r, &op, 0, "timeout");
@@ -445,7 +445,7 @@ static int q_stat(lua_State *L) {
   const char *why = NULL;
   int r, closed;
   shm_queue *q = checkqueue(L, 1, &s);
-  shm_checkdeadline(L, 2, &d);
+  shm_optdeadline(L, 2, &d);
   if (s->readonly) return luaL_error(L, "attempt to stat a read-only queue");
   /* Under the writers' lock nothing in [head, tail) can change for any head
    * read meanwhile: count the records there (so popped = pushed - count). */

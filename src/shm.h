@@ -102,17 +102,72 @@ SHM_HIDDEN int shm_fd_chmod(lua_State *L, shm_segment *s, int mode);
 SHM_HIDDEN int shm_fd_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
 SHM_HIDDEN int shm_fd_sync(lua_State *L, shm_segment *s);
 
-/* ---- atomic.c: atomics, futex wait/notify, timeouts ---- */
+/* ---- futex.c: futexes and deadlines (no lua_State) ---- */
 #include <time.h>
 typedef struct shm_deadline {
   int forever;          /* no timeout */
   struct timespec at;   /* absolute CLOCK_MONOTONIC deadline */
 } shm_deadline;
-SHM_HIDDEN void shm_checkdeadline(lua_State *L, int arg, shm_deadline *d);
+/* `seconds` from now; more than 1e9 (or inf/NaN) is forever. */
+SHM_HIDDEN void shm_deadline_after(shm_deadline *d, double seconds);
+SHM_HIDDEN int shm_deadline_expired(const shm_deadline *d);
+/* Sleep while *addr == val, until woken or the deadline.  Returns 0 (woken,
+ * maybe spuriously), EAGAIN (value differed), ETIMEDOUT, EINTR or errno. */
 SHM_HIDDEN int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d);
+/* Wake up to n waiters; returns how many were woken (or -1, errno set). */
 SHM_HIDDEN int shm_futex_wake(uint32_t *addr, int n);
 /* The 32-bit futex word inside an int64: the half holding its low bits. */
 SHM_HIDDEN uint32_t *shm_futex_word(int64_t *p);
+/* args.c: a timeout argument (seconds; none/nil = forever). */
+SHM_HIDDEN void shm_optdeadline(lua_State *L, int arg, shm_deadline *d);
+
+/* ---- Status of the locked cores (queue, dict, lock): plain C functions that
+ * never see a lua_State return one of these; the bindings turn them into Lua
+ * results.  Structure-specific results follow SHM_NSTATUS in their own file. */
+typedef enum shm_status {
+  SHM_OK = 0,
+  SHM_TIMEOUT,     /* the deadline passed */
+  SHM_CLOSED,      /* queue closed */
+  SHM_INTERRUPTED, /* a signal interrupted a wait */
+  SHM_CORRUPT,     /* the shared bytes are not what they must be (a reason goes with it) */
+  SHM_ERRNO,       /* a system call failed (an errno goes with it) */
+  SHM_BUSY,        /* trylock: held by someone else */
+  SHM_OWNERDIED,   /* lock taken over from a dead owner: repair what it guards */
+  SHM_NSTATUS
+} shm_status;
+
+/* ---- lock.c: a robust lock on one futex word (no pthread, no pointers in
+ * shared memory), and the identity it records ----
+ * The word is 0 when free; else the owner's pid (bits 0-29), a waiters bit
+ * (bit 31), and a tag of the owner's start time in the high 32 bits, so that a
+ * waiter can tell a dead owner (and a reused pid) from a live one and take the
+ * lock over.  Any bytes are a valid lock: scribbled ones cost a wait for the
+ * deadline or a takeover, never a crash. */
+typedef struct shm_lock {
+  uint64_t word;
+} shm_lock;
+/* Per Lua state: who this process is (recomputed after fork). */
+typedef struct shm_ctx shm_ctx;
+SHM_HIDDEN void shm_open_ctx(lua_State *L);          /* luaopen: make the state's context */
+SHM_HIDDEN shm_ctx *shm_getctx(lua_State *L);        /* the state's context (a registry lookup) */
+SHM_HIDDEN uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this process */
+/* SHM_OK, SHM_OWNERDIED (now ours), SHM_TIMEOUT */
+SHM_HIDDEN shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
+/* SHM_OK, SHM_OWNERDIED (now ours), SHM_BUSY */
+SHM_HIDDEN shm_status shm_lock_try(shm_lock *l, uint64_t self);
+SHM_HIDDEN void shm_lock_release(shm_lock *l);
+/* Does the word name `self` as the owner? */
+SHM_HIDDEN int shm_lock_owned(const shm_lock *l, uint64_t self);
+
+/* ---- class.c: one way to define and check a class (as luasocket's
+ * auxiliar): the type check rests on metatable identity, and no metatable is
+ * reachable from Lua (__metatable). ---- */
+SHM_HIDDEN void shm_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                             const luaL_Reg *meta);
+SHM_HIDDEN void *shm_testclass(lua_State *L, int idx, const char *name);
+SHM_HIDDEN void *shm_checkclass(lua_State *L, int idx, const char *name);
+
+/* ---- atomic.c: atomics and wait/notify in a segment ---- */
 SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
 
 /* ---- mutex.c: process-shared robust mutexes ---- */
@@ -123,6 +178,9 @@ SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
 
 /* ---- queue.c: bounded MPMC message queue in a segment ---- */
 SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
+
+/* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
+SHM_HIDDEN void shm_open_dict(lua_State *L, int module);
 
 /* ---- pack.c: string.pack formats in place ---- */
 SHM_HIDDEN int shm_seg_pack(lua_State *L);
