@@ -1,0 +1,41 @@
+/*
+ * One way to define and check a class (as luasocket's auxiliar.c).
+ *
+ * A class is a metatable in the registry under its name.  The type check is
+ * metatable identity (as luaL_testudata): Lua code cannot forge it, since no
+ * metatable of ours is reachable from Lua (__metatable hides it from
+ * getmetatable, and setmetatable refuses to replace it).
+ */
+#include "shm.h"
+
+void shm_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                  const luaL_Reg *meta) {
+  luaL_newmetatable(L, name);
+  if (meta != NULL) luaL_setfuncs(L, meta, 0);
+  if (methods != NULL) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__metatable"); /* getmetatable(obj) gives the name only */
+  lua_pop(L, 1);
+}
+
+void *shm_testclass(lua_State *L, int idx, const char *name) {
+  void *p = lua_touserdata(L, idx);
+  int same;
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  luaL_getmetatable(L, name);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
+
+void *shm_checkclass(lua_State *L, int idx, const char *name) {
+  void *p = shm_testclass(L, idx, name);
+  if (p == NULL) luaL_typeerror(L, idx, name);
+  return p;
+}
