@@ -110,6 +110,8 @@ int luaopen_shm_core(lua_State *L) {
   shm_open_atomics(L, methods);
   shm_open_mutex(L, methods, module);
   shm_open_queue(L, module);
+  shm_open_ctx(L);
+  shm_open_dict(L, module);
   lua_remove(L, methods);
   lua_pushinteger(L, IPC_PRIVATE);
   lua_setfield(L, -2, "PRIVATE");
