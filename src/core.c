@@ -103,6 +103,7 @@ static const luaL_Reg funcs[] = {
 
 int luaopen_shm_core(lua_State *L) {
   int methods, module;
+  shm_open_ctx(L);
   shm_open_segment_mt(L); /* leaves the methods table */
   methods = lua_gettop(L);
   luaL_newlib(L, funcs);

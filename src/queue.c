@@ -39,13 +39,12 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define QUEUE_MT "shm.queue"
-#define Q_MAGIC 0x4c53484d51554532ULL /* "LSHMQUE2" */
-#define Q_VERSION 2u
+#define Q_MAGIC 0x4c53484d51554533ULL /* "LSHMQUE3" */
+#define Q_VERSION 3u
 #define Q_HDRSIZE 1024u
 #define Q_MINCAP 16u
 #define Q_LENSZ 4u
@@ -53,7 +52,7 @@
 #define CL 64
 
 typedef struct qside { /* the writers' private line(s) */
-  pthread_mutex_t lock;
+  shm_lock lock;
   uint64_t other;     /* cached copy of head */
   uint64_t count;     /* messages pushed, ever */
   uint64_t pend;      /* journal: the tail being committed, 0 = none */
@@ -84,6 +83,7 @@ typedef struct shm_queue {
   uint64_t cap;     /* validated once at open: later writes to the header's
                        copy by other processes are never trusted */
   uint64_t tail;    /* this reader's cached copy of tail */
+  shm_ctx *ctx;
   char *buf;        /* pop's staging buffer: filled under the lock, pushed after */
   size_t bufsize;
 } shm_queue;
@@ -176,26 +176,20 @@ static int qop_begin(qop *op, shm_queue *q, const shm_deadline *d) {
   op->h = hdrof(q->seg);
   op->side = &op->h->prod;
   op->cap = q->cap;
-  r = d->forever ? pthread_mutex_lock(&op->side->lock)
-                 : pthread_mutex_clocklock(&op->side->lock, CLOCK_MONOTONIC, &d->at);
-  if (r == ETIMEDOUT) return Q_TIMEOUT;
-  if (r != 0 && r != EOWNERDEAD) {
-    op->en = r;
-    return Q_ERRNO;
-  }
-  if (r == EOWNERDEAD) {
-    pthread_mutex_consistent(&op->side->lock);
+  r = shm_lock_acquire(&op->side->lock, shm_ctx_self(q->ctx), d);
+  if (r == SHM_TIMEOUT) return Q_TIMEOUT;
+  if (r == SHM_OWNERDIED) {
     op->side->recovered++;
     op->why = recover(op);
     if (op->why != NULL) {
-      pthread_mutex_unlock(&op->side->lock);
+      shm_lock_release(&op->side->lock);
       return Q_CORRUPT;
     }
   }
   return Q_OK;
 }
 
-static void qop_end(qop *op) { pthread_mutex_unlock(&op->side->lock); }
+static void qop_end(qop *op) { shm_lock_release(&op->side->lock); }
 
 /* ---- the object ---- */
 
@@ -539,7 +533,6 @@ static int q_new(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) {
     lua_Integer want = luaL_checkinteger(L, 2);
     qhdr *h = hdrof(s);
-    int r;
     if (s->readonly) return luaL_error(L, "attempt to initialise a read-only segment");
     luaL_argcheck(L, want >= (lua_Integer)Q_MINCAP && want <= UINT32_MAX &&
                      (lua_Unsigned)want <= s->size - Q_HDRSIZE, 2, "capacity out of range");
@@ -547,8 +540,6 @@ static int q_new(lua_State *L) {
     h->version = Q_VERSION;
     h->hdrsize = Q_HDRSIZE;
     h->capacity = (uint64_t)want;
-    r = shm_init_mutex(&h->prod.lock, 0);
-    if (r != 0) return shm_fail(L, r, "shm.queue.create: pthread_mutex_init");
     __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE); /* published last */
   }
   why = readconfig(s, &cap);
@@ -562,6 +553,7 @@ static int q_new(lua_State *L) {
   q->seg = s;
   q->cap = cap;
   q->tail = 0;
+  q->ctx = shm_getctx(L);
   q->buf = NULL;
   q->bufsize = 0;
   luaL_setmetatable(L, QUEUE_MT);

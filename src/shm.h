@@ -170,10 +170,8 @@ SHM_HIDDEN void *shm_checkclass(lua_State *L, int idx, const char *name);
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
 SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
 
-/* ---- mutex.c: process-shared robust mutexes ---- */
+/* ---- mutex.c: seg:mutex, a robust mutex on a shm_lock ---- */
 #define SHM_MUTEX_SIZE 64
-#include <pthread.h>
-SHM_HIDDEN int shm_init_mutex(pthread_mutex_t *m, int errorcheck);
 SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
 
 /* ---- queue.c: bounded MPMC message queue in a segment ---- */
