@@ -195,6 +195,14 @@ shm_ctx *shm_getctx(lua_State *L) {
 
 /* ---- the lock ---- */
 
+/* The earlier of two deadlines (a is never forever). */
+static const shm_deadline *earlier(const shm_deadline *a, const shm_deadline *b) {
+  if (!b->forever && (b->at.tv_sec < a->at.tv_sec ||
+                      (b->at.tv_sec == a->at.tv_sec && b->at.tv_nsec < a->at.tv_nsec)))
+    return b;
+  return a;
+}
+
 /* The lock is held (v != 0): wait for it, or take it over from a dead owner.
  * `trying`: never sleep. */
 static shm_status contended(shm_lock *l, uint64_t self, const shm_deadline *d, int trying) {
@@ -225,10 +233,7 @@ static shm_status contended(shm_lock *l, uint64_t self, const shm_deadline *d, i
       v = nv;
     }
     shm_deadline_after(&slice, SLICE);
-    if (!d->forever && (d->at.tv_sec < slice.at.tv_sec ||
-                        (d->at.tv_sec == slice.at.tv_sec && d->at.tv_nsec < slice.at.tv_nsec)))
-      slice = *d;
-    r = shm_futex_wait(fw, (uint32_t)v, &slice); /* EINTR, EAGAIN, woken: look again */
+    r = shm_futex_wait(fw, (uint32_t)v, earlier(&slice, d)); /* EINTR, EAGAIN, woken: look again */
     want = self | WAITERS;
     if (r == ETIMEDOUT || shm_deadline_expired(d)) look = 1;
   }
@@ -246,6 +251,20 @@ shm_status shm_lock_try(shm_lock *l, uint64_t self) {
   if (CAS(&l->word, &v, self)) return SHM_OK;
   shm_deadline_after(&now, 0);
   return contended(l, self, &now, 1);
+}
+
+shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d) {
+  uint32_t *fw = shm_futex_word((int64_t *)(void *)&l->word);
+  for (;;) {
+    uint64_t v = LOAD(&l->word);
+    shm_deadline slice;
+    if (v == 0) return SHM_OK;
+    if (owner_dead(v, self)) return SHM_OWNERDIED;
+    if (shm_deadline_expired(d)) return SHM_TIMEOUT;
+    /* the WAITERS bit is not ours to set: the release wakes nobody for us */
+    shm_deadline_after(&slice, SLICE / 8);
+    shm_futex_wait(fw, (uint32_t)v, earlier(&slice, d));
+  }
 }
 
 void shm_lock_release(shm_lock *l) {

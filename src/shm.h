@@ -155,6 +155,9 @@ SHM_HIDDEN uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this p
 SHM_HIDDEN shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
 /* SHM_OK, SHM_OWNERDIED (now ours), SHM_BUSY */
 SHM_HIDDEN shm_status shm_lock_try(shm_lock *l, uint64_t self);
+/* Wait without taking it until the lock is free (SHM_OK) or its owner dead
+ * (SHM_OWNERDIED), or SHM_TIMEOUT; the word is never written. */
+SHM_HIDDEN shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
 SHM_HIDDEN void shm_lock_release(shm_lock *l);
 /* Does the word name `self` as the owner? */
 SHM_HIDDEN int shm_lock_owned(const shm_lock *l, uint64_t self);
@@ -174,7 +177,7 @@ SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
 #define SHM_MUTEX_SIZE 64
 SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
 
-/* ---- queue.c: bounded MPMC message queue in a segment ---- */
+/* ---- queue.c: bounded MPMC message queue in a segment (shm.queue) ---- */
 SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
 
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
