@@ -103,6 +103,7 @@ static const luaL_Reg funcs[] = {
 
 int luaopen_shm_core(lua_State *L) {
   int methods, module;
+  shm_open_ctx(L);
   shm_open_segment_mt(L); /* leaves the methods table */
   methods = lua_gettop(L);
   luaL_newlib(L, funcs);
@@ -110,7 +111,6 @@ int luaopen_shm_core(lua_State *L) {
   shm_open_atomics(L, methods);
   shm_open_mutex(L, methods, module);
   shm_open_queue(L, module);
-  shm_open_ctx(L);
   shm_open_dict(L, module);
   lua_remove(L, methods);
   lua_pushinteger(L, IPC_PRIVATE);

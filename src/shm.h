@@ -155,6 +155,9 @@ SHM_HIDDEN uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this p
 SHM_HIDDEN shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
 /* SHM_OK, SHM_OWNERDIED (now ours), SHM_BUSY */
 SHM_HIDDEN shm_status shm_lock_try(shm_lock *l, uint64_t self);
+/* Wait without taking it until the lock is free (SHM_OK) or its owner dead
+ * (SHM_OWNERDIED), or SHM_TIMEOUT; the word is never written. */
+SHM_HIDDEN shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
 SHM_HIDDEN void shm_lock_release(shm_lock *l);
 /* Does the word name `self` as the owner? */
 SHM_HIDDEN int shm_lock_owned(const shm_lock *l, uint64_t self);
@@ -170,13 +173,11 @@ SHM_HIDDEN void *shm_checkclass(lua_State *L, int idx, const char *name);
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
 SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
 
-/* ---- mutex.c: process-shared robust mutexes ---- */
+/* ---- mutex.c: seg:mutex, a robust mutex on a shm_lock ---- */
 #define SHM_MUTEX_SIZE 64
-#include <pthread.h>
-SHM_HIDDEN int shm_init_mutex(pthread_mutex_t *m, int errorcheck);
 SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
 
-/* ---- queue.c: bounded MPMC message queue in a segment ---- */
+/* ---- queue.c: bounded MPMC message queue in a segment (shm.queue) ---- */
 SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
 
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
