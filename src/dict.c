@@ -2200,7 +2200,8 @@ static const char *describe(lua_State *L, int idx) {
     char buf[24];
     lua_Integer k = lua_tointeger(L, idx);
     snprintf(buf, sizeof buf, "0x%x", (unsigned)((uint64_t)k & 0xffffffffu));
-    return lua_pushstring(L, buf);
+    lua_pushstring(L, buf);
+    return lua_tostring(L, -1);
   }
   return luaL_tolstring(L, idx, NULL);
 }
@@ -2251,7 +2252,10 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
   for (tries = 0; why == NULL && LOADACQ(&h->magic) != D_MAGIC; tries++) {
     shm_deadline dl;
     int r;
-    if (s->readonly) { why = "not a dict (bad magic)"; break; }
+    if (s->readonly || LOADACQ(&h->magic) != 0) {
+      why = "not a dict (bad magic)";
+      break;
+    }
     /* fresh memory, or someone formatting it: the lock serialises that */
     shm_deadline_after(&dl, 10);
     r = shm_lock_acquire(&h->lock, shm_ctx_self(ctx), &dl);
@@ -2277,8 +2281,9 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
   memset(ld, 0, sizeof *ld);
   if (why == NULL) why = dict_attach(&ld->d, s->addr, s->size);
   if (why != NULL) {
+    const char *obj = describe(L, objidx);
     lua_pushnil(L);
-    lua_pushfstring(L, "%s(%s): %s", who, describe(L, objidx), why);
+    lua_pushfstring(L, "%s(%s): %s", who, obj, why);
     lua_pushinteger(L, EINVAL);
     return 3;
   }
