@@ -505,10 +505,11 @@ static int txn_begin(shm_dict *d) {
       shm_lock_release(&h->lock);
       return corrupt(d, why);
     }
-    if (h->seq & 1) __atomic_store_n(&h->seq, h->seq + 1, __ATOMIC_RELEASE);
     h->recovered++;
     r = SHM_OK;
   }
+  /* no writer is inside now: an odd word (a dead writer's, or scribbled) is even again */
+  if (r == SHM_OK && (h->seq & 1)) __atomic_store_n(&h->seq, h->seq + 1, __ATOMIC_RELEASE);
   return r;
 }
 
@@ -607,9 +608,11 @@ static void lru_unlink(shm_dict *d, uint32_t ref) {
   else jw(d, &entryof(d, next)->lru_prev, prev);
 }
 
+/* (a head that is not an entry is left alone: the next walk reports it) */
 static void lru_push_head(shm_dict *d, uint32_t ref) {
   dentry *e = entryof(d, ref);
   uint32_t head = d->h->lru_head;
+  if (head != D_NIL && !entryok(d, head)) head = D_NIL;
   jw(d, &e->lru_prev, D_NIL);
   jw(d, &e->lru_next, head);
   if (head == D_NIL) jw(d, &d->h->lru_tail, ref);
@@ -2410,6 +2413,20 @@ void shm_open_dict(lua_State *L, int module) {
   lua_pushvalue(L, mt);
   lua_pushvalue(L, module);
   luaL_setfuncs(L, dict_funcs, 2);
+  /* where things are, for tools and specs (shm.dict.layout) */
+  lua_createtable(L, 0, 8);
+  shm_setfield_int(L, "lock", (lua_Integer)offsetof(dhdr, lock));
+  shm_setfield_int(L, "seq", (lua_Integer)offsetof(dhdr, seq));
+  shm_setfield_int(L, "count", (lua_Integer)offsetof(dhdr, count));
+  shm_setfield_int(L, "lru_tail", (lua_Integer)offsetof(dhdr, lru_tail));
+  shm_setfield_int(L, "freelist", (lua_Integer)offsetof(dhdr, freelist));
+  shm_setfield_int(L, "jn", (lua_Integer)offsetof(dhdr, jn));
+  shm_setfield_int(L, "journal", (lua_Integer)offsetof(dhdr, journal));
+  shm_setfield_int(L, "heap_off", (lua_Integer)offsetof(dhdr, heap_off));
+  shm_setfield_int(L, "header", (lua_Integer)HDRSIZE);
+  shm_setfield_int(L, "entry", (lua_Integer)sizeof(dentry));
+  shm_setfield_int(L, "unit", (lua_Integer)D_UNIT);
+  lua_setfield(L, -2, "layout");
   lua_setfield(L, module, "dict");
   lua_pop(L, 1);
 }
