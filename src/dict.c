@@ -1336,30 +1336,63 @@ static char *dictbuf(lua_State *L, shm_dict *d, size_t n) {
 
 /* ---- values: Lua <-> bytes ---- */
 
-static void putu32(luaL_Buffer *b, uint32_t v) { luaL_addlstring(b, (const char *)&v, 4); }
+/* The encoding buffer: a userdata in a fixed stack slot, replaced by a
+ * larger one as it grows (so the stack above it is free for lua_next, and an
+ * error leaves nothing to free). */
+typedef struct ebuf {
+  lua_State *L;
+  int slot;
+  char *p;
+  size_t n, cap;
+} ebuf;
+
+static void eb_add(ebuf *b, const void *s, size_t n) {
+  if (b->cap - b->n < n) {
+    size_t want = b->cap;
+    char *np;
+    while (want - b->n < n) {
+      if (want > SIZE_MAX / 2) luaL_error(b->L, "not enough memory");
+      want *= 2;
+    }
+    np = (char *)lua_newuserdatauv(b->L, want, 0);
+    memcpy(np, b->p, b->n);
+    lua_replace(b->L, b->slot);
+    b->p = np;
+    b->cap = want;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+}
+
+static void eb_byte(ebuf *b, int c) {
+  char ch = (char)c;
+  eb_add(b, &ch, 1);
+}
+
+static void eb_u32(ebuf *b, uint32_t v) { eb_add(b, &v, 4); }
 
 /* Encode the table at idx (visited: a table of the tables being encoded);
  * 0 if it holds what a dict cannot store. */
-static int encode(lua_State *L, luaL_Buffer *b, int idx, int visited, int depth);
+static int encode(lua_State *L, ebuf *b, int idx, int visited, int depth);
 
-static int encode_item(lua_State *L, luaL_Buffer *b, int idx, int visited, int depth) {
+static int encode_item(lua_State *L, ebuf *b, int idx, int visited, int depth) {
   switch (lua_type(L, idx)) {
   case LUA_TBOOLEAN:
-    luaL_addchar(b, lua_toboolean(L, idx) ? 't' : 'f');
+    eb_byte(b, lua_toboolean(L, idx) ? 't' : 'f');
     return 1;
   case LUA_TNUMBER: {
 #if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx)) {
       int64_t i = (int64_t)lua_tointeger(L, idx);
-      luaL_addchar(b, 'i');
-      luaL_addlstring(b, (const char *)&i, 8);
+      eb_byte(b, 'i');
+      eb_add(b, &i, 8);
       return 1;
     }
 #endif
     {
       double n = (double)lua_tonumber(L, idx);
-      luaL_addchar(b, 'd');
-      luaL_addlstring(b, (const char *)&n, 8);
+      eb_byte(b, 'd');
+      eb_add(b, &n, 8);
       return 1;
     }
   }
@@ -1367,9 +1400,9 @@ static int encode_item(lua_State *L, luaL_Buffer *b, int idx, int visited, int d
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
     if (n > UINT32_MAX) return 0;
-    luaL_addchar(b, 's');
-    putu32(b, (uint32_t)n);
-    luaL_addlstring(b, s, n);
+    eb_byte(b, 's');
+    eb_u32(b, (uint32_t)n);
+    eb_add(b, s, n);
     return 1;
   }
   case LUA_TTABLE:
@@ -1379,9 +1412,11 @@ static int encode_item(lua_State *L, luaL_Buffer *b, int idx, int visited, int d
   }
 }
 
-static int encode(lua_State *L, luaL_Buffer *b, int idx, int visited, int depth) {
+static int encode(lua_State *L, ebuf *b, int idx, int visited, int depth) {
   uint32_t n = 0;
-  if (depth > MAXDEPTH || lua_getmetatable(L, idx)) return 0; /* plain tables only */
+  if (depth > MAXDEPTH) return 0;
+  luaL_checkstack(L, 6, "table value too deep");
+  if (lua_getmetatable(L, idx)) return 0; /* plain tables only */
   lua_pushvalue(L, idx);
   if (lua_rawget(L, visited) != LUA_TNIL) return 0; /* a cycle */
   lua_pop(L, 1);
@@ -1389,16 +1424,14 @@ static int encode(lua_State *L, luaL_Buffer *b, int idx, int visited, int depth)
     lua_pop(L, 1);
     n++;
   }
-  /* (the buffer's own stack slot sits below everything pushed from here) */
   lua_pushvalue(L, idx);
   lua_pushboolean(L, 1);
   lua_rawset(L, visited);
-  luaL_addchar(b, '{');
-  putu32(b, n);
+  eb_byte(b, '{');
+  eb_u32(b, n);
   for (lua_pushnil(L); lua_next(L, idx);) {
     int top = lua_gettop(L), kt = lua_type(L, top - 1);
     if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN) return 0;
-    luaL_checkstack(L, 4, "table value too deep");
     if (!encode_item(L, b, top - 1, visited, depth) || !encode_item(L, b, top, visited, depth))
       return 0;
     lua_settop(L, top - 1);
@@ -1511,17 +1544,21 @@ static int tovalue(lua_State *L, int idx, dval *v, unsigned char *num, int list)
     v->ptr = lua_tolstring(L, idx, &v->len);
     return v->len <= UINT32_MAX;
   case LUA_TTABLE: {
-    luaL_Buffer b;
-    int visited, ok;
+    ebuf b;
+    int visited;
     if (list) return 0;
     lua_newtable(L);
     visited = lua_gettop(L);
-    luaL_buffinit(L, &b);
-    ok = encode(L, &b, idx, visited, 1);
-    if (!ok) return 0;
-    luaL_pushresult(&b);
+    b.L = L;
+    b.cap = 256;
+    b.n = 0;
+    b.p = (char *)lua_newuserdatauv(L, b.cap, 0);
+    b.slot = lua_gettop(L);
+    if (!encode(L, &b, idx, visited, 1)) return 0;
+    lua_settop(L, b.slot); /* the buffer stays on the stack while the core copies it */
     v->type = DV_TABLE;
-    v->ptr = lua_tolstring(L, -1, &v->len);
+    v->ptr = b.p;
+    v->len = b.n;
     return v->len <= UINT32_MAX;
   }
   default:
