@@ -25,7 +25,7 @@ build = {
     ["shm.core"] = {
       sources = {
         "src/args.c", "src/atomic.c", "src/class.c", "src/compat.c", "src/core.c", "src/futex.c", "src/mutex.c",
-        "src/pack.c", "src/posix.c", "src/queue.c", "src/segment.c", "src/sysv.c",
+        "src/file.c", "src/pack.c", "src/posix.c", "src/queue.c", "src/segment.c", "src/sysv.c",
       },
       incdirs = { "src" },
     },

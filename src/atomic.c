@@ -166,7 +166,8 @@ static const luaL_Reg atomic_methods[] = {
   {"load", a_load}, {"store", a_store}, {"add", a_add}, {"cas", a_cas},
   {"wait", a_wait}, {"notify", a_notify}, {NULL, NULL}};
 
-void shm_open_atomics(lua_State *L, int methods) {
+void shm_open_atomics(lua_State *L, int module, int methods) {
+  (void)module;
   lua_pushvalue(L, methods);
   luaL_setfuncs(L, atomic_methods, 0);
   lua_pop(L, 1);

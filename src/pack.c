@@ -256,7 +256,7 @@ pack writes nothing.
 */
 int shm_seg_pack(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
-  size_t off = (luaL_checkinteger(L, 2), shm_checkoffset(L, 2, s, 0)); /* required */
+  size_t off = shm_checkoffset(L, 2, s);
   const char *fmt = luaL_checkstring(L, 3);
   size_t end;
   packpass(L, s, off, fmt, 0);
@@ -277,7 +277,7 @@ read from the segment are checked against its end.
 */
 int shm_seg_unpack(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  size_t pos = (luaL_checkinteger(L, 2), shm_checkoffset(L, 2, s, 0)); /* required */
+  size_t pos = shm_checkoffset(L, 2, s);
   const char *fmt = luaL_checkstring(L, 3);
   fmtstate h = {L, nativelittle(), 1};
   const unsigned char *base = s->addr;
