@@ -186,9 +186,9 @@ static int seg_detach(lua_State *L) {
   int en;
   checknotheld(L, s);
   en = closesegment(s);
+  lua_settop(L, 1); /* (__close passes an error object too) */
   luaL_setmetatable(L, SHM_SEGMENT_MT); /* the class's again: fields raise */
   if (en != 0) {
-    lua_settop(L, 1);
     s->ops->describe(L, s);
     return shm_fail(L, en, "seg:detach(%s)", lua_tostring(L, -1));
   }
@@ -355,9 +355,12 @@ void shm_open_segment(lua_State *L) {
   luaL_newlib(L, seg_methods);
   lua_pushvalue(L, -1);
   lua_pushvalue(L, -3);
-  lua_newtable(L); /* the marker */
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &segment_key);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &segment_key) != LUA_TTABLE) { /* the marker */
+    lua_pop(L, 1);     /* (a second require of the module keeps the first one's) */
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &segment_key);
+  }
   lua_pushcclosure(L, seg_index, 3);
   lua_setfield(L, -3, "__index");
   lua_remove(L, -2); /* metatable */
