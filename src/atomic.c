@@ -110,6 +110,7 @@ Sleep in the kernel (a futex, no busy loop) while the value at `offset` equals
 @treturn[2] boolean `false`
 @treturn[2] string `"timeout"` or `"interrupted"`
 @usage while seg:load(0) == 0 do seg:wait(0, 0, 1) end
+@see futex(2)
 */
 static int a_wait(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -145,6 +146,7 @@ Wake up waiters on `offset`.
 @tparam[opt] integer n default: all
 @treturn integer how many were woken
 @usage seg:store(0, 1):notify(0)
+@see futex(2)
 */
 static int a_notify(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);

@@ -79,6 +79,19 @@ Fields: `size`, `kind` (`"sysv"`, `"posix"`, `"file"`), `readonly`, `key`, `id`
 (System V), `name` (POSIX), `path` (file). `#seg` is its size;
 `tostring(seg)` e.g. `shm.segment(sysv key=0x46010004 id=3 size=4096 rw)`.
 `__close` and `__gc` detach it (never remove it).
+
+Truncation: a POSIX object or a file that another process shrinks (`ftruncate`,
+`truncate`) while it is mapped here leaves pages with nothing behind them, and the
+kernel answers a touch of one with SIGBUS, which kills the process.  The calls that
+touch the bytes can fault that way: `read`, `write`, `fill`, `pack`, `unpack`, `load`,
+`store`, `add`, `cas`, `wait`, `mutex` and every mutex method, a queue's `push`, `pop`,
+`stat` and `close`.  The others only make system calls on the object and return:
+`stat` (its `size` shows the truncation), `sync`, `chmod`, `chown`, `remove`, `detach`,
+`notify`, the fields, `#` and `tostring`.  Catching SIGBUS would take a process-wide
+signal handler, which a library must not install, and checking the size before each
+access would still race with the truncation: so this is not caught.  Share POSIX
+objects and files only with processes trusted not to shrink them (mode `0600`), or
+use System V segments, which cannot be resized.
 @type segment
 */
 
@@ -128,6 +141,7 @@ Set a range to one byte value.
 @tparam[opt] integer length default: to the end
 @treturn segment itself
 @usage seg:fill(0)
+@see memset(3)
 */
 static int seg_fill(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
@@ -149,6 +163,7 @@ POSIX and file maps add `name`/`path`, `atime mtime ctime`.
 @treturn table
 @error `nil, message, errno`
 @usage print(seg:stat().nattch)
+@see shmctl(2), fstat(2)
 */
 static int seg_stat(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -162,6 +177,7 @@ stays valid for every process still attached.
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:remove()
+@see shmctl(2), shm_unlink(3), unlink(2)
 */
 static int seg_remove(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -180,6 +196,7 @@ repeat.  Raises while this process holds a mutex in the segment.
 @function segment:detach
 @treturn boolean true
 @usage seg:detach()
+@see shmdt(2), munmap(2)
 */
 static int seg_detach(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
@@ -202,6 +219,7 @@ static int seg_detach(lua_State *L) {
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:write(data):sync()
+@see msync(2)
 */
 static int seg_sync(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -215,6 +233,7 @@ Change the permission bits (`IPC_SET` or `fchmod`).
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:chmod("0640")
+@see shmctl(2), fchmod(2)
 */
 static int seg_chmod(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -238,6 +257,7 @@ Change the owner (`IPC_SET` or `fchown`); `nil` leaves an id unchanged.
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:chown(1000, nil)
+@see shmctl(2), fchown(2)
 */
 static int seg_chown(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);

@@ -118,6 +118,7 @@ Attach a System V segment by its shmid, as `ipcs -m` lists it.
 @treturn segment
 @error `nil, message, errno`
 @usage local seg = assert(shm.attach(32768, "r"))
+@see shmat(2), shmctl(2)
 */
 int shm_sysv_attach(lua_State *L) {
   lua_Integer id = luaL_checkinteger(L, 1);
@@ -153,6 +154,7 @@ A System V key from an existing path and a project id.
 @treturn integer key
 @error `nil, message, errno` (`ENOENT`)
 @usage local key = assert(shm.ftok("/etc/hostname", "L"))
+@see ftok(3)
 */
 int shm_sysv_ftok(lua_State *L) {
   const char *path = shm_checkpath(L, 1);
