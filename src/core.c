@@ -121,7 +121,7 @@ static void open_queue(lua_State *L, int module, int methods) {
   shm_open_queue(L, module);
 }
 
-static shm_openf *const mod[] = {shm_open_atomics, open_mutex, open_queue, NULL};
+static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, open_mutex, open_queue, NULL};
 
 int luaopen_shm_core(lua_State *L) {
   int i, methods, module;

@@ -357,7 +357,6 @@ static int seg_index(lua_State *L) {
 
 static const luaL_Reg seg_methods[] = {
   {"read", seg_read},       {"write", seg_write},   {"fill", seg_fill},
-  {"pack", shm_seg_pack},   {"unpack", shm_seg_unpack},
   {"stat", seg_stat},       {"remove", seg_remove}, {"detach", seg_detach},
   {"sync", seg_sync},       {"chmod", seg_chmod},   {"chown", seg_chown},
   {NULL, NULL}};

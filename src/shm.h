@@ -248,8 +248,7 @@ SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
 SHM_HIDDEN void shm_open_dict(lua_State *L, int module);
 
 /* ---- pack.c: string.pack formats in place ---- */
-int shm_seg_pack(lua_State *L);
-int shm_seg_unpack(lua_State *L);
+void shm_open_pack(lua_State *L, int module, int methods);
 
 #pragma GCC visibility pop
 
