@@ -3,12 +3,6 @@
 local shm = require "shm"
 local H = require "helpers"
 
-local function exists(path)
-  local f = io.open(path)
-  if f then f:close() end
-  return f ~= nil
-end
-
 describe("existing objects", function()
   after_each(H.cleanup)
 
@@ -36,7 +30,7 @@ describe("existing objects", function()
     assert.is_nil(s)
     assert.equal("shm.open(" .. name .. "): the object is empty (size 0): Invalid argument", msg)
     assert.equal(22, en)
-    assert.is_true(exists("/dev/shm" .. name), "and it is left alone")
+    assert.is_true(H.exec("test -e /dev/shm" .. name), "and it is left alone")
   end)
 
   it("shm.map takes a string path, never a number", function()
