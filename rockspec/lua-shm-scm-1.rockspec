@@ -24,8 +24,9 @@ build = {
     shm = "lua/shm.lua",
     ["shm.core"] = {
       sources = {
-        "src/args.c", "src/atomic.c", "src/class.c", "src/compat.c", "src/core.c", "src/dict.c", "src/futex.c", "src/lock.c", "src/mutex.c",
-        "src/pack.c", "src/posix.c", "src/queue.c", "src/segment.c", "src/sysv.c",
+        "src/args.c", "src/atomic.c", "src/class.c", "src/compat.c", "src/core.c", "src/dict.c", "src/futex.c",
+        "src/file.c", "src/lock.c", "src/mutex.c", "src/pack.c", "src/posix.c", "src/queue.c", "src/segment.c",
+        "src/sysv.c",
       },
       incdirs = { "src" },
     },

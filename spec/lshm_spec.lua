@@ -81,7 +81,7 @@ describe("lshm", function()
   it("fails with exit status 1 and one line on stderr", function()
     local key = string.format("0x%x", H.key())
     local cases = {
-      { { "cat", key }, "^lshm: shm%.open%(" .. key .. "%): No such file or directory\n$" },
+      { { "cat", key }, "^lshm: shm%.open%(" .. key .. "%): No such file or directory %(pass a size to create it%)\n$" },
       { { "rm", key }, "^lshm: shm%.unlink%(" .. key .. "%): No such file or directory\n$" },
       { { "bogus" }, "^lshm: unknown command 'bogus'" },
       { {}, "^lshm: missing command" },

@@ -2261,8 +2261,15 @@ static int callseg(lua_State *L, const char *fn, int n, const char *who) {
   /* "shm.open(0x1234): ..." -> "shm.dict.open(0x1234): ..." */
   {
     const char *msg = lua_tostring(L, base + 2), *p = msg != NULL ? strchr(msg, '(') : NULL;
-    lua_pushfstring(L, "%s%s", who, p != NULL ? p : "");
+    const char *hint = p != NULL ? strstr(p, " (pass a size to create it)") : NULL;
+    if (hint != NULL) { /* the dict's argument is its capacity */
+      lua_pushlstring(L, p, (size_t)(hint - p));
+      lua_pushfstring(L, "%s%s (pass a capacity to create it)", who, lua_tostring(L, -1));
+    } else {
+      lua_pushfstring(L, "%s%s", who, p != NULL ? p : "");
+    }
     lua_replace(L, base + 2);
+    lua_settop(L, base + 3);
   }
   return 0;
 }
@@ -2429,8 +2436,9 @@ static const luaL_Reg dict_meta[] = {
 static const luaL_Reg dict_funcs[] = {
   {"create", l_create}, {"open", l_open}, {"map", l_map}, {NULL, NULL}};
 
-void shm_open_dict(lua_State *L, int module) {
+void shm_open_dict(lua_State *L, int module, int methods) {
   int mt;
+  (void)methods;
   shm_newclass(L, DICT_MT, NULL, dict_meta);
   luaL_getmetatable(L, DICT_MT);
   mt = lua_gettop(L);
