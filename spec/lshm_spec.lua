@@ -168,7 +168,7 @@ describe("lshm", function()
   end)
 
   it("refuses another user's segment with EPERM, with or without -i", function()
-    if not H.exec("command -v setpriv >/dev/null && [ \"$(id -u)\" = 0 ]") then
+    if not H.exec("[ \"$(id -u)\" = 0 ] && command -v setpriv >/dev/null") then
       return pending("needs root and setpriv")
     end
     local nobody = { user = "nobody", group = "nogroup" }
