@@ -73,8 +73,10 @@ PKGS_deps           := $(PKGS_check-valgrind) $(PKGS_docs) $(PKGS_rock)
 DEPS_GOALS := $(filter $(patsubst PKGS_%,%,$(filter PKGS_%,$(.VARIABLES))),$(MAKECMDGOALS))
 deps:
 	@sh .ci/deps $(foreach p,$(sort $(foreach g,$(DEPS_GOALS),$(PKGS_$(g)))),'$(p)')
+# BUSTED_ARGS=--exclude-tags=slow: the quick loop (no packaging or docs specs)
+BUSTED_ARGS ?=
 test: deps $(LIB)
-	busted --lua=$(LUA)
+	busted --lua=$(LUA) $(BUSTED_ARGS)
 
 demo: deps $(LIB)
 	$(LUA) examples/demo.lua
@@ -132,7 +134,7 @@ check-asan: $(ASAN_LIB) $(LIB)
 	SHM_CPATH="$(CURDIR)/$(BUILD)/asan/?.so" \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	busted --lua=$(LUA)
+	busted --lua=$(LUA) $(BUSTED_ARGS)
 
 # the check runs before anything of these goals is compiled
 ifneq ($(filter test demo check-asan check-valgrind,$(MAKECMDGOALS)),)
@@ -144,7 +146,7 @@ endif
 check-valgrind: $(LIB)
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=$(CURDIR)/.ci/valgrind.supp \
-	  $(LUA) $$(command -v busted) --ignore-lua
+	  $(LUA) $$(command -v busted) --ignore-lua $(BUSTED_ARGS)
 
 # The API reference, from the doc comments in src/*.c and lua/shm.lua (LDoc;
 # lua-discount renders the Markdown in them).

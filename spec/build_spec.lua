@@ -92,14 +92,16 @@ describe("the Debian packages step (.ci/deps)", function()
     assert.equal(0, rc, out)
     assert.equal("installing: luajit libluajit-5.1-dev lua-busted\n", out)
     assert.equal("apt-get update -qq\napt-get install -y --no-remove luajit libluajit-5.1-dev lua-busted\n", calls)
-    out, rc = deps(run, { "luajit2,libluajit2-5.1-dev" }, { SHIM_UID = "0", SHIM_INSTALLED = "luajit2", SHIM_APT_FAIL = "1" })
+    out, rc = deps(run, { "luajit2,libluajit2-5.1-dev" },
+      { SHIM_UID = "0", SHIM_INSTALLED = "luajit2", SHIM_APT_FAIL = "1" })
     assert.equal(1, rc)
     assert.matches("E: Unable to locate package luajit\n", out)
     assert.matches("deps: apt%-get install %-y %-%-no%-remove libluajit2%-5%.1%-dev failed", out)
   end)
 
   it("checks nothing where there is no dpkg", function()
-    local out, rc = H.sh("env PATH=/nonexistent /bin/sh " .. H.shellquote(H.root .. "/.ci/deps") .. " " .. H.shellquote(LUAJIT))
+    local out, rc = H.sh("env PATH=/nonexistent /bin/sh " .. H.shellquote(H.root .. "/.ci/deps") .. " "
+      .. H.shellquote(LUAJIT))
     assert.equal(0, rc, out)
     assert.equal("", out)
   end)

@@ -111,7 +111,8 @@ describe("packaging", function()
     local tree, copy = dir .. "/tree", dir .. "/src"
     -- build from a copy so the work tree gets no objects
     local out, rc = H.sh(string.format(
-      "mkdir -p %s && cd %s && cp -R src lua bin rockspec %s/ && cd %s && %s make rockspec/lua-shm-scm-1.rockspec --tree=%s",
+      "mkdir -p %s && cd %s && cp -R src lua bin rockspec %s/ && cd %s && " ..
+      "%s make rockspec/lua-shm-scm-1.rockspec --tree=%s",
       copy, H.shellquote(H.root), copy, copy, luarocks(dir), tree))
     assert.equal(0, rc, out)
     lshm_ls(tree .. "/bin/lshm")
