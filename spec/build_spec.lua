@@ -108,7 +108,7 @@ describe("the Debian packages step (.ci/deps)", function()
 
   it("runs before make test compiles anything, with the packages for that interpreter", function()
     local run = shims()
-    local out, rc, calls = run("make -s -C " .. H.shellquote(H.root) .. " test LUA=luajit BUILD=build/deps-spec",
+    local out, rc, calls = run(H.make .. " -C " .. H.shellquote(H.root) .. " test LUA=luajit BUILD=build/deps-spec",
       { SHIM_INSTALLED = "" })
     assert.is_true(rc ~= 0)
     assert.matches("sudo apt%-get install %-y %-%-no%-remove [^\n]*luajit libluajit%-5%.1%-dev", out)
@@ -121,7 +121,7 @@ describe("the Debian packages step (.ci/deps)", function()
     local run, dir = shims()
     local inc = jit and "/usr/include/luajit-2.1" or "/usr/include/lua" .. H.luaver
     local out, rc, calls = run("cd " .. H.shellquote(H.root) .. " && cp -R --parents Makefile src " .. H.shellquote(dir)
-      .. " && make -s -C " .. H.shellquote(dir) .. " LUA=" .. H.lua .. " PKG_CONFIG=false LUA_INC=-I" .. inc,
+      .. " && " .. H.make .. " -C " .. H.shellquote(dir) .. " LUA=" .. H.lua .. " PKG_CONFIG=false LUA_INC=-I" .. inc,
       { SHIM_INSTALLED = "" })
     assert.equal(0, rc, out)
     assert.equal("", calls)

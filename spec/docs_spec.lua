@@ -12,7 +12,7 @@ describe("the API reference #slow", function()
     if not has_ldoc then return end
     dir = os.tmpname()
     os.remove(dir)
-    out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " docs DOCS_DIR=" .. H.shellquote(dir))
+    out, rc = H.sh(H.make .. " -C " .. H.shellquote(H.root) .. " docs DOCS_DIR=" .. H.shellquote(dir))
     local f = io.open(dir .. "/index.html")
     html = f and f:read("*a") or ""
     if f then f:close() end

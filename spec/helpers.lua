@@ -236,6 +236,10 @@ function H.sh(cmd)
   return finish(p)
 end
 
+--- `make` for the specs' own makes: silent, and without the flags of a make
+-- that runs the suite (make test -C DIR would have them print directories).
+H.make = "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory"
+
 --- Does a System V segment with this key exist (per ipcs)?
 function H.ipcs_has(key)
   local out = H.sh("ipcs -m")

@@ -67,7 +67,7 @@ describe("packaging", function()
   it("has a versioned rockspec, the one make rockspec writes from the scm one", function()
     local dir = scratch()
     local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && cp -R --parents Makefile src/shm.h rockspec "
-      .. H.shellquote(dir) .. " && make -s -B -C " .. H.shellquote(dir) .. " rockspec")
+      .. H.shellquote(dir) .. " && " .. H.make .. " -B -C " .. H.shellquote(dir) .. " rockspec")
     assert.equal(0, rc, out)
     assert.equal(read(dir .. "/rockspec/lua-shm-" .. VERSION .. "-1.rockspec"), read(VERSIONED),
       "rockspec/lua-shm-" .. VERSION .. "-1.rockspec is stale: run make rockspec")
@@ -76,7 +76,7 @@ describe("packaging", function()
 
   it("make rock makes a source rock that luarocks installs offline, lshm included #slow", function()
     local dir = scratch()
-    local out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " rock ROCK_DIR=" .. H.shellquote(dir))
+    local out, rc = H.sh(H.make .. " -C " .. H.shellquote(H.root) .. " rock ROCK_DIR=" .. H.shellquote(dir))
     assert.equal(0, rc, out)
     local rock = dir .. "/lua-shm-" .. VERSION .. "-1.src.rock"
     assert.equal(rock .. "\n", out)
@@ -120,7 +120,7 @@ describe("packaging", function()
 
   it("installs with make install, honouring DESTDIR and PREFIX, lshm for this interpreter", function()
     local dest = scratch()
-    local out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install LUA=" .. H.lua
+    local out, rc = H.sh(H.make .. " -C " .. H.shellquote(H.root) .. " install LUA=" .. H.lua
       .. " DESTDIR=" .. dest .. " PREFIX=/opt/x")
     assert.equal(0, rc, out)
     for _, f in ipairs({ "/opt/x/lib/lua/" .. H.luaver .. "/shm/core.so",
@@ -132,7 +132,7 @@ describe("packaging", function()
     assert.equal("#!/usr/bin/env " .. H.lua .. "\n", read(lshm):match("^[^\n]*\n"))
     -- it finds the module under its own prefix
     lshm_ls(lshm)
-    out, rc = H.sh("make -s -C " .. H.shellquote(H.root) .. " install LUA=" .. H.lua
+    out, rc = H.sh(H.make .. " -C " .. H.shellquote(H.root) .. " install LUA=" .. H.lua
       .. " DESTDIR=" .. dest .. " LIBDIR=/l LUADIR=/s BINDIR=/b")
     assert.equal(0, rc, out)
     assert.is_true(os.rename(dest .. "/l/shm/core.so", dest .. "/l/shm/core.so"))
