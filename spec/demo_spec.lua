@@ -3,8 +3,7 @@ local H = require "helpers"
 
 describe("demo", function()
   it("runs the writer and the reader through a queue and removes everything", function()
-    local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && LUA_PATH='lua/?.lua;;' " ..
-      "LUA_CPATH=" .. H.shellquote(H.env.LUA_CPATH) .. " " .. H.lua .. " lua/demo.lua")
+    local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && " .. H.command({ "examples/demo.lua" }))
     assert.equal(0, rc, out)
     for _, want in ipairs({
       "reader: nattch=1, waiting for messages",
@@ -20,8 +19,7 @@ describe("demo", function()
   end)
 
   it("fails cleanly, without hanging, when the reader cannot start", function()
-    local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && LUA_PATH='lua/?.lua;;' " ..
-      "LUA_CPATH=" .. H.shellquote(H.env.LUA_CPATH) .. " " .. H.lua .. " lua/reader.lua /nonexistent/path")
+    local out, rc = H.sh(H.command({ H.root .. "/examples/reader.lua", "/nonexistent/path" }))
     assert.equal(1, rc)
     assert.matches("^reader: shm.ftok%(/nonexistent/path%): No such file or directory\n$", out)
   end)

@@ -1,4 +1,4 @@
--- make demo: the seeds' writer/reader scenario done right, in two processes.
+-- make demo: a writer and a reader process talking through shared memory.
 --   reader.lua makes a message queue (key from shm.ftok) and blocks in pop;
 --   writer.lua attaches, sends the lines it reads, then "quit";
 --   stat() shows nattch rising and falling; everything is removed at the end.
