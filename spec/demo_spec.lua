@@ -2,7 +2,7 @@
 local H = require "helpers"
 
 describe("demo", function()
-  it("runs the writer and the reader through a queue and removes everything", function()
+  it("runs the writer and the reader through a queue, two processes through a dict, and removes everything", function()
     local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && " .. H.command({ "examples/demo.lua" }))
     assert.equal(0, rc, out)
     for _, want in ipairs({
@@ -12,7 +12,10 @@ describe("demo", function()
       "reader: got quit; nattch=2 while the writer is attached",
       "reader: writer gone; nattch=1",
       "reader: 4 pushed, 4 popped, 0 left",
-      "demo: ipcs -m has neither key: everything was removed",
+      "demo: hits = 2000 (a: 1000, b: 1000): no increment lost",
+      "demo: 0.6 s later get gives nil; get_stale gives \"hello from counters",
+      "stale = true",
+      "demo: ipcs -m and /dev/shm hold nothing of ours: everything was removed",
     }) do
       assert.truthy(out:find(want, 1, true), "missing: " .. want .. "\n" .. out)
     end

@@ -2296,6 +2296,7 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
   shm_ctx *ctx = shm_getctx(L);
   ldict *ld;
   if (s->size < sizeof(dhdr)) why = "segment too small for a dict";
+  else if (s->readonly) why = "a dict needs read-write access"; /* even readers write (the lock) */
   for (tries = 0; why == NULL && LOADACQ(&h->magic) != D_MAGIC; tries++) {
     shm_deadline dl;
     int r;
