@@ -1270,17 +1270,132 @@ static int shm_dict_stat(shm_dict *d, dstat *st) {
   return txn_end(d, r);
 }
 
+/* ---- entry points for LuaJIT's FFI ----
+ * The front module (lua/shm.lua under LuaJIT) calls these through a table of
+ * function pointers (shm.dict._ffi, a light userdata), never by symbol: only
+ * luaopen_shm_core is exported.  `ud` is a dict's userdata, whose metatable
+ * the caller checked; each call checks that it is still attached.  They
+ * return a status as the core does (shm_status, then the SHM_DICT_ ones), or
+ * FFI_DETACHED, or FFI_NOMEM.  Values cross as (type, bytes): DV_ types. */
+
+typedef struct ldict {
+  shm_dict d;
+  shm_segment *seg; /* kept alive by the user value */
+} ldict;
+
+#define FFI_DETACHED (-1)
+#define FFI_NOMEM (-2)
+
+static shm_dict *ffi_dict(void *ud) {
+  ldict *ld = (ldict *)ud;
+  return ld != NULL && ld->seg != NULL && ld->seg->addr != NULL && ld->seg->addr == ld->d.base
+             ? &ld->d
+             : NULL;
+}
+
+/* the handle's value buffer, at least n bytes; 0 or FFI_NOMEM */
+static int growbuf(shm_dict *d, size_t n) {
+  if (n > d->bufsize || d->buf == NULL) {
+    size_t want = n < 256 ? 256 : n;
+    char *nb = (char *)realloc(d->buf, want);
+    if (nb == NULL) return FFI_NOMEM;
+    d->buf = nb;
+    d->bufsize = want;
+  }
+  return 0;
+}
+
+static int ffi_get(void *ud, const char *k, size_t kl, int stale, int *type, const char **ptr,
+                   size_t *len, uint32_t *flags, int *isstale) {
+  shm_dict *d = ffi_dict(ud);
+  dval v;
+  int r, tries;
+  if (d == NULL) return FFI_DETACHED;
+  v.len = 0;
+  for (tries = 0;; tries++) {
+    if (growbuf(d, v.len) != 0) return FFI_NOMEM;
+    r = shm_dict_get(d, k, kl, stale, &v, d->buf, d->bufsize);
+    if (r != SHM_DICT_BUFSMALL || tries > 16) break;
+  }
+  if (r == SHM_OK) {
+    *type = v.type;
+    *ptr = v.ptr;
+    *len = v.len;
+    *flags = v.flags;
+    *isstale = v.stale;
+  }
+  return r;
+}
+
+static int ffi_store(void *ud, int op, int safe, const char *k, size_t kl, int type,
+                     const char *v, size_t vlen, uint32_t flags, double exptime, int *forcible) {
+  shm_dict *d = ffi_dict(ud);
+  dval val;
+  if (d == NULL) return FFI_DETACHED;
+  val.type = type;
+  val.ptr = v;
+  val.len = vlen;
+  val.flags = flags;
+  val.stale = 0;
+  return shm_dict_store(d, op, safe, k, kl, &val, exptime, forcible);
+}
+
+/* incr: *type and the 8 bytes at val are the step in, the new value out;
+ * inittype 0: no init. */
+static int ffi_incr(void *ud, const char *k, size_t kl, int *type, char *val, int inittype,
+                    const char *init, double init_ttl, int *forcible) {
+  shm_dict *d = ffi_dict(ud);
+  dval io, in;
+  int r;
+  if (d == NULL) return FFI_DETACHED;
+  io.type = *type;
+  io.ptr = val;
+  io.len = 8;
+  in.type = inittype;
+  in.ptr = init;
+  in.len = 8;
+  r = shm_dict_incr(d, k, kl, &io, inittype != 0 ? &in : NULL, init_ttl, forcible);
+  *type = io.type;
+  return r;
+}
+
+static int ffi_ttl(void *ud, const char *k, size_t kl, double *ttl) {
+  shm_dict *d = ffi_dict(ud);
+  return d == NULL ? FFI_DETACHED : shm_dict_ttl(d, k, kl, ttl);
+}
+
+static int ffi_expire(void *ud, const char *k, size_t kl, double exptime) {
+  shm_dict *d = ffi_dict(ud);
+  return d == NULL ? FFI_DETACHED : shm_dict_expire(d, k, kl, exptime);
+}
+
+static const char *ffi_why(void *ud) {
+  ldict *ld = (ldict *)ud;
+  return ld != NULL && ld->d.why != NULL ? ld->d.why : "?";
+}
+
+/* The table the front module casts shm.dict._ffi to (keep in step with the
+ * cdef in lua/shm.lua). */
+typedef struct shm_dict_ffi_api {
+  int version;
+  int (*get)(void *, const char *, size_t, int, int *, const char **, size_t *, uint32_t *, int *);
+  int (*store)(void *, int, int, const char *, size_t, int, const char *, size_t, uint32_t, double,
+               int *);
+  int (*incr)(void *, const char *, size_t, int *, char *, int, const char *, double, int *);
+  int (*ttl)(void *, const char *, size_t, double *);
+  int (*expire)(void *, const char *, size_t, double);
+  const char *(*why)(void *);
+} shm_dict_ffi_api;
+
+static const shm_dict_ffi_api dict_ffi = {1,       ffi_get,    ffi_store, ffi_incr,
+                                          ffi_ttl, ffi_expire, ffi_why};
+
 /* ======================================================================
  * The binding: arguments, values, results.  Everything here runs outside
  * the lock; the core above never sees a lua_State.
  * ====================================================================== */
 
 #define MAXDEPTH 100 /* nesting of table values */
-
-typedef struct ldict {
-  shm_dict d;
-  shm_segment *seg; /* kept alive by the user value */
-} ldict;
 
 /* The dict at 1, attached.  The methods carry the metatable as their first
  * upvalue: a type check by metatable identity without a registry lookup. */
@@ -1324,13 +1439,7 @@ static const char *checkkey(lua_State *L, int idx, size_t *kl, int strict) {
 
 /* The value buffer, at least n bytes (grown outside the lock). */
 static char *dictbuf(lua_State *L, shm_dict *d, size_t n) {
-  if (n > d->bufsize || d->buf == NULL) {
-    size_t want = n < 256 ? 256 : n;
-    char *nb = (char *)realloc(d->buf, want);
-    if (nb == NULL) luaL_error(L, "not enough memory");
-    d->buf = nb;
-    d->bufsize = want;
-  }
+  if (growbuf(d, n) != 0) luaL_error(L, "not enough memory");
   return d->buf;
 }
 
@@ -2473,6 +2582,31 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   shm_setfield_int(L, "entry", (lua_Integer)sizeof(dentry));
   shm_setfield_int(L, "unit", (lua_Integer)D_UNIT);
   lua_setfield(L, -2, "layout");
+  /* for the LuaJIT FFI path: the entry points, the codes and the types */
+  lua_pushlightuserdata(L, (void *)&dict_ffi);
+  lua_setfield(L, -2, "_ffi");
+  lua_createtable(L, 0, 24);
+  shm_setfield_int(L, "OK", SHM_OK);
+  shm_setfield_int(L, "CORRUPT", SHM_CORRUPT);
+  shm_setfield_int(L, "NOTFOUND", SHM_DICT_NOTFOUND);
+  shm_setfield_int(L, "EXISTS", SHM_DICT_EXISTS);
+  shm_setfield_int(L, "NOMEM", SHM_DICT_NOMEM);
+  shm_setfield_int(L, "NOTNUM", SHM_DICT_NOTNUM);
+  shm_setfield_int(L, "NOTLIST", SHM_DICT_NOTLIST);
+  shm_setfield_int(L, "ISLIST", SHM_DICT_ISLIST);
+  shm_setfield_int(L, "DETACHED", FFI_DETACHED);
+  shm_setfield_int(L, "OOM", FFI_NOMEM);
+  shm_setfield_int(L, "NIL", DV_NIL);
+  shm_setfield_int(L, "BOOL", DV_BOOL);
+  shm_setfield_int(L, "NUM", DV_NUM);
+  shm_setfield_int(L, "INT", DV_INT);
+  shm_setfield_int(L, "STR", DV_STR);
+  shm_setfield_int(L, "TABLE", DV_TABLE);
+  shm_setfield_int(L, "LIST", DV_LIST);
+  shm_setfield_int(L, "SET", OP_SET);
+  shm_setfield_int(L, "ADD", OP_ADD);
+  shm_setfield_int(L, "REPLACE", OP_REPLACE);
+  lua_setfield(L, -2, "_ffi_codes");
   lua_setfield(L, module, "dict");
   lua_pop(L, 1);
 }
