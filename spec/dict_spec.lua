@@ -480,6 +480,37 @@ describe("shm.dict", function()
     end)
   end)
 
+  describe("no Lua while the lock is held", function()
+    it("get_keys(0) of 100,000 keys copies them out and makes the strings after unlocking", function()
+      local big = newdict(32 * 1024 * 1024)
+      for i = 1, 100000 do assert(big:safe_set("key:" .. i, i)) end
+      local keys = big:get_keys(0)
+      assert.equal(100000, #keys)
+      local seen = {}
+      for _, k in ipairs(keys) do seen[k] = true end
+      assert.is_true(seen["key:1"] and seen["key:100000"])
+      big:detach()
+    end)
+
+    it("a finalizer that uses the dict never deadlocks it (lua-nginx-module #1207)", function()
+      local out, rc = H.run([[
+        local shm = require "shm"
+        local d = assert(shm.dict.create(shm.PRIVATE, 1024 * 1024)) d:remove()
+        local fired = 0
+        local mt = { __gc = function() d:set("gc", fired) d:incr("n", 1, 0) fired = fired + 1 end }
+        for i = 1, 20000 do
+          setmetatable({}, mt)                  -- garbage with a finalizer, all the time
+          d:set("k" .. i % 100, { i, tostring(i) }) -- allocating calls: the GC runs inside them
+          d:get("k" .. (i + 1) % 100)
+        end
+        collectgarbage()
+        io.write(fired > 0 and d:get("n") == fired and "ok" or ("fired " .. fired))
+      ]], nil, { interpreter = "timeout 60 " .. H.lua })
+      assert.equal(0, rc, out)
+      assert.equal("ok", out)
+    end)
+  end)
+
   describe("the object", function()
     it("opens, creates when asked, and refuses what is not a dict", function()
       local key = H.key()

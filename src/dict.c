@@ -795,10 +795,14 @@ static int new_entry(shm_dict *d, const char *k, size_t kl, uint32_t hash, int t
  * rounded up to words inside the block: entryok checked it). */
 static void jcopy(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
   size_t i;
-  for (i = 0; i < n; i += 4) {
-    uint32_t w;
+  uint32_t w;
+  for (i = 0; i + 4 <= n; i += 4) {
+    memcpy(&w, (const char *)src + i, 4);
+    jw(d, (uint32_t *)(void *)(dst + i), w);
+  }
+  if (i < n) { /* the last word: the value's bytes, then what was there */
     memcpy(&w, dst + i, 4);
-    memcpy(&w, (const char *)src + i, n - i < 4 ? n - i : 4);
+    memcpy(&w, (const char *)src + i, n - i);
     jw(d, (uint32_t *)(void *)(dst + i), w);
   }
 }
@@ -826,7 +830,8 @@ static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t k
   }
   if (old != D_NIL) {
     dentry *e = entryof(d, old);
-    if (MTYPE(e->meta) != DV_LIST && e->vlen == v->len && v->len <= D_INPLACE && lru_ok(d, old)) {
+    if (MTYPE(e->meta) != DV_LIST && e->vlen == v->len && v->len <= D_INPLACE &&
+        (d->h->lru_head == old || lru_ok(d, old))) {
       /* same length: in place, every word journalled */
       jcopy(d, valueof(e), v->ptr, v->len);
       jw(d, &e->meta, MKMETA(kl, v->type));
@@ -1817,7 +1822,6 @@ static int store(lua_State *L, int op, int safe) {
   unsigned char num[8];
   dval v;
   int r, forcible = 0;
-  lua_settop(L, 5);
   if ((k = checkkey(L, 2, &kl, 0)) == NULL) return 2;
   if (!tovalue(L, 3, &v, num, 0)) {
     lua_pushnil(L);
