@@ -258,10 +258,11 @@ describe("shm.dict", function()
       assert.same({}, d:get_keys())
       assert.equal(1, d:flush_expired()) -- flush_all freed the 3 least recently used
       assert.equal(0, d:flush_expired())
-      for i = 1, 100 do d:set("e" .. i, i, 0.001) end
+      -- (long enough that no store sweeps them while the loop runs, even under valgrind)
+      for i = 1, 100 do d:set("e" .. i, i, 0.5) end
       d:set("live1", 1)
       d:set("live2", 2)
-      pause(0.01)
+      pause(0.6)
       assert.equal(42, d:flush_expired(42))
       assert.equal(58, d:flush_expired())
       assert.equal(2, #d:get_keys(0))
