@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -149,11 +150,12 @@ int shm_posix_unlink(lua_State *L); /* (name) */
 int shm_posix_list(lua_State *L, int t, lua_Integer *n);
 /* Map `size` bytes of fd into s (which then owns fd); 0 or errno. */
 int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly);
-/* Back bytes [0, size) of fd with real pages or blocks (growing it from
- * `have` bytes if size is more), so that a full tmpfs or disk is an error
- * now, never SIGBUS at the first touch; 0 or errno.  Where the file system
- * cannot reserve (EOPNOTSUPP) it only grows the file. */
-int shm_fd_reserve(int fd, size_t size, size_t have);
+/* Back bytes [0, size) of fd with real pages or blocks (growing it if it is
+ * smaller), so that a full tmpfs or disk is an error now, never SIGBUS at the
+ * first touch; 0 or errno.  st: what fstat said of it (NULL for a new, empty
+ * one); an object whose blocks already cover `size` costs nothing.  Where the
+ * file system cannot reserve (EOPNOTSUPP) it only grows the file. */
+int shm_fd_reserve(int fd, size_t size, const struct stat *st);
 /* The descriptor-backed operations, the same for both kinds. */
 int shm_fd_unmap(shm_segment *s);
 void shm_fd_describe(lua_State *L, shm_segment *s);
