@@ -5,6 +5,12 @@
 local lib = require "lib"
 
 local QUICK = os.getenv("BENCH_QUICK") == "1"
+local LOAD0 = (function() -- the machine's load when we start: other work skews the figures
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("*l") or "?"
+  if f then f:close() end
+  return s:match("^(%S+ %S+ %S+)") or s
+end)()
 local ROUNDS = QUICK and 1 or tonumber(os.getenv("BENCH_ROUNDS") or "5")
 local SCALE = QUICK and 0.02 or 1
 local LUA = arg[-1] or "lua5.4"
@@ -217,6 +223,9 @@ line("")
 line(string.format("Machine: %s, %s cores, Linux %s, %s. Medians of %d interleaved rounds%s.",
   cpu(), (sh("nproc"):gsub("%s", "")), (sh("uname -r"):gsub("%s", "")), jit and jit.version or _VERSION, ROUNDS,
   QUICK and " (QUICK: tiny counts, figures not meaningful)" or ""))
+line("")
+line("Load average (1, 5, 15 min) when the run started: " .. LOAD0 .. ". The machine is shared: other work on " ..
+  "its cores slows every figure, the two-process ones (queue, round trips, two processes on one key) most.")
 line("")
 line("## 1. Bulk copy into and out of a System V segment, against C memcpy")
 line("")
