@@ -30,6 +30,17 @@ function M.dict(d)
     local ok, err = d:set(k, v)
     if not ok then fail("set", tostring(err)) end
   end
+  -- set one key to each of two values in turn
+  local function set_hot(op, k, vals)
+    return {
+      prep = function() end,
+      loop = function(n)
+        for i = 1, n do
+          if not d:set(k, vals[i % 2 + 1]) then fail(op, "set failed") end
+        end
+        if d:get(k) ~= vals[n % 2 + 1] then fail(op, "wrong value read back") end
+      end }
+  end
   return {
     get16 = {
       prep = function() set("hot", V16[1]) end,
@@ -39,14 +50,7 @@ function M.dict(d)
           if d:get("hot") ~= s then fail("get16", "wrong value") end
         end
       end },
-    set16 = {
-      prep = function() end,
-      loop = function(n)
-        for i = 1, n do
-          if not d:set("hot", V16[i % 2 + 1]) then fail("set16", "set failed") end
-        end
-        if d:get("hot") ~= V16[n % 2 + 1] then fail("set16", "wrong value read back") end
-      end },
+    set16 = set_hot("set16", "hot", V16),
     get1k = {
       prep = function() set("big", V1K[1]) end,
       loop = function(n)
@@ -56,14 +60,7 @@ function M.dict(d)
         end
         if d:get("big") ~= V1K[1] then fail("get1k", "wrong value") end
       end },
-    set1k = {
-      prep = function() end,
-      loop = function(n)
-        for i = 1, n do
-          if not d:set("big", V1K[i % 2 + 1]) then fail("set1k", "set failed") end
-        end
-        if d:get("big") ~= V1K[n % 2 + 1] then fail("set1k", "wrong value read back") end
-      end },
+    set1k = set_hot("set1k", "big", V1K),
     get10k = {
       prep = function() for i = 1, M.NKEYS do set(KEYS[i], VALS[i]) end end,
       loop = function(n)
@@ -96,6 +93,14 @@ end
 
 --- The same loops on a plain Lua table: the floor.
 function M.table(t)
+  local function set_hot(op, k, vals)
+    return {
+      prep = function() end,
+      loop = function(n)
+        for i = 1, n do t[k] = vals[i % 2 + 1] end
+        if t[k] ~= vals[n % 2 + 1] then fail(op, "wrong value read back") end
+      end }
+  end
   return {
     get16 = {
       prep = function() t.hot = V16[1] end,
@@ -105,12 +110,7 @@ function M.table(t)
           if t.hot ~= s then fail("get16", "wrong value") end
         end
       end },
-    set16 = {
-      prep = function() end,
-      loop = function(n)
-        for i = 1, n do t.hot = V16[i % 2 + 1] end
-        if t.hot ~= V16[n % 2 + 1] then fail("set16", "wrong value read back") end
-      end },
+    set16 = set_hot("set16", "hot", V16),
     get1k = {
       prep = function() t.big = V1K[1] end,
       loop = function(n)
@@ -120,12 +120,7 @@ function M.table(t)
         end
         if t.big ~= V1K[1] then fail("get1k", "wrong value") end
       end },
-    set1k = {
-      prep = function() end,
-      loop = function(n)
-        for i = 1, n do t.big = V1K[i % 2 + 1] end
-        if t.big ~= V1K[n % 2 + 1] then fail("set1k", "wrong value read back") end
-      end },
+    set1k = set_hot("set1k", "big", V1K),
     get10k = {
       prep = function() for i = 1, M.NKEYS do t[KEYS[i]] = VALS[i] end end,
       loop = function(n)
