@@ -86,7 +86,14 @@ build/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
 
-bench: $(LIB) $(BENCH_BINS)
+# make bench-deps: nginx + ngx_http_lua + lua-resty-core and redis for the dict
+# section's baselines (installed with --no-remove when root, never a removal;
+# see bench/deps.sh). BENCH_QUICK=1 needs none of them.
+.PHONY: bench-deps
+bench-deps:
+	@[ "$(BENCH_QUICK)" = 1 ] || sh bench/deps.sh
+
+bench: $(LIB) $(BENCH_BINS) bench-deps
 	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/run.lua
 
 # lua/ is exactly what is installed; lshm runs under the interpreter it was installed for
