@@ -133,6 +133,7 @@ describe("shm.dict under kill -9", function()
       H.kill(writers[w].pid)
       writers[w]:finish()
       kills = kills + 1
+      d:stat() -- recovers if it died holding the lock, then checks the whole structure
       spawn_writer(w)
     end
     -- and once on purpose inside a method: stop a writer until it holds the lock
