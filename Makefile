@@ -137,7 +137,7 @@ $(BUILD)/asan/obj/%.o: src/%.c src/*.h Makefile
 $(ASAN_LIB): $(ASAN_OBJS)
 	@mkdir -p $(@D)
 	$(CC) -shared $(SAN_FLAGS) -o $@ $(ASAN_OBJS)
-check-asan: $(ASAN_LIB) $(LIB)
+check-asan: deps $(ASAN_LIB) $(LIB)
 	SHM_CPATH="$(CURDIR)/$(BUILD)/asan/?.so" \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -150,7 +150,7 @@ endif
 
 # The whole suite in-process under valgrind memcheck (children run natively):
 # any memory error fails it, and so does a definitely-lost block.
-check-valgrind: $(LIB)
+check-valgrind: deps $(LIB)
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=$(CURDIR)/.ci/valgrind.supp \
 	  $(LUA) $$(command -v busted) --ignore-lua $(BUSTED_ARGS)
