@@ -52,7 +52,7 @@ __attribute__((visibility("default"))) int luaopen_shm_core(lua_State *L);
 #endif
 
 #define SHM_SEGMENT_MT "shm.segment"
-#define SHM_VERSION "lua-shm 0.1.0"
+#define SHM_VERSION "lua-shm 0.2.0"
 
 /* The kind a key_or_name argument names (shm_checkkind). */
 enum shm_kind { SHM_SYSV = 0, SHM_POSIX = 1, SHM_FILE = 2 };
