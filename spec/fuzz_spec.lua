@@ -106,7 +106,7 @@ local function wrongself()
   local name = pick(classes[kind])
   local ok, f = pcall(function() return obj[name] end)
   if not ok or type(f) ~= "function" then return end
-  local selves = { io.stdout, {}, "x", 42, false, coroutine.create(print) }
+  local selves = { io.stdout, {}, "x", 42, false, coroutine.create(function() end) }
   for k, o in pairs(instances) do if k ~= kind then selves[#selves + 1] = o end end
   local bad = selves[R(#selves + 1)] -- (one past the end: nil)
   made = made + 1
