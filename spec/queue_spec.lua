@@ -103,7 +103,7 @@ describe("shm.queue", function()
     local all = {}
     for _, k in ipairs(keys) do all[#all + 1] = tostring(k) end
     for _, n in ipairs(names) do all[#all + 1] = n end
-    local gate = assert(shm.create(shm.PRIVATE, 8))
+    local gate = assert(shm.create(shm.PRIVATE, 16))
     local kids = {}
     for c = 1, 4 do
       kids[c] = H.spawn([[
