@@ -41,6 +41,12 @@ local function child(code, args)
   return out
 end
 
+local function splitlines(s)
+  local t = {}
+  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
+  return t
+end
+
 -- The pid of a process that has exited (and been reaped).
 local function deadpid()
   local out = H.run([[io.write(io.open("/proc/self/stat"):read("*n"))]])
@@ -138,8 +144,7 @@ describe("seg:mutex on the robust lock", function()
       show(m:lock(0))
       show(m:unlock())
     ]])
-    local lines = {}
-    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    local lines = splitlines(out)
     assert.equal("false timeout", lines[1])
     assert.equal("false busy", lines[2])
     assert.equal("false timeout", lines[3])
@@ -178,8 +183,7 @@ describe("seg:mutex on the robust lock", function()
       show(pcall(m3.unlock, m3))
       show(seg:detach())                           -- nothing held any more
     ]])
-    local lines = {}
-    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    local lines = splitlines(out)
     assert.matches("^false .*does not hold$", lines[1])
     assert.equal("true owner died", lines[2])
     assert.matches("^false .*the mutex at offset 0 was overwritten while held$", lines[3])
