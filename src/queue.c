@@ -269,7 +269,8 @@ static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t 
     if (cap == 0) { /* open only: wait while somebody initialises */
       if (LOAD(&h->writers.lock.word) != 0) st = shm_lock_wait(&h->writers.lock, self, &d);
     } else {
-      st = shm_lock_acquire(&h->writers.lock, self, &d);
+      st = shm_lock_try(&h->writers.lock, self); /* looks at a holder at once */
+      if (st == SHM_BUSY) st = shm_lock_acquire(&h->writers.lock, self, &d);
       if (st != SHM_TIMEOUT) {
         if (LOAD(&h->magic) == 0) init_locked(h, cap);
         else if (st == SHM_OWNERDIED && readconfig(h, size, &q->cap) == NULL)
