@@ -19,20 +19,28 @@ local function value(k, v)
 end
 ]]
 
-local WRITER = VALUE .. [[
+-- acked(path): the last acknowledged version of each key in a writer's log
+-- ("key version ." lines; a torn last line is ignored), in writers and here
+local ACKED = [[
+local function acked(path)
+  local ver = {}
+  local f = io.open(path)
+  if f then
+    for line in f:lines() do
+      local k, v = line:match("^(%S+) (%d+) %.$")
+      if k then ver[k] = tonumber(v) end
+    end
+    f:close()
+  end
+  return ver
+end
+]]
+
+local WRITER = VALUE .. ACKED .. [[
 local shm = require "shm"
 local key, w, logpath = tonumber(arg[1]), arg[2], arg[3]
 local d = assert(shm.dict.open(key))
--- resume from the acknowledged log ("key version ." lines; a torn last line is ignored)
-local ver = {}
-local f = io.open(logpath)
-if f then
-  for line in f:lines() do
-    local k, v = line:match("^(%S+) (%d+) %.$")
-    if k then ver[k] = tonumber(v) end
-  end
-  f:close()
-end
+local ver = acked(logpath) -- resume from the acknowledged log
 -- compacted (a temp file renamed over it: a kill here loses nothing)
 local tmp = assert(io.open(logpath .. ".tmp", "w"))
 for k, v in pairs(ver) do tmp:write(k, " ", v, " .\n") end
@@ -81,19 +89,7 @@ while true do
 end
 ]]
 
--- the last acknowledged version of each key in a writer's log
-local function acked(path)
-  local ver = {}
-  local f = io.open(path)
-  if f then
-    for line in f:lines() do
-      local k, v = line:match("^(%S+) (%d+) %.$")
-      if k then ver[k] = tonumber(v) end
-    end
-    f:close()
-  end
-  return ver
-end
+local acked = H.load(ACKED .. "return acked")()
 
 describe("shm.dict under kill -9", function()
   after_each(H.cleanup)

@@ -793,6 +793,16 @@ static int alloc_evicting(shm_dict *d, size_t bytes, uint32_t kind, int safe, ui
 
 /* ---- the core operations ---- */
 
+/* The start of every write (after txn_begin): free up to two expired items
+ * from the LRU tail (as ngx does on every store), then find the key. */
+static int write_begin(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint64_t *now,
+                       uint32_t *ref, uint32_t **link, dview *v) {
+  int r = expire_tail(d, D_EXPIRE_ON_STORE, now);
+  if (r != SHM_OK) return r;
+  if (!lookupv(d, k, kl, hash, ref, link, v)) return corrupt(d, "bad hash chain");
+  return SHM_OK;
+}
+
 enum { OP_SET = 0, OP_ADD = 1, OP_REPLACE = 2 };
 
 /* ms from now for an exptime in seconds, as ngx: truncated, <= 0 ms = never */
@@ -876,11 +886,7 @@ static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t k
   int r, live;
   *forcible = 0;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookupv(d, k, kl, hash, &old, &link, &ov)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
+  if ((r = write_begin(d, k, kl, hash, &now, &old, &link, &ov)) != SHM_OK) goto done;
   live = old != D_NIL && !expired(d, entryof(d, old), &now);
   if ((op == OP_ADD && live) || (op == OP_REPLACE && !live)) {
     r = live ? SHM_DICT_EXISTS : SHM_DICT_NOTFOUND;
@@ -1074,11 +1080,7 @@ static int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const 
   int r;
   *forcible = 0;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookupv(d, k, kl, hash, &ref, NULL, &v)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
+  if ((r = write_begin(d, k, kl, hash, &now, &ref, NULL, &v)) != SHM_OK) goto done;
   if (ref == D_NIL || expired(d, v.e, &now)) {
     int t;
     if (init == NULL) {
@@ -1121,11 +1123,7 @@ static int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const 
   dnode *nd;
   dview lv;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookupv(d, k, kl, hash, &ref, &link, &lv)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
+  if ((r = write_begin(d, k, kl, hash, &now, &ref, &link, &lv)) != SHM_OK) goto done;
   if (ref != D_NIL) {
     int x;
     e = lv.e;
@@ -1186,11 +1184,7 @@ static int shm_dict_pop(shm_dict *d, const char *k, size_t kl, int left, dval *o
   dnode *nd;
   dview lv;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookupv(d, k, kl, hash, &ref, &link, &lv)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
+  if ((r = write_begin(d, k, kl, hash, &now, &ref, &link, &lv)) != SHM_OK) goto done;
   if (ref == D_NIL || expired(d, lv.e, &now)) {
     r = SHM_DICT_NOTFOUND;
     goto done;
