@@ -2369,32 +2369,19 @@ static int l_stat(lua_State *L) {
   return 1;
 }
 
-/* d:remove(), d:detach(): the segment's own methods. */
-static int segcall(lua_State *L, const char *method) {
-  ldict *ld = (ldict *)lua_touserdata(L, 1);
-  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
-    luaL_typeerror(L, 1, DICT_MT);
-  lua_settop(L, 1);
-  lua_getiuservalue(L, 1, 1);
-  lua_getfield(L, -1, method);
-  lua_insert(L, -2);
-  lua_call(L, 1, LUA_MULTRET);
-  return lua_gettop(L) - 1;
-}
-
 /***
 Remove the dict's segment from the system (as `segment:remove`).
 @function dict:remove
 @usage d:remove()
 */
-static int l_remove(lua_State *L) { return segcall(L, "remove"); }
+static int l_remove(lua_State *L) { return shm_inseg_call(L, DICT_MT, "remove"); }
 
 /***
 Detach the dict's segment (as `segment:detach`); `<close>` does this (Lua 5.4).
 @function dict:detach
 @usage d:detach()
 */
-static int l_detach(lua_State *L) { return segcall(L, "detach"); }
+static int l_detach(lua_State *L) { return shm_inseg_call(L, DICT_MT, "detach"); }
 
 /***
 The segment the dict lives in.
@@ -2402,13 +2389,7 @@ The segment the dict lives in.
 @treturn segment
 @usage print(d:segment():stat().nattch)
 */
-static int l_segment(lua_State *L) {
-  ldict *ld = (ldict *)lua_touserdata(L, 1);
-  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
-    luaL_typeerror(L, 1, DICT_MT);
-  lua_getiuservalue(L, 1, 1);
-  return 1;
-}
+static int l_segment(lua_State *L) { return shm_inseg_segment(L, DICT_MT); }
 
 static int l_gc(lua_State *L) {
   ldict *ld = (ldict *)luaL_checkudata(L, 1, DICT_MT);
@@ -2418,12 +2399,7 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
-static int l_tostring(lua_State *L) {
-  luaL_checkudata(L, 1, DICT_MT);
-  lua_getiuservalue(L, 1, 1);
-  lua_pushfstring(L, "shm.dict(%s)", luaL_tolstring(L, -1, NULL));
-  return 1;
-}
+static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, DICT_MT); }
 
 /* ---- constructors ---- */
 
@@ -2625,7 +2601,7 @@ static const luaL_Reg dict_methods[] = {
   {"segment", l_segment}, {NULL, NULL}};
 
 static const luaL_Reg dict_meta[] = {
-  {"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+  {"__gc", l_gc}, SHM_CLOSE_ENTRY(l_detach) {"__tostring", l_tostring}, {NULL, NULL}};
 
 static const luaL_Reg dict_funcs[] = {
   {"create", l_create}, {"open", l_open}, {"map", l_map}, {NULL, NULL}};
@@ -2640,14 +2616,6 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   lua_pushvalue(L, mt);
   luaL_setfuncs(L, dict_methods, 1);
   lua_setfield(L, mt, "__index");
-  /* __close/detach through the segment: their upvalue must be the metatable too */
-  lua_pushvalue(L, mt);
-  lua_pushcclosure(L, l_detach, 1);
-#if LUA_VERSION_NUM >= 504
-  lua_setfield(L, mt, "__close");
-#else
-  lua_pop(L, 1);
-#endif
   lua_newtable(L); /* shm.dict: upvalues the metatable and the module */
   lua_pushvalue(L, mt);
   lua_pushvalue(L, module);

@@ -236,6 +236,11 @@ void shm_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                              const luaL_Reg *meta);
 void *shm_testclass(lua_State *L, int idx, const char *name);
 void *shm_checkclass(lua_State *L, int idx, const char *name);
+/* Objects that live in a segment (queue, dict; the segment is user value 1):
+ * remove/detach through the segment's method, segment(), tostring. */
+int shm_inseg_call(lua_State *L, const char *name, const char *method);
+int shm_inseg_segment(lua_State *L, const char *name);
+int shm_inseg_tostring(lua_State *L, const char *name);
 
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
 void shm_open_atomics(lua_State *L, int module, int methods);
