@@ -1808,6 +1808,22 @@ static int fail(lua_State *L, shm_dict *d, int r) {
   return luaL_error(L, "shm.dict: unexpected status %d", r);
 }
 
+/* nil and ngx's message for a status that is a result; raises otherwise. */
+static int nilerr(lua_State *L, shm_dict *d, int r) {
+  const char *msg;
+  switch (r) {
+  case SHM_DICT_NOTFOUND: msg = "not found"; break;
+  case SHM_DICT_NOTNUM: msg = "not a number"; break;
+  case SHM_DICT_NOMEM: msg = "no memory"; break;
+  case SHM_DICT_NOTLIST: msg = "value not a list"; break;
+  case SHM_DICT_ISLIST: msg = "value is a list"; break;
+  default: return fail(L, d, r);
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  return 2;
+}
+
 /* ---- reads ---- */
 
 static int l_get_common(lua_State *L, int stale) {
@@ -1833,12 +1849,8 @@ static int l_get_common(lua_State *L, int stale) {
   case SHM_DICT_NOTFOUND:
     lua_pushnil(L);
     return 1;
-  case SHM_DICT_ISLIST:
-    lua_pushnil(L);
-    lua_pushliteral(L, "value is a list");
-    return 2;
   default:
-    return fail(L, d, r);
+    return nilerr(L, d, r);
   }
 }
 
@@ -2053,10 +2065,7 @@ static int l_incr(lua_State *L) {
     lua_pushnil(L);
     lua_pushboolean(L, forcible);
     return 3;
-  case SHM_DICT_NOTFOUND: lua_pushnil(L); lua_pushliteral(L, "not found"); return 2;
-  case SHM_DICT_NOTNUM: lua_pushnil(L); lua_pushliteral(L, "not a number"); return 2;
-  case SHM_DICT_NOMEM: lua_pushnil(L); lua_pushliteral(L, "no memory"); return 2;
-  default: return fail(L, d, r);
+  default: return nilerr(L, d, r);
   }
 }
 
@@ -2086,9 +2095,7 @@ static int push(lua_State *L, int left) {
   r = shm_dict_push(d, k, kl, left, &v, &n);
   switch (r) {
   case SHM_OK: lua_pushinteger(L, (lua_Integer)n); return 1;
-  case SHM_DICT_NOTLIST: lua_pushnil(L); lua_pushliteral(L, "value not a list"); return 2;
-  case SHM_DICT_NOMEM: lua_pushnil(L); lua_pushliteral(L, "no memory"); return 2;
-  default: return fail(L, d, r);
+  default: return nilerr(L, d, r);
   }
 }
 
@@ -2129,8 +2136,7 @@ static int pop(lua_State *L, int left) {
   switch (r) {
   case SHM_OK: pushvalue(L, d, &v); return 1;
   case SHM_DICT_NOTFOUND: lua_pushnil(L); return 1;
-  case SHM_DICT_NOTLIST: lua_pushnil(L); lua_pushliteral(L, "value not a list"); return 2;
-  default: return fail(L, d, r);
+  default: return nilerr(L, d, r);
   }
 }
 
@@ -2171,12 +2177,7 @@ static int l_llen(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
   }
-  if (r == SHM_DICT_NOTLIST) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "value not a list");
-    return 2;
-  }
-  return fail(L, d, r);
+  return nilerr(L, d, r);
 }
 
 /* ---- expiry ---- */
@@ -2209,12 +2210,7 @@ static int l_ttl(lua_State *L) {
     pushseconds(L, t);
     return 1;
   }
-  if (r == SHM_DICT_NOTFOUND) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not found");
-    return 2;
-  }
-  return fail(L, d, r);
+  return nilerr(L, d, r);
 }
 
 /***
@@ -2243,12 +2239,7 @@ static int l_expire(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (r == SHM_DICT_NOTFOUND) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not found");
-    return 2;
-  }
-  return fail(L, d, r);
+  return nilerr(L, d, r);
 }
 
 /***
