@@ -114,15 +114,7 @@ static const luaL_Reg funcs[] = {
 
 /* The parts that add to the module and to the segment's methods, each
  * opened with the same arguments (as luasocket's mod[]). */
-static void open_mutex(lua_State *L, int module, int methods) {
-  shm_open_mutex(L, methods, module); /* (mutex.c: its own argument order) */
-}
-static void open_queue(lua_State *L, int module, int methods) {
-  (void)methods;
-  shm_open_queue(L, module);
-}
-
-static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, open_mutex, open_queue,
+static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, shm_open_mutex, shm_open_queue,
                                   shm_open_dict, NULL};
 
 int luaopen_shm_core(lua_State *L) {

@@ -212,7 +212,7 @@ static const luaL_Reg mutex_methods[] = {
 static const luaL_Reg mutex_meta[] = {
   {"__gc", m_gc}, SHM_CLOSE_ENTRY(m_gc) {"__tostring", m_tostring}, {NULL, NULL}};
 
-void shm_open_mutex(lua_State *L, int methods, int module) {
+void shm_open_mutex(lua_State *L, int module, int methods) {
   shm_newclass(L, MUTEX_MT, mutex_methods, mutex_meta);
   lua_pushcfunction(L, seg_mutex);
   lua_setfield(L, methods, "mutex");

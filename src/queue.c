@@ -802,7 +802,8 @@ static void pushlayout(lua_State *L) {
   shm_setfield_int(L, "head", (lua_Integer)offsetof(qhdr, head));
 }
 
-void shm_open_queue(lua_State *L, int module) {
+void shm_open_queue(lua_State *L, int module, int methods) {
+  (void)methods;
   int mt;
   shm_newclass(L, QUEUE_MT, NULL, queue_meta);
   luaL_getmetatable(L, QUEUE_MT);

@@ -40,9 +40,6 @@ __attribute__((visibility("default"))) int luaopen_shm_core(lua_State *L);
 
 #include "compat.h"
 
-/* Every declaration here is hidden by the pragma; the mark stays (empty) for
- * declarations written with it. */
-#define SHM_HIDDEN
 
 /* A luaL_Reg entry for __close, on the Luas that have to-be-closed variables. */
 #if LUA_VERSION_NUM >= 504
@@ -215,19 +212,19 @@ typedef struct shm_lock {
 } shm_lock;
 /* Per Lua state: who this process is (recomputed after fork). */
 typedef struct shm_ctx shm_ctx;
-SHM_HIDDEN void shm_open_ctx(lua_State *L);          /* luaopen: make the state's context */
-SHM_HIDDEN shm_ctx *shm_getctx(lua_State *L);        /* the state's context (a registry lookup) */
-SHM_HIDDEN uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this process */
+void shm_open_ctx(lua_State *L);          /* luaopen: make the state's context */
+shm_ctx *shm_getctx(lua_State *L);        /* the state's context (a registry lookup) */
+uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this process */
 /* SHM_OK, SHM_OWNERDIED (now ours), SHM_TIMEOUT */
-SHM_HIDDEN shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
+shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
 /* SHM_OK, SHM_OWNERDIED (now ours), SHM_BUSY */
-SHM_HIDDEN shm_status shm_lock_try(shm_lock *l, uint64_t self);
+shm_status shm_lock_try(shm_lock *l, uint64_t self);
 /* Wait without taking it until the lock is free (SHM_OK) or its owner dead
  * (SHM_OWNERDIED), or SHM_TIMEOUT; the word is never written. */
-SHM_HIDDEN shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
-SHM_HIDDEN void shm_lock_release(shm_lock *l);
+shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
+void shm_lock_release(shm_lock *l);
 /* Does the word name `self` as the owner? */
-SHM_HIDDEN int shm_lock_owned(const shm_lock *l, uint64_t self);
+int shm_lock_owned(const shm_lock *l, uint64_t self);
 
 /* ---- class.c: one way to define and check a class (as luasocket's
  * auxiliar): the type check rests on metatable identity, and no metatable is
@@ -247,10 +244,10 @@ void shm_open_atomics(lua_State *L, int module, int methods);
 
 /* ---- mutex.c: seg:mutex, a robust mutex on a shm_lock ---- */
 #define SHM_MUTEX_SIZE 64
-SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
+void shm_open_mutex(lua_State *L, int module, int methods);
 
 /* ---- queue.c: bounded MPMC message queue in a segment (shm.queue) ---- */
-SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
+void shm_open_queue(lua_State *L, int module, int methods);
 
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
 void shm_open_dict(lua_State *L, int module, int methods);
