@@ -11,11 +11,12 @@ describe("killed processes", function()
     local child = H.spawn([[
       local shm = require "shm"
       local seg = assert(shm.open(tonumber((...))))
-      print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+      print("ready") io.stdout:flush()
       local big, i = string.rep("w", 1024 * 1024), 0
       while true do i = i + 1 seg:write(big, 0) seg:store(0, i) seg:notify(0) end
     ]], { key })
-    local pid = tonumber(child:line())
+    assert(child:line() == "ready")
+    local pid = child.pid
     finally(function() H.kill(pid, "KILL") end)
     assert.is_true(seg:wait(0, 0, 10))          -- it is writing
     assert.equal(2, seg:stat().nattch)
@@ -39,7 +40,7 @@ describe("killed processes", function()
       local seg = assert(shm.attach(tonumber((...))))
       local m = seg:mutex(0)
       local me = io.open("/proc/self/stat"):read("*n")
-      print(me) io.stdout:flush()
+      print("ready") io.stdout:flush()
       while true do
         local ok, why = m:lock(30)
         if not ok then os.exit(2) end
@@ -55,7 +56,8 @@ describe("killed processes", function()
     local kids, pids = {}, {}
     local function start(i)
       kids[i] = H.spawn(WORKER, { seg.id })
-      pids[i] = tonumber(kids[i]:line())
+      assert(kids[i]:line() == "ready")
+      pids[i] = kids[i].pid
     end
     finally(function() for i = 1, 3 do H.kill(pids[i], "KILL") end end)
     for i = 1, 3 do start(i) end
@@ -91,11 +93,12 @@ describe("killed processes", function()
     local child = H.spawn([[
       local shm = require "shm"
       local q = assert(shm.queue.open(tonumber((...))))
-      print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+      print("ready") io.stdout:flush()
       local seq = 0
       while true do seq = seq + 1 q:push(string.format("%09d", seq) .. string.rep("p", seq % 500)) end
     ]], { key })
-    local pid = tonumber(child:line())
+    assert(child:line() == "ready")
+    local pid = child.pid
     finally(function() H.kill(pid, "KILL") end)
     local expect = 1
     local function take(m)

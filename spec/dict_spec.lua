@@ -498,9 +498,14 @@ describe("shm.dict", function()
         local shm = require "shm"
         local d = assert(shm.dict.create(shm.PRIVATE, 1024 * 1024)) d:remove()
         local fired = 0
-        local mt = { __gc = function() d:set("gc", fired) d:incr("n", 1, 0) fired = fired + 1 end }
+        local function gc() d:set("gc", fired) d:incr("n", 1, 0) fired = fired + 1 end
+        -- garbage with a finalizer: tables on 5.2+, userdata (newproxy) on 5.1/LuaJIT
+        local finalizable = newproxy and function()
+          local p = newproxy(true)
+          getmetatable(p).__gc = gc
+        end or function() setmetatable({}, { __gc = gc }) end
         for i = 1, 20000 do
-          setmetatable({}, mt)                  -- garbage with a finalizer, all the time
+          finalizable()                         -- all the time
           d:set("k" .. i % 100, { i, tostring(i) }) -- allocating calls: the GC runs inside them
           d:get("k" .. (i + 1) % 100)
         end

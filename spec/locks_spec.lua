@@ -254,18 +254,20 @@ describe("the queue's writers' lock", function()
     local holder = H.spawn(PRELUDE .. [[
       local seg = assert(shm.open(tonumber((...))))
       setlock(seg, shm.queue.layout.lock, mypid, tag(mypid)) -- "initialising"
-      print(mypid) io.stdout:flush()
+      print("ready") io.stdout:flush()
       seg:wait(seg.size - 8, 0)                              -- until killed
     ]], { key })
-    local hpid = tonumber(holder:line())
+    assert(holder:line() == "ready")
+    local hpid = holder.pid
     finally(function() H.kill(hpid, "KILL") end)
     local opener = H.spawn([[
       local shm = require "shm"
-      print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+      print("ready") io.stdout:flush()
       local q = assert(shm.queue.open(tonumber((...)), 64))
       print(q:push("made"), q:stat().capacity)
     ]], { key })
-    local opid = tonumber(opener:line())
+    assert(opener:line() == "ready")
+    local opid = opener.pid
     -- it sleeps on the lock (in slices) while the holder lives
     assert.is_true(H.until_true(function() return H.state(opid) == "S" end))
     seg:wait(seg.size - 8, 0, 0.1)

@@ -189,10 +189,11 @@ describe("shm.queue", function()
     local child = H.spawn([[
       local shm = require "shm"
       local q = assert(shm.queue.open(tonumber((...))))
-      print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+      print("ready") io.stdout:flush()
       print(q:pop())
     ]], { key })
-    local pid = tonumber(child:line())
+    assert(child:line() == "ready")
+    local pid = child.pid
     assert.is_true(H.until_true(function() return H.state(pid) == "S" end))
     local before = H.cputicks(pid)
     q:segment():wait(q:segment().size - 8, 0, 0.2) -- 0.2 s in which the reader must sleep
@@ -288,7 +289,7 @@ describe("shm.queue", function()
         local q = assert(shm.queue.open(tonumber((...))))
         local msgs = {}
         for k = 0, 15 do msgs[k] = string.format("%08d", k) .. string.rep(string.char(65 + k), 60000) end
-        print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+        print("ready") io.stdout:flush()
         local seq = 0
         while true do
           seq = seq + 1
@@ -296,7 +297,8 @@ describe("shm.queue", function()
           if seq % 2 == 0 then q:pop() q:pop() end
         end
       ]], { key })
-      local pid = tonumber(writer:line())
+      assert(writer:line() == "ready")
+      local pid = writer.pid
       finally(function() H.kill(pid, "KILL") end) -- never leave it running
       -- stop it until it is caught holding the writers' lock, then kill it there
       local caught = false
