@@ -1,4 +1,4 @@
--- lua/ and spec/ run on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT: only what all of
+-- lua/, bin/, examples/ and spec/ run on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT: only what all of
 -- them have ("min"), plus the names used behind a fallback
 -- (`math.tointeger or ...`, `table.unpack or unpack`, `if jit ...`).
 std = "min"
@@ -11,7 +11,7 @@ read_globals = {
 }
 max_line_length = 120
 files["spec/"] = { std = "min+busted" }
-files["lua/lshm"] = { globals = {} }
+files["bin/lshm"] = { globals = {} }
 -- the benchmarks run on lua5.4 (make bench)
 files["bench/"] = { std = "lua54" }
 exclude_files = { "build/" }

@@ -1,21 +1,28 @@
 # lua-shm: shared memory for Lua.
-#   make            build build/lua5.4/shm/core.so
+#   make            build build/lua5.4/shm/core.so (needs only a C compiler and Lua's headers)
 #   make test       run the busted suite (LUA=lua5.4; also lua5.1 lua5.2 lua5.3 luajit)
-#   make demo       writer and reader processes through one segment
-#   make install    PREFIX=/usr/local DESTDIR=  (or LIBDIR=/LUADIR= as LuaRocks passes)
+#   make demo       writer and reader processes through one segment (examples/)
+#   make docs       the API reference in docs/index.html (LDoc)
+#   make rock       a source rock, lua-shm-VERSION-1.src.rock, that luarocks installs offline
+#   make install    PREFIX=/usr/local DESTDIR=  (or LIBDIR=/LUADIR=/BINDIR= as LuaRocks passes)
+# On Debian, test/demo/docs/rock first check the packages they need (make deps):
+# installed with apt-get --no-remove as root, else the apt-get line is printed.
 
 LUA         ?= lua5.4
 ifeq ($(LUA),luajit)
 LUA_VERSION ?= 5.1
 LUA_PC      ?= luajit
-LUA_DEV     ?= libluajit-5.1-dev
+LUA_INC_FALLBACK := -I/usr/include/luajit-2.1
+# Debian's LuaJIT or OpenResty's (luajit2, which nginx's Lua module needs): either will do
+LUA_DEB     ?= luajit,libluajit-5.1-dev|luajit2,libluajit2-5.1-dev
 else
 LUA_VERSION ?= $(patsubst lua%,%,$(LUA))
 LUA_PC      ?= $(LUA)
-LUA_DEV     ?= $(if $(filter lua5.1,$(LUA)),liblua5.1-0-dev,lib$(LUA)-dev)
+LUA_INC_FALLBACK := -I/usr/include/$(LUA)
+LUA_DEB     ?= $(LUA),$(if $(filter lua5.1,$(LUA)),liblua5.1-0-dev,lib$(LUA)-dev)
 endif
 PKG_CONFIG  ?= pkg-config
-LUA_INC     ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/$(LUA))
+LUA_INC     ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null || echo $(LUA_INC_FALLBACK))
 CC          ?= cc
 CFLAGS      ?= -O2 -g
 WARN        := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -33,6 +40,7 @@ BUILD := build/$(LUA)
 SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 LIB  := $(BUILD)/shm/core.so
+VERSION := $(shell sed -n 's/^\#define SHM_VERSION "lua-shm \(.*\)"/\1/p' src/shm.h)
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
@@ -40,11 +48,12 @@ export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 export SHM_CPATH := $(CURDIR)/$(BUILD)/?.so
 export LUA
 
-.PHONY: all deps test demo install clean bench check-asan check-valgrind docs
+.PHONY: all deps test demo install clean bench check-asan check-valgrind docs rock rockspec
 
 all: $(LIB)
 
-$(BUILD)/obj/%.o: src/%.c src/*.h | deps
+# objects depend on the Makefile (flags), never on a packaging step
+$(BUILD)/obj/%.o: src/%.c src/*.h Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -52,25 +61,25 @@ $(LIB): $(OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS)
 
-# Debian packages the build and the suite need.
-DEB_PKGS := $(LUA) $(LUA_DEV) lua-busted luarocks gcc make
+# Debian packages each goal needs (.ci/deps: "a,a-dev|b,b-dev" = either pair).
+# Building alone (make, make install) checks none: it needs a compiler and headers.
+PKGS_demo           := $(LUA_DEB) gcc make
+PKGS_test           := $(PKGS_demo) lua-busted
+PKGS_check-asan     := $(PKGS_test)
+PKGS_check-valgrind := $(PKGS_test) valgrind
+PKGS_docs           := lua-ldoc lua-discount
+PKGS_rock           := zip luarocks
+PKGS_deps           := $(PKGS_check-valgrind) $(PKGS_docs) $(PKGS_rock)
+DEPS_GOALS := $(filter $(patsubst PKGS_%,%,$(filter PKGS_%,$(.VARIABLES))),$(MAKECMDGOALS))
 deps:
-	@missing=""; \
-	for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || exit 1; \
-	  else \
-	    echo "missing Debian packages; run:"; echo "  sudo apt-get install -y$$missing"; exit 1; \
-	  fi; \
-	fi
+	@sh .ci/deps $(foreach p,$(sort $(foreach g,$(DEPS_GOALS),$(PKGS_$(g)))),'$(p)')
+# BUSTED_ARGS=--exclude-tags=slow: the quick loop (no packaging or docs specs)
+BUSTED_ARGS ?=
+test: deps $(LIB)
+	busted --lua=$(LUA) $(BUSTED_ARGS)
 
-test: $(LIB)
-	busted --lua=$(LUA)
-
-demo: $(LIB)
-	$(LUA) lua/demo.lua
+demo: deps $(LIB)
+	$(LUA) examples/demo.lua
 
 BENCH_BINS := build/bench/cmemcpy build/bench/cpipe
 build/bench/%: bench/%.c
@@ -87,18 +96,42 @@ bench-deps:
 bench: $(LIB) $(BENCH_BINS) bench-deps
 	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/run.lua
 
+# lua/ is exactly what is installed; lshm runs under the interpreter it was installed for
 install: $(LIB)
 	install -d $(DESTDIR)$(LIBDIR)/shm $(DESTDIR)$(LUADIR) $(DESTDIR)$(BINDIR)
 	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/shm/core.so
-	install -m 0644 lua/shm.lua $(DESTDIR)$(LUADIR)/shm.lua
-	install -m 0755 lua/lshm $(DESTDIR)$(BINDIR)/lshm
+	cd lua && find . -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(LUADIR)/{} \;
+	sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' bin/lshm > $(DESTDIR)$(BINDIR)/lshm
+	chmod 0755 $(DESTDIR)$(BINDIR)/lshm
+
+# A source rock: a zip of the versioned rockspec (made from the scm one) and of
+# the tarball of the sources its source.url names; `luarocks install
+# ./lua-shm-$(VERSION)-1.src.rock` builds it offline. (luarocks pack would
+# fetch source.url first, and there is no release URL to fetch it from.)
+ROCKSPEC := rockspec/lua-shm-$(VERSION)-1.rockspec
+ROCK     := lua-shm-$(VERSION)-1.src.rock
+ROCK_DIR ?= .
+ROCK_FILES := LICENSE README.md Makefile config.ld .ci/deps src lua bin examples rockspec
+rockspec: $(ROCKSPEC)
+$(ROCKSPEC): rockspec/lua-shm-scm-1.rockspec src/shm.h
+	sed -e 's/^version = "scm-1"/version = "$(VERSION)-1"/' \
+	    -e 's|^  url = .*|  url = "lua-shm-$(VERSION).tar.gz", -- the tarball beside this rockspec (make rock)|' \
+	    -e 's|^  -- scm:.*|  dir = "lua-shm-$(VERSION)",|' $< > $@
+rock: deps $(ROCKSPEC)
+	rm -rf build/rock && mkdir -p build/rock/lua-shm-$(VERSION)
+	cp -R --parents $(ROCK_FILES) build/rock/lua-shm-$(VERSION)/
+	tar -C build/rock --owner=0 --group=0 --sort=name -czf build/rock/lua-shm-$(VERSION).tar.gz lua-shm-$(VERSION)
+	cp $(ROCKSPEC) build/rock/
+	rm -f $(ROCK_DIR)/$(ROCK)
+	cd build/rock && zip -q -X $(abspath $(ROCK_DIR)/$(ROCK)) $(notdir $(ROCKSPEC)) lua-shm-$(VERSION).tar.gz
+	@echo $(ROCK_DIR)/$(ROCK)
 
 # The whole suite with the module built with AddressSanitizer and UBSan; the
 # (uninstrumented) interpreter gets the runtime preloaded, children inherit it.
 ASAN_LIB := $(BUILD)/asan/shm/core.so
 ASAN_OBJS := $(patsubst src/%.c,$(BUILD)/asan/obj/%.o,$(SRCS))
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-$(BUILD)/asan/obj/%.o: src/%.c src/*.h | deps
+$(BUILD)/asan/obj/%.o: src/%.c src/*.h Makefile
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -fPIC -fvisibility=hidden $(LUA_INC) -O1 -g $(SAN_FLAGS) -c $< -o $@
 $(ASAN_LIB): $(ASAN_OBJS)
@@ -108,21 +141,28 @@ check-asan: $(ASAN_LIB) $(LIB)
 	SHM_CPATH="$(CURDIR)/$(BUILD)/asan/?.so" \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	busted --lua=$(LUA)
+	busted --lua=$(LUA) $(BUSTED_ARGS)
+
+# the check runs before anything of these goals is compiled
+ifneq ($(filter test demo check-asan check-valgrind,$(MAKECMDGOALS)),)
+$(OBJS) $(ASAN_OBJS): | deps
+endif
 
 # The whole suite in-process under valgrind memcheck (children run natively):
 # any memory error fails it, and so does a definitely-lost block.
 check-valgrind: $(LIB)
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=$(CURDIR)/.ci/valgrind.supp \
-	  $(LUA) $$(command -v busted) --ignore-lua
+	  $(LUA) $$(command -v busted) --ignore-lua $(BUSTED_ARGS)
 
-# The API reference, from the doc comments in src/*.c and lua/shm.lua (LDoc).
-docs:
-	@command -v ldoc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq lua-ldoc >/dev/null; } \
-	  || { echo "missing Debian package; run:"; echo "  sudo apt-get install -y lua-ldoc"; exit 1; }
-	ldoc -q .
-	@echo "docs/index.html"
+# The API reference, from the doc comments in src/*.c and lua/shm.lua (LDoc;
+# lua-discount renders the Markdown in them).
+DOCS_DIR ?= docs
+docs: deps
+	@out=$$(ldoc -q -d $(DOCS_DIR) . 2>&1); rc=$$?; \
+	printf '%s\n' "$$out" | grep -v -e '^reading configuration from' -e '^found master module' \
+	  -e '^\*\*\*closing section from master module' -e '^$$' || true; exit $$rc
+	@echo "$(DOCS_DIR)/index.html"
 
 clean:
-	rm -rf build docs
+	rm -rf build docs lua-shm-*.src.rock

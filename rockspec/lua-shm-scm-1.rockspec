@@ -1,15 +1,20 @@
+-- lua-shm from a checkout: luarocks make rockspec/lua-shm-scm-1.rockspec
+-- (make rock writes the versioned rockspec beside this one from it, and a
+-- source rock that luarocks installs offline).
 rockspec_format = "3.0"
 package = "lua-shm"
 version = "scm-1"
 source = {
   url = "git+file://./lua-shm",
+  -- scm: luarocks make builds the checkout it runs in
 }
 description = {
   summary = "Shared memory for Lua: System V, POSIX and file segments, atomics, mutexes, queues",
   detailed = [[
     Shared-memory segments as userdata: System V (shmget/shmat), POSIX (shm_open)
     and shared file maps, with checked reads and writes, string.pack formats in
-    place, stat/remove/chmod, and a command-line tool, lshm.
+    place, stat/remove/chmod, atomics and futex waits, a robust mutex, a
+    multi-process message queue, and a command-line tool, lshm.
   ]],
   license = "MIT",
   labels = { "ipc", "shm", "shared-memory", "linux" },
@@ -24,13 +29,26 @@ build = {
     shm = "lua/shm.lua",
     ["shm.core"] = {
       sources = {
-        "src/args.c", "src/atomic.c", "src/class.c", "src/compat.c", "src/core.c", "src/futex.c", "src/mutex.c",
-        "src/pack.c", "src/posix.c", "src/queue.c", "src/segment.c", "src/sysv.c",
+        "src/args.c",
+        "src/atomic.c",
+        "src/class.c",
+        "src/compat.c",
+        "src/core.c",
+        "src/dict.c",
+        "src/file.c",
+        "src/futex.c",
+        "src/lock.c",
+        "src/mutex.c",
+        "src/pack.c",
+        "src/posix.c",
+        "src/queue.c",
+        "src/segment.c",
+        "src/sysv.c",
       },
       incdirs = { "src" },
     },
   },
   install = {
-    bin = { lshm = "lua/lshm" },
+    bin = { lshm = "bin/lshm" },
   },
 }

@@ -1,20 +1,58 @@
--- make docs documents every public function, with its parameters and returns.
+-- make docs documents every public function, with its parameters and returns,
+-- rendered from Markdown, quietly.
 local shm = require "shm"
 local H = require "helpers"
 
 local has_ldoc = H.exec("command -v ldoc >/dev/null 2>&1")
 local docit = has_ldoc and it or pending
 
-describe("the API reference", function()
-  docit("covers every function of the module, segments, mutexes and queues", function()
-    local dir = os.tmpname()
+describe("the API reference #slow", function()
+  local dir, html, out, rc
+  setup(function()
+    if not has_ldoc then return end
+    dir = os.tmpname()
     os.remove(dir)
-    finally(function() H.exec("rm -rf " .. H.shellquote(dir)) end)
-    local out, rc = H.sh("cd " .. H.shellquote(H.root) .. " && ldoc -q -d " .. H.shellquote(dir) .. " .")
+    out, rc = H.sh(H.make .. " -C " .. H.shellquote(H.root) .. " docs DOCS_DIR=" .. H.shellquote(dir))
+    local f = io.open(dir .. "/index.html")
+    html = f and f:read("*a") or ""
+    if f then f:close() end
+  end)
+  teardown(function()
+    if dir then H.exec("rm -rf " .. H.shellquote(dir)) end
+  end)
+
+  docit("is made by make docs, which says only where it is", function()
     assert.equal(0, rc, out)
-    local f = assert(io.open(dir .. "/index.html"))
-    local html = f:read("*a")
-    f:close()
+    assert.equal(dir .. "/index.html\n", out)
+  end)
+
+  docit("renders the Markdown of the doc comments", function()
+    -- (ldoc's "text" fallback leaves the backticks and swallows <close> as a tag)
+    local body = html:match("<body>(.*)</body>")
+    assert.is_nil(body:find("`", 1, true), "raw backticks in the HTML")
+    assert.truthy(html:find("<code>IPC_RMID</code>", 1, true))
+    assert.truthy(html:find("<code>&lt;close&gt;</code>", 1, true), "<close> is not visible")
+    -- `unlink` in segment:remove is the system call, not shm.unlink
+    local remove = html:match('<a name = "segment:remove"></a>(.-)</dd>')
+    assert.truthy(remove:find('<a href="https://man7.org/linux/man-pages/man2/unlink.2.html">unlink</a>', 1, true))
+    assert.is_nil(remove:find('href="#unlink"', 1, true))
+  end)
+
+  -- PENDING until src/atomic.c, src/pack.c and src/mutex.c open a `@type segment`
+  -- block after their `@module shm` instead of tagging methods `@within segment`
+  -- (an ad-hoc section "segment" beside "Class segment"); then make this `docit`.
+  pending("lists each class once in the contents", function()
+    local contents = html:match("<h2>Contents</h2>(.-)</ul>")
+    local seen = {}
+    for name in contents:gmatch('<a href="#[^"]*">([^<]*)</a>') do
+      local class = name:gsub("^Class ", ""):gsub("%s+$", "")
+      assert.is_nil(seen[class], "twice in the contents: " .. class)
+      seen[class] = true
+    end
+    assert.truthy(seen.segment and seen.queue and seen.mutex)
+  end)
+
+  docit("covers every function of the module, segments, mutexes and queues", function()
     local documented = {}
     for name in html:gmatch('<a name = "([^"]+)"></a>') do documented[name] = true end
     local functions = 0
@@ -30,10 +68,10 @@ describe("the API reference", function()
     check("queue.", shm.queue)
     local seg = assert(shm.create(shm.PRIVATE, 4096))
     local _ = seg.size -- (an attached segment's metatable is its own after the first index)
-    check("segment:", getmetatable(seg).__index)
-    check("mutex:", getmetatable(seg:mutex(0)).__index)
+    check("segment:", debug.getmetatable(seg).__index) -- (getmetatable: the class name only)
+    check("mutex:", debug.getmetatable(seg:mutex(0)).__index)
     local q = assert(shm.queue.create(H.key(), 64))
-    check("queue:", getmetatable(q).__index)
+    check("queue:", debug.getmetatable(q).__index)
     q:remove() q:detach()
     seg:remove() seg:detach()
     -- and each says what it takes and gives, with an example

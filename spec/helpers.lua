@@ -42,7 +42,7 @@ if H.root:sub(1, 1) ~= "/" then H.root = os.getenv("PWD") .. "/" .. H.root end
 -- children load the module from the same build as this process (SHM_CPATH:
 -- make test's build for the interpreter, or make check-asan's sanitizer build)
 H.env = {
-  LUA_PATH = H.root .. "/lua/?.lua;;",
+  LUA_PATH = H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;;",
   LUA_CPATH = (os.getenv("SHM_CPATH") or (H.root .. "/build/" .. H.lua .. "/?.so")) .. ";;",
 }
 -- LUA_PATH_5_4 and friends take precedence in the children: set them too
@@ -88,21 +88,49 @@ function H.tmpfile()
   return p
 end
 
---- Remove whatever the keys, names and paths handed out refer to.
-function H.cleanup()
-  for i = #created, 1, -1 do
-    local c = created[i]
-    if type(c) == "table" then os.remove(c.path) else shm.unlink(c) end
-    created[i] = nil
-  end
-  collectgarbage()
-  collectgarbage()
-end
-
 local function shellquote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 H.shellquote = shellquote
+
+--- The environment for a child running as another user: the checkout may be
+-- readable by its owner only (a clone under /root, or in a `mktemp -d`
+-- directory), so such a child gets a copy of lua/, bin/ and of this build's
+-- shm/core.so in a directory everyone can read; H.cleanup removes it.
+-- Returns the environment (LUA_PATH, LUA_CPATH) and the copy's root.
+local readable, readable_root
+function H.readable_env()
+  if readable then return readable, readable_root end
+  local dir = os.tmpname()
+  os.remove(dir)
+  local so = assert(H.searchpath("shm.core", H.env.LUA_CPATH), "no shm.core in " .. H.env.LUA_CPATH)
+  local q = shellquote
+  assert(H.exec("mkdir -m 0755 " .. q(dir) .. " " .. q(dir .. "/lib") .. " " .. q(dir .. "/lib/shm")
+    .. " && cp -R " .. q(H.root .. "/lua") .. " " .. q(H.root .. "/bin") .. " " .. q(dir)
+    .. " && cp " .. q(so) .. " " .. q(dir .. "/lib/shm/core.so")
+    .. " && chmod -R a+rX " .. q(dir)))
+  created[#created + 1] = { dir = dir }
+  readable = {
+    LUA_PATH = dir .. "/lua/?.lua;" .. dir .. "/lua/?/init.lua;;",
+    LUA_CPATH = dir .. "/lib/?.so;;",
+  }
+  readable_root = dir
+  return readable, dir
+end
+
+--- Remove whatever the keys, names and paths handed out refer to.
+function H.cleanup()
+  for i = #created, 1, -1 do
+    local c = created[i]
+    if type(c) ~= "table" then shm.unlink(c)
+    elseif c.dir then H.exec("rm -rf " .. shellquote(c.dir))
+    else os.remove(c.path) end
+    created[i] = nil
+  end
+  readable = nil
+  collectgarbage()
+  collectgarbage()
+end
 
 --- Write `code` to a world-readable script file and return its path.
 function H.script(code)
@@ -124,11 +152,16 @@ local function finish(p)
   return body or out, tonumber(rc)
 end
 
-local function command(code, args, opts)
+--- The shell command that runs `argv` (a script and its arguments) under the
+-- interpreter under test with the module of this build: `env LUA_PATH=...
+-- LUA_CPATH=... lua5.4 'script' 'arg'...`. `opts.env` replaces the paths,
+-- `opts.interpreter` the interpreter; `opts.user` (and `opts.group`) runs it as
+-- that user through setpriv, with a copy of the module that user can read.
+function H.command(argv, opts)
   opts = opts or {}
-  local script = H.script(code)
+  local env = opts.env or (opts.user and (H.readable_env())) or H.env
   local parts = { "env" }
-  for k, v in pairs(opts.env or H.env) do
+  for k, v in pairs(env) do
     parts[#parts + 1] = k .. "=" .. shellquote(v)
     parts[#parts + 1] = k .. envsuffix .. "=" .. shellquote(v)
   end
@@ -137,9 +170,20 @@ local function command(code, args, opts)
       .. " --clear-groups"
   end
   parts[#parts + 1] = opts.interpreter or H.lua
-  parts[#parts + 1] = shellquote(script)
-  for _, a in ipairs(args or {}) do parts[#parts + 1] = shellquote(a) end
-  local cmd = table.concat(parts, " ")
+  for _, a in ipairs(argv) do parts[#parts + 1] = shellquote(a) end
+  return table.concat(parts, " ")
+end
+
+-- The command for H.run and H.spawn: the code as a script, its output (and
+-- stderr unless opts.stderr) then the exit code; `pid`: the child prints its
+-- pid first (a shell that then execs the interpreter keeps its pid).
+local function command(code, args, opts, pid)
+  opts = opts or {}
+  local script = H.script(code)
+  local argv = { script }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local cmd = H.command(argv, opts)
+  if pid then cmd = "sh -c 'echo $$; exec \"$@\"' sh " .. cmd end
   if not opts.stderr then cmd = cmd .. " 2>&1" end
   return cmd .. RC, script
 end
@@ -154,12 +198,13 @@ function H.run(code, args, opts)
   return out, rc
 end
 
---- Start a child without waiting: returns a handle with :line() to read one
--- line of its output and :finish() returning the rest and the exit code.
+--- Start a child without waiting: returns a handle with `.pid` (the child
+-- interpreter's process id, known before its code runs), :line() to read
+-- one line of its output and :finish() returning the rest and the exit code.
 function H.spawn(code, args, opts)
-  local cmd, script = command(code, args, opts)
+  local cmd, script = command(code, args, opts, true)
   local p = assert(io.popen(cmd, "r"))
-  local h = {}
+  local h = { pid = tonumber(p:read("*l")) }
   function h:line() return p:read("*l") end
   function h:finish()
     local out, rc = finish(p)
@@ -190,6 +235,10 @@ function H.sh(cmd)
   local p = assert(io.popen("{ " .. cmd .. "; } 2>&1" .. RC))
   return finish(p)
 end
+
+--- `make` for the specs' own makes: silent, and without the flags of a make
+-- that runs the suite (make test -C DIR would have them print directories).
+H.make = "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory"
 
 --- Does a System V segment with this key exist (per ipcs)?
 function H.ipcs_has(key)

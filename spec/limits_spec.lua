@@ -68,6 +68,45 @@ describe("limits", function()
                  "false\n65536\ttrue\n", out)
   end)
 
+  nsit("a failed shm.map removes the file it created, and only that one", function()
+    local out, rc = in_namespace("-m", "mount -t tmpfs -o size=1m tmpfs /dev/shm", [[
+      local shm = require "shm"
+      print(shm.map("/dev/shm/new", 4 * 1024 * 1024))
+      local f = io.open("/dev/shm/new") print(f ~= nil) if f then f:close() end
+      f = assert(io.open("/dev/shm/old", "w")) f:write("mine") f:close()
+      print(shm.map("/dev/shm/old", 4 * 1024 * 1024))
+      f = assert(io.open("/dev/shm/old")) print(f:read("*a")) f:close()
+    ]])
+    assert.equal(0, rc, out)
+    assert.equal("nil\tshm.map(/dev/shm/new): reserving 4194304 bytes: No space left on device\t28\n" ..
+                 "false\n" ..
+                 "nil\tshm.map(/dev/shm/old): reserving 4194304 bytes: No space left on device\t28\n" ..
+                 "mine\n", out)
+  end)
+
+  nsit("an existing sparse object on a full tmpfs is refused at a writable open, never SIGBUS", function()
+    local out, rc = in_namespace("-m", "mount -t tmpfs -o size=1m tmpfs /dev/shm && " ..
+        "truncate -s 8M /dev/shm/sparse && truncate -s 64K /dev/shm/fits", [[
+      local shm = require "shm"
+      print(shm.open("/sparse"))
+      print(shm.open("/sparse", "rw", 4096))
+      print(shm.map("/dev/shm/sparse"))
+      local ro = assert(shm.open("/sparse", "r")) -- reading a hole reads zeros: no page needed
+      print(#ro, ro:read(8 * 1024 * 1024 - 4) == "\0\0\0\0")
+      ro = assert(shm.map("/dev/shm/sparse", nil, "r"))
+      print(#ro)
+      local seg = assert(shm.open("/fits"))
+      seg:fill(1) -- every page really there
+      print(#seg:read(), seg:read(65535) == "\1")
+      local f = io.open("/dev/shm/sparse") print(f ~= nil) if f then f:close() end
+    ]])
+    assert.equal(0, rc, out)
+    assert.equal("nil\tshm.open(/sparse): reserving its 8388608 bytes: No space left on device\t28\n" ..
+                 "nil\tshm.open(/sparse): reserving its 8388608 bytes: No space left on device\t28\n" ..
+                 "nil\tshm.map(/dev/shm/sparse): reserving 8388608 bytes: No space left on device\t28\n" ..
+                 "8388608\ttrue\n8388608\n65536\ttrue\ntrue\n", out)
+  end)
+
   it("running out of file descriptors gives EMFILE", function()
     local names = {}
     for i = 1, 20 do names[i] = H.name() end

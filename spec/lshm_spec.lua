@@ -2,18 +2,69 @@
 local shm = require "shm"
 local H = require "helpers"
 
+-- lshm ARGS...: stdout, exit code, stderr. Every failure is exit 1 and one
+-- line on stderr naming the command, with no stack trace and no internals.
 local function lshm(args, opts)
-  -- the interpreter under test, and the module build the suite uses
-  local cmd = { "env", "LUA_CPATH=" .. H.shellquote(H.env.LUA_CPATH), H.lua, H.shellquote(H.root .. "/lua/lshm") }
-  for _, a in ipairs(args) do cmd[#cmd + 1] = H.shellquote(a) end
+  opts = opts or {}
+  local argv = { (opts.user and select(2, H.readable_env()) or H.root) .. "/bin/lshm" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
   local stderr = os.tmpname()
-  local out, rc = H.sh(table.concat(cmd, " ") .. " 2>" .. stderr)
+  local out, rc = H.sh(H.command(argv, opts) .. " 2>" .. stderr)
   local f = assert(io.open(stderr))
   local err = f:read("*a")
   f:close()
   os.remove(stderr)
-  if opts ~= "raw" then assert.is_true(rc == 0 or (rc == 1 and select(2, err:gsub("\n", "")) == 1), err) end
+  if rc == 0 then
+    assert.equal("", err)
+  else
+    assert.equal(1, rc, err)
+    assert.equal("", out)
+    assert.matches("^lshm[^\n]*\n$", err)
+    for _, internal in ipairs({ "bad argument", "shm%.core", "'nil'", "traceback", "write of", "%.lua:%d" }) do
+      assert.is_nil(err:find(internal), "internals in: " .. err)
+    end
+  end
   return out, rc, err
+end
+
+-- lshm ARGS... must fail with exactly this message
+local function fails(args, message, opts)
+  local _, rc, err = lshm(args, opts)
+  assert.equal(1, rc)
+  assert.equal(message .. "\n", err)
+end
+
+-- The system's entry for a System V segment (shm.list: without attaching).
+local function info(id)
+  for _, i in ipairs(assert(shm.list())) do
+    if i.kind == "sysv" and i.id == id then return i end
+  end
+end
+
+-- A System V segment created and held attached by a child, never detached
+-- while the test runs, while this process holds no attachment: its times and
+-- pids change only through lshm (this process forks for every lshm, and a
+-- fork's child that execs, as valgrind makes every popen do, detaches what it
+-- inherited). Returns its id; the child removes it at the end of the test.
+local function held_segment(key, size)
+  local fifo = H.fifo()
+  local child = H.spawn([[
+    local shm = require "shm"
+    local key, size, fifo = ...
+    local seg = assert(shm.create(tonumber(key), tonumber(size)))
+    print(seg.id) io.stdout:flush()
+    io.open(fifo):read("*l")
+    seg:remove()
+    seg:detach()
+  ]], { key, size, fifo })
+  local id = tonumber(child:line())
+  if not id then error("the holder failed: " .. tostring((child:finish()))) end
+  finally(function()
+    H.release(fifo)
+    local out, rc = child:finish()
+    assert.equal(0, rc, out)
+  end)
+  return id
 end
 
 describe("lshm", function()
@@ -56,52 +107,130 @@ describe("lshm", function()
     a:remove() b:remove()
   end)
 
-  it("stats a segment without attaching to it", function()
+  it("stats a segment without attaching to it, times as dates like ipcs", function()
     local key = H.key()
-    local seg = assert(shm.create(key, 10))
-    local out = lshm({ "stat", string.format("0x%x", key) })
-    assert.matches("\nnattch%s+1\n", out)
-    assert.matches("\nmode%s+0600 %(rw%-%-%-%-%-%-%-%)\n", out)
-    assert.matches("\nsize%s+10\n", out)
-    seg:remove()
+    local id = held_segment(key, 10)
+    local st = info(id)
+    for _, obj in ipairs({ { string.format("0x%x", key) }, { "-i", tostring(id) } }) do
+      local out = "\n" .. lshm({ "stat", obj[1], obj[2] })
+      assert.matches("\nnattch%s+1\n", out)
+      assert.matches("\nmode%s+0600 %(rw%-%-%-%-%-%-%-%)\n", out)
+      assert.matches("\nsize%s+10\n", out)
+      assert.matches("\nid%s+" .. id .. "\n", out)
+      -- attached (by the holder) but never detached: ipcs says "Not set"
+      assert.truthy(out:find("\natime    " .. os.date("%a %b %d %H:%M:%S %Y", st.atime) .. "\n", 1, true), out)
+      assert.matches("\ndtime%s+Not set\n", out)
+      assert.matches("\nctime%s+%a%a%a %a%a%a %d%d %d%d:%d%d:%d%d %d%d%d%d\n", out)
+    end
+    assert.same(st, info(id))
   end)
 
-  it("works with POSIX names and removes by shmid with -i", function()
+  it("works with POSIX names and removes by shmid with -i without attaching", function()
     local name = H.name()
     assert.equal(0, select(2, lshm({ "create", name, "32" })))
     lshm({ "write", name, "posix" })
     assert.equal("posix", (lshm({ "cat", name, "0", "5" })))
+    assert.matches("\nmtime%s+%a%a%a ", (lshm({ "stat", name })))
     assert.equal(0, select(2, lshm({ "rm", name })))
-    local seg = assert(shm.create(H.key(), 16))
-    assert.equal(0, select(2, lshm({ "rm", "-i", tostring(seg.id) })))
-    assert.is_true(seg:stat().removed)
-    seg:detach()
+    local id = held_segment(H.key(), 16)
+    lshm({ "write", "-i", tostring(id), "ok" })
+    assert.equal("ok", (lshm({ "cat", "-i", tostring(id), "0", "2" })))
+    -- shmat and shmdt set lpid and the times: lshm rm -i attaching would change them
+    local before = info(id)
+    assert.equal(0, select(2, lshm({ "rm", "-i", tostring(id) })))
+    local after = info(id)
+    assert.is_true(after.removed)
+    assert.equal(0, after.key)
+    for _, k in ipairs({ "lpid", "atime", "dtime", "nattch" }) do assert.equal(before[k], after[k], k) end
+    -- a private segment (key 0) is reachable by its ID only
+    local private = assert(shm.create(shm.PRIVATE, 16))
+    assert.equal(0, select(2, lshm({ "rm", "-i", tostring(private.id) })))
+    assert.is_true(private:stat().removed)
+    private:detach()
   end)
 
-  it("fails with exit status 1 and one line on stderr", function()
-    local key = string.format("0x%x", H.key())
-    local cases = {
-      { { "cat", key }, "^lshm: shm%.open%(" .. key .. "%): No such file or directory\n$" },
-      { { "rm", key }, "^lshm: shm%.unlink%(" .. key .. "%): No such file or directory\n$" },
-      { { "bogus" }, "^lshm: unknown command 'bogus'" },
-      { {}, "^lshm: missing command" },
-      { { "cat", "nokey" }, "^lshm: bad KEY or NAME 'nokey'" },
-      { { "create", key, "0" }, "size must be positive" },
-      { { "create", key, "10", "999" }, "octal" },
-    }
-    for _, c in ipairs(cases) do
-      local out, rc, err = lshm(c[1])
-      assert.equal(1, rc)
-      assert.equal("", out)
-      assert.matches(c[2], err)
+  it("says when a segment holds a dict, and what is in it", function()
+    local name = H.name()
+    local d = assert(shm.dict.create(name, 64 * 1024))
+    d:set("a", 1)
+    d:set("b", "x")
+    local out, rc = lshm({ "stat", name })
+    assert.equal(0, rc, out)
+    assert.matches("\nholds    dict: 2 keys, capacity 65536, free %d+, evicted 0, expired 0, recovered 0\n", out)
+    out = lshm({ "stat", (select(1, lshm({ "create", H.name(), "64" }))):match("name=(%S+)") })
+    assert.is_nil(out:match("holds"))
+    d:remove()
+    d:detach()
+  end)
+
+  it("fails with exit status 1 and one line naming the command and the object", function()
+    local hex = string.format("0x%x", H.key())
+    local name = H.name()
+    fails({ "cat", hex }, "lshm cat " .. hex .. ": No such file or directory")
+    fails({ "stat", hex }, "lshm stat " .. hex .. ": No such file or directory")
+    fails({ "rm", hex }, "lshm rm " .. hex .. ": No such file or directory")
+    fails({ "rm", name }, "lshm rm " .. name .. ": No such file or directory")
+    fails({ "bogus" }, "lshm: unknown command 'bogus' (lshm help for usage)")
+    fails({}, "lshm: missing command (lshm help for usage)")
+    fails({ "cat" }, "lshm cat: missing KEY, NAME or -i ID")
+    fails({ "cat", "nokey" }, "lshm cat nokey: not a KEY (decimal or 0x hex), NAME (/name) or -i ID")
+    fails({ "ls", "x" }, "lshm ls: unexpected argument 'x' (lshm help for usage)")
+    fails({ "rm", hex, "extra" }, "lshm rm: unexpected argument 'extra' (lshm help for usage)")
+    fails({ "create", hex, "0" }, "lshm create " .. hex .. ": size must be positive")
+    fails({ "create", hex, "1.5" }, "lshm create " .. hex .. ": bad SIZE 1.5 (decimal or 0x hex)")
+    fails({ "create", hex, "10", "999" }, "lshm create " .. hex .. ": mode must be an octal string such as \"0600\"")
+    fails({ "create", "/a/b", "10" }, "lshm create /a/b: a POSIX name has no '/' after the first")
+    fails({ "create", "-i", "5", "10" }, "lshm create: -i ID does not apply here (KEY or NAME)")
+    fails({ "rm", "-i" }, "lshm rm -i: missing ID")
+    fails({ "rm", "-i", "x" }, "lshm rm -i x: bad ID (decimal or 0x hex)")
+    fails({ "stat", "-i", "99999999999" }, "lshm stat -i 99999999999: ID out of range (0 to 0x7fffffff)")
+    -- key 0 is IPC_PRIVATE: it names no single segment
+    for _, cmd in ipairs({ "rm", "stat", "cat" }) do
+      fails({ cmd, "0" }, "lshm " .. cmd .. " 0: key 0 is IPC_PRIVATE: it names no single segment"
+        .. " (use -i ID; lshm ls shows the IDs)")
     end
-    local seg = assert(shm.create(tonumber(key), 8))
-    local _, rc, err = lshm({ "write", key, "too long for it" })
-    assert.equal(1, rc)
-    assert.matches("does not fit", err)
-    _, rc, err = lshm({ "cat", key, "9" })
-    assert.equal(1, rc)
-    assert.matches("out of range", err)
+    -- keys are 32 bits; numbers too big for a double are not rounded into range
+    fails({ "cat", "0x10000000000" }, "lshm cat 0x10000000000: KEY out of range (0 to 0xffffffff)")
+    fails({ "stat", "99999999999999999999" }, "lshm stat 99999999999999999999: KEY out of range (0 to 0xffffffff)")
+    fails({ "cat", "0x1" .. string.rep("0", 16) }, "lshm cat 0x1" .. string.rep("0", 16)
+      .. ": KEY out of range (0 to 0xffffffff)")
+  end)
+
+  it("says what exists and what does not fit", function()
+    local key, name = H.key(), H.name()
+    local hex = string.format("0x%x", key)
+    local seg = assert(shm.create(key, 8))
+    local pseg = assert(shm.create(name, 8))
+    fails({ "create", hex, "100" }, "lshm create " .. hex .. ": File exists")
+    fails({ "create", name, "100" }, "lshm create " .. name .. ": File exists")
+    fails({ "write", hex, "too long for it" }, "lshm write " .. hex .. ": 15 bytes at offset 0 do not fit (8 bytes)")
+    fails({ "write", hex, "x", "8" }, "lshm write " .. hex .. ": 1 bytes at offset 8 do not fit (8 bytes)")
+    fails({ "write", hex }, "lshm write " .. hex .. ": missing DATA")
+    fails({ "cat", hex, "9" }, "lshm cat " .. hex .. ": OFFSET 9 is past the end (8 bytes)")
+    fails({ "dump", name, "2", "7" }, "lshm dump " .. name .. ": 7 bytes at offset 2 run past the end (8 bytes)")
+    fails({ "cat", hex, "x" }, "lshm cat " .. hex .. ": bad OFFSET x (decimal or 0x hex)")
+    assert.equal("", (lshm({ "cat", hex, "8" })))
     seg:remove()
+    pseg:remove()
+  end)
+
+  it("refuses another user's segment with EPERM, with or without -i", function()
+    if not H.exec("[ \"$(id -u)\" = 0 ] && command -v setpriv >/dev/null") then
+      return pending("needs root and setpriv")
+    end
+    local nobody = { user = "nobody", group = "nogroup" }
+    local key = H.key()
+    local hex = string.format("0x%x", key)
+    local seg = assert(shm.create(key, 16))         -- 0600: nobody can neither read nor remove it
+    local private = assert(shm.create(shm.PRIVATE, 16))
+    fails({ "rm", hex }, "lshm rm " .. hex .. ": Operation not permitted", nobody)
+    fails({ "rm", "-i", tostring(seg.id) }, "lshm rm -i " .. seg.id .. ": Operation not permitted", nobody)
+    fails({ "rm", "-i", tostring(private.id) }, "lshm rm -i " .. private.id .. ": Operation not permitted", nobody)
+    fails({ "cat", hex }, "lshm cat " .. hex .. ": Permission denied", nobody)
+    assert.is_false(seg:stat().removed)
+    assert.is_false(private:stat().removed)
+    seg:remove()
+    private:remove()
+    private:detach()
   end)
 end)

@@ -80,7 +80,7 @@ describe("shm.queue", function()
     local key = H.key()
     local q, msg, en = shm.queue.open(key)
     assert.is_nil(q)
-    assert.equal(string.format("shm.queue.open(0x%x): No such file or directory", key), msg)
+    assert.equal(string.format("shm.queue.open(0x%x): No such file or directory (pass a size to create it)", key), msg)
     assert.equal(2, en)
     local seg = assert(shm.create(key, 4096))
     q, msg, en = shm.queue.open(key)
@@ -211,7 +211,7 @@ describe("shm.queue", function()
   it("survives a writer killed inside push: nothing torn, readers never stuck", function()
     local key = H.key()
     local q = assert(shm.queue.create(key, 1024 * 1024))
-    local raw = assert(shm.open(key)) -- to see the writers' lock word (offset 64)
+    local raw = assert(shm.open(key)) -- to see the writers' lock word
     -- big prebuilt messages: copying one into the ring is most of a push
     local function msg(k) return string.format("%08d", k) .. string.rep(string.char(65 + k), 60000) end
     local function check(m)
@@ -240,7 +240,7 @@ describe("shm.queue", function()
       for _ = 1, 500 do
         H.kill(pid, "STOP")
         assert.is_true(H.until_true(function() return H.state(pid) == "T" end))
-        if raw:unpack(64, "<i4") ~= 0 then
+        if raw:unpack(shm.queue.layout.lock, "<i4") ~= 0 then
           H.kill(pid, "KILL")
           caught = true
           break
@@ -276,7 +276,7 @@ describe("shm.queue", function()
     seg:pack(1024, "<I4", 5)
     assert.equal("hello", q:pop())
     -- tail far beyond head + capacity
-    local tail_off = 64 * 3 -- magic line, producer lines, then tail
+    local tail_off = shm.queue.layout.tail
     local tail = seg:unpack(tail_off, "<J")
     assert.equal(9, tail)
     seg:pack(tail_off, "<J", 2 ^ 40)
@@ -285,13 +285,13 @@ describe("shm.queue", function()
     seg:pack(tail_off, "<J", tail)
     assert.same({ nil, "timeout" }, { q:pop(0) })
     -- a capacity rewritten after open is never trusted; a new open rejects it
-    seg:pack(16, "<J", 1024 * 1024 * 1024)
+    seg:pack(shm.queue.layout.capacity, "<J", 1024 * 1024 * 1024)
     assert.is_true(q:push("still bounded"))
     assert.equal("still bounded", q:pop())
     local q2, msg = shm.queue.open(key)
     assert.is_nil(q2)
     assert.matches("capacity does not match the segment", msg)
-    seg:pack(0, "<J", 0)
+    seg:pack(shm.queue.layout.magic, "<J", 0)
     q2, msg = shm.queue.open(key)
     assert.is_nil(q2)
     assert.matches("not a queue %(bad magic%)", msg)

@@ -47,7 +47,7 @@ describe("System V segment", function()
     local key = H.key()
     local s, msg, en = shm.open(key)
     assert.is_nil(s)
-    assert.equal(string.format("shm.open(0x%x): No such file or directory", key), msg)
+    assert.equal(string.format("shm.open(0x%x): No such file or directory (pass a size to create it)", key), msg)
     assert.equal(2, en)
   end)
 

@@ -45,6 +45,12 @@ int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...) {
   return n;
 }
 
+int shm_hint(lua_State *L, const char *hint) {
+  lua_pushfstring(L, "%s (%s)", lua_tostring(L, -2), hint);
+  lua_replace(L, -3);
+  return 3;
+}
+
 static lua_Integer checkint(lua_State *L, int arg, const char *what) {
   int isnum = 0;
   lua_Integer v = lua_tointegerx(L, arg, &isnum);
@@ -64,13 +70,15 @@ size_t shm_checksize(lua_State *L, int arg) {
   return (size_t)v;
 }
 
+/* A size, or 0 for none/nil (open: attach only, never create). */
+size_t shm_optsize(lua_State *L, int arg) {
+  return lua_isnoneornil(L, arg) ? 0 : shm_checksize(L, arg);
+}
+
 /* Permission bits: an integer (384) or an octal string ("0600", "640"). */
-int shm_checkmode(lua_State *L, int arg, int def) {
+int shm_checkmode(lua_State *L, int arg) {
   lua_Integer v;
   switch (lua_type(L, arg)) {
-  case LUA_TNONE:
-  case LUA_TNIL:
-    return def;
   case LUA_TNUMBER:
     v = checkint(L, arg, "mode");
     break;
@@ -87,6 +95,8 @@ int shm_checkmode(lua_State *L, int arg, int def) {
     }
     break;
   }
+  case LUA_TNONE:
+    return luaL_argerror(L, arg, "value expected");
   default:
     return luaL_typeerror(L, arg, "integer or octal string");
   }
@@ -94,18 +104,39 @@ int shm_checkmode(lua_State *L, int arg, int def) {
   return (int)v;
 }
 
+int shm_optmode(lua_State *L, int arg, int def) {
+  return lua_isnoneornil(L, arg) ? def : shm_checkmode(L, arg);
+}
+
 /* "rw" (default) -> 0, "r" -> 1 (read-only). */
-int shm_checkaccess(lua_State *L, int arg) {
+int shm_optaccess(lua_State *L, int arg) {
   const char *a = luaL_optstring(L, arg, "rw");
   if (strcmp(a, "rw") == 0) return 0;
   if (strcmp(a, "r") == 0) return 1;
   return luaL_argerror(L, arg, lua_pushfstring(L, "access must be \"rw\" or \"r\", got \"%s\"", a));
 }
 
-/* 1 if the argument is a System V key, 0 if a POSIX name; raises otherwise. */
-int shm_iskey(lua_State *L, int arg) {
-  if (lua_type(L, arg) == LUA_TNUMBER) return 1;
-  if (lua_type(L, arg) == LUA_TSTRING && lua_tostring(L, arg)[0] == '/') return 0;
+/* A byte: an integer 0 to 255 or a one-character string (fill, ftok). */
+int shm_checkbyte(lua_State *L, int arg, const char *what) {
+  lua_Integer b;
+  if (lua_type(L, arg) == LUA_TSTRING) {
+    size_t l;
+    const char *c = lua_tolstring(L, arg, &l);
+    if (l != 1)
+      luaL_argerror(L, arg, lua_pushfstring(L, "a one-character string or a %s expected", what));
+    return (unsigned char)c[0];
+  }
+  b = luaL_checkinteger(L, arg);
+  if (b < 0 || b > 255)
+    luaL_argerror(L, arg, lua_pushfstring(L, "%s out of range (0 to 255)", what));
+  return (int)b;
+}
+
+/* The kind of segment a key_or_name argument names: SHM_SYSV for an integer
+ * key, SHM_POSIX for a "/name"; raises otherwise. */
+int shm_checkkind(lua_State *L, int arg) {
+  if (lua_type(L, arg) == LUA_TNUMBER) return SHM_SYSV;
+  if (lua_type(L, arg) == LUA_TSTRING && lua_tostring(L, arg)[0] == '/') return SHM_POSIX;
   if (lua_type(L, arg) == LUA_TSTRING)
     return luaL_argerror(L, arg, "a POSIX name must start with '/'");
   return luaL_typeerror(L, arg, "integer key or '/name'");
@@ -133,15 +164,37 @@ const char *shm_checkname(lua_State *L, int arg) {
   return name;
 }
 
-size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s, lua_Integer def) {
-  lua_Integer off = lua_isnoneornil(L, arg) ? def : checkint(L, arg, "offset");
+/* A file path: a string (a number is not a path), with no zero byte. */
+const char *shm_checkpath(lua_State *L, int arg) {
+  size_t len;
+  const char *path;
+  if (lua_type(L, arg) != LUA_TSTRING) luaL_typeerror(L, arg, "string");
+  path = lua_tolstring(L, arg, &len);
+  if (len == 0) luaL_argerror(L, arg, "empty path");
+  if (strlen(path) != len) luaL_argerror(L, arg, "path contains a zero byte");
+  return path;
+}
+
+static size_t offsetarg(lua_State *L, int arg, const shm_segment *s) {
+  lua_Integer off = checkint(L, arg, "offset");
   if (off < 0 || (lua_Unsigned)off > s->size)
     luaL_argerror(L, arg, lua_pushfstring(L, "offset %I out of range (segment size %I)",
                                           off, (lua_Integer)s->size));
   return (size_t)off;
 }
 
-size_t shm_checklength(lua_State *L, int arg, const shm_segment *s, size_t off) {
+/* An offset in [0, size]: required. */
+size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s) {
+  if (lua_isnoneornil(L, arg)) luaL_typeerror(L, arg, "number"); /* as luaL_checkinteger */
+  return offsetarg(L, arg, s);
+}
+
+size_t shm_optoffset(lua_State *L, int arg, const shm_segment *s, size_t def) {
+  return lua_isnoneornil(L, arg) ? def : offsetarg(L, arg, s);
+}
+
+/* A length that fits from `off` to the end; none/nil: to the end. */
+size_t shm_optlength(lua_State *L, int arg, const shm_segment *s, size_t off) {
   lua_Integer len;
   if (lua_isnoneornil(L, arg)) return s->size - off;
   len = checkint(L, arg, "length");

@@ -110,6 +110,7 @@ Sleep in the kernel (a futex, no busy loop) while the value at `offset` equals
 @treturn[2] boolean `false`
 @treturn[2] string `"timeout"` or `"interrupted"`
 @usage while seg:load(0) == 0 do seg:wait(0, 0, 1) end
+@see futex(2)
 */
 static int a_wait(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -145,6 +146,7 @@ Wake up waiters on `offset`.
 @tparam[opt] integer n default: all
 @treturn integer how many were woken
 @usage seg:store(0, 1):notify(0)
+@see futex(2)
 */
 static int a_notify(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
@@ -166,7 +168,8 @@ static const luaL_Reg atomic_methods[] = {
   {"load", a_load}, {"store", a_store}, {"add", a_add}, {"cas", a_cas},
   {"wait", a_wait}, {"notify", a_notify}, {NULL, NULL}};
 
-void shm_open_atomics(lua_State *L, int methods) {
+void shm_open_atomics(lua_State *L, int module, int methods) {
+  (void)module;
   lua_pushvalue(L, methods);
   luaL_setfuncs(L, atomic_methods, 0);
   lua_pop(L, 1);

@@ -14,7 +14,6 @@
 
 #if LUA_VERSION_NUM < 504
 
-#define SHM_COMPAT_HIDDEN __attribute__((visibility("hidden")))
 
 /* Userdata with one user value.  5.3 takes any value as its user value; 5.1
  * (environment) and 5.2 take a table only, so there the value lives at [n]
@@ -32,13 +31,13 @@ static inline int shm_compat_setiuservalue(lua_State *L, int idx, int n) {
 #define lua_newuserdatauv shm_compat_newuserdatauv
 #define lua_getiuservalue shm_compat_getiuservalue
 #define lua_setiuservalue shm_compat_setiuservalue
-SHM_COMPAT_HIDDEN void *shm_compat_newuserdatauv(lua_State *L, size_t sz, int nuv);
-SHM_COMPAT_HIDDEN int shm_compat_getiuservalue(lua_State *L, int idx, int n);
-SHM_COMPAT_HIDDEN int shm_compat_setiuservalue(lua_State *L, int idx, int n);
+void *shm_compat_newuserdatauv(lua_State *L, size_t sz, int nuv);
+int shm_compat_getiuservalue(lua_State *L, int idx, int n);
+int shm_compat_setiuservalue(lua_State *L, int idx, int n);
 #endif
 
 #define luaL_typeerror shm_compat_typeerror
-SHM_COMPAT_HIDDEN int shm_compat_typeerror(lua_State *L, int arg, const char *tname);
+int shm_compat_typeerror(lua_State *L, int arg, const char *tname);
 
 #endif /* < 5.4 */
 
@@ -50,15 +49,15 @@ typedef size_t shm_compat_Unsigned; /* lua_Integer is ptrdiff_t here */
 #define lua_tointegerx shm_compat_tointegerx
 #define luaL_checkinteger shm_compat_checkinteger
 #define luaL_optinteger shm_compat_optinteger
-SHM_COMPAT_HIDDEN lua_Integer shm_compat_tointegerx(lua_State *L, int idx, int *isnum);
-SHM_COMPAT_HIDDEN lua_Integer shm_compat_checkinteger(lua_State *L, int arg);
-SHM_COMPAT_HIDDEN lua_Integer shm_compat_optinteger(lua_State *L, int arg, lua_Integer def);
+lua_Integer shm_compat_tointegerx(lua_State *L, int idx, int *isnum);
+lua_Integer shm_compat_checkinteger(lua_State *L, int arg);
+lua_Integer shm_compat_optinteger(lua_State *L, int arg, lua_Integer def);
 
 /* %I in formats. */
 #define lua_pushfstring shm_compat_pushfstring
 #define luaL_error shm_compat_error
-SHM_COMPAT_HIDDEN const char *shm_compat_pushfstring(lua_State *L, const char *fmt, ...);
-SHM_COMPAT_HIDDEN int shm_compat_error(lua_State *L, const char *fmt, ...);
+const char *shm_compat_pushfstring(lua_State *L, const char *fmt, ...);
+int shm_compat_error(lua_State *L, const char *fmt, ...);
 
 /* Getters that return the type of the value pushed (a macro does not expand
  * itself: the inner call is the library's). */
@@ -76,10 +75,10 @@ SHM_COMPAT_HIDDEN int shm_compat_error(lua_State *L, const char *fmt, ...);
 #define lua_rawsetp shm_compat_rawsetp
 #define luaL_setfuncs shm_compat_setfuncs
 #define luaL_tolstring shm_compat_tolstring
-SHM_COMPAT_HIDDEN int shm_compat_rawgetp(lua_State *L, int idx, const void *p);
-SHM_COMPAT_HIDDEN void shm_compat_rawsetp(lua_State *L, int idx, const void *p);
-SHM_COMPAT_HIDDEN void shm_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
-SHM_COMPAT_HIDDEN const char *shm_compat_tolstring(lua_State *L, int idx, size_t *len);
+int shm_compat_rawgetp(lua_State *L, int idx, const void *p);
+void shm_compat_rawsetp(lua_State *L, int idx, const void *p);
+void shm_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
+const char *shm_compat_tolstring(lua_State *L, int idx, size_t *len);
 
 #undef luaL_setmetatable
 #define luaL_setmetatable(L, tname) (luaL_getmetatable(L, tname), (void)lua_setmetatable(L, -2))

@@ -1,7 +1,7 @@
 /*
  * luaopen_shm_core: the module table of shm.core.  The kind of segment
- * follows the first argument: an integer key is System V, a string starting
- * with '/' is a POSIX shared memory name.
+ * follows the first argument (shm_checkkind): an integer key is System V, a
+ * string starting with '/' is a POSIX shared memory name.
  */
 #include "shm.h"
 
@@ -37,25 +37,33 @@ a string starting with `/` a POSIX shared memory object.
 @treturn segment
 @error `nil, message, errno`: `EEXIST` if it exists, `ENOSPC`, `EINVAL` (above kernel.shmmax)...
 @usage local seg = assert(shm.create(0x1234, 4096, "0640"))
+@see shmget(2), shm_open(3)
 */
 static int l_create(lua_State *L) {
-  return shm_iskey(L, 1) ? shm_sysv_create(L) : shm_posix_create(L);
+  return shm_checkkind(L, 1) == SHM_SYSV ? shm_sysv_create(L) : shm_posix_create(L);
 }
 
 /***
 Attach an existing segment; with `size`, a missing one is created atomically
 (racing processes all end up on one segment).
+An existing segment is never resized, whatever its kind: one smaller than
+`size` fails with `EINVAL` and a message saying what exists and what was asked
+(`shm.open(/x): exists with 4096 bytes, 8192 asked`); a larger one opens with
+its real size (see `seg.size`).  The pages of a writable POSIX mapping are
+reserved (`ENOSPC` here, never SIGBUS at a later write on a full tmpfs).
 @function open
 @tparam integer|string key_or_name
 @tparam[opt="rw"] string access `"rw"` or `"r"` (a read-only mapping)
 @tparam[opt] integer size create it with this size if it is missing
 @tparam[opt="0600"] integer|string mode for a segment this call creates
 @treturn segment
-@error `nil, message, errno` (`ENOENT`, `EACCES`, ...)
+@error `nil, message, errno`: `ENOENT` (the message says a size creates it),
+`EINVAL` (smaller than `size`; an empty POSIX object), `EACCES`, `ENOSPC`...
 @usage local seg = assert(shm.open("/jobs", "rw", 1024 * 1024))
+@see shmget(2), shmat(2), shm_open(3), fallocate(2), mmap(2)
 */
 static int l_open(lua_State *L) {
-  return shm_iskey(L, 1) ? shm_sysv_open(L) : shm_posix_open(L);
+  return shm_checkkind(L, 1) == SHM_SYSV ? shm_sysv_open(L) : shm_posix_open(L);
 }
 
 /***
@@ -65,9 +73,10 @@ Remove a segment by key or name without attaching it (like `ipcrm -M`, `shm_unli
 @treturn boolean true
 @error `nil, message, errno`
 @usage shm.unlink(0x1234)
+@see shmctl(2), shm_unlink(3)
 */
 static int l_unlink(lua_State *L) {
-  return shm_iskey(L, 1) ? shm_sysv_unlink(L) : shm_posix_unlink(L);
+  return shm_checkkind(L, 1) == SHM_SYSV ? shm_sysv_unlink(L) : shm_posix_unlink(L);
 }
 
 /***
@@ -76,6 +85,7 @@ Every System V segment and POSIX object the caller can see, as info tables
 @function list
 @treturn {table,...}
 @usage for _, i in ipairs(shm.list()) do print(i.kind, i.key or i.name, i.size) end
+@see shmctl(2)
 */
 static int l_list(lua_State *L) {
   lua_Integer n = 0;
@@ -101,15 +111,27 @@ static const luaL_Reg funcs[] = {
   {"map", shm_file_map},      {"ftok", shm_sysv_ftok},  {"list", l_list},
   {"unlink", l_unlink},       {NULL, NULL}};
 
+/* The parts that add to the module and to the segment's methods, each
+ * opened with the same arguments (as luasocket's mod[]). */
+static void open_mutex(lua_State *L, int module, int methods) {
+  shm_open_mutex(L, methods, module); /* (mutex.c: its own argument order) */
+}
+static void open_queue(lua_State *L, int module, int methods) {
+  (void)methods;
+  shm_open_queue(L, module);
+}
+
+static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, open_mutex, open_queue,
+                                  shm_open_dict, NULL};
+
 int luaopen_shm_core(lua_State *L) {
-  int methods, module;
-  shm_open_segment_mt(L); /* leaves the methods table */
+  int i, methods, module;
+  shm_open_ctx(L);
+  shm_open_segment(L); /* leaves the methods table */
   methods = lua_gettop(L);
   luaL_newlib(L, funcs);
   module = lua_gettop(L);
-  shm_open_atomics(L, methods);
-  shm_open_mutex(L, methods, module);
-  shm_open_queue(L, module);
+  for (i = 0; mod[i] != NULL; i++) mod[i](L, module, methods);
   lua_remove(L, methods);
   lua_pushinteger(L, IPC_PRIVATE);
   lua_setfield(L, -2, "PRIVATE");

@@ -254,9 +254,9 @@ pack writes nothing.
 @treturn integer the offset after the last byte written
 @usage local nxt = seg:pack(0, "<I4 s2", 42, "name")
 */
-int shm_seg_pack(lua_State *L) {
+static int seg_pack(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
-  size_t off = (luaL_checkinteger(L, 2), shm_checkoffset(L, 2, s, 0)); /* required */
+  size_t off = shm_checkoffset(L, 2, s);
   const char *fmt = luaL_checkstring(L, 3);
   size_t end;
   packpass(L, s, off, fmt, 0);
@@ -275,9 +275,9 @@ read from the segment are checked against its end.
 @return the values, then the offset after the last byte read
 @usage local id, name, nxt = seg:unpack(0, "<I4 s2")
 */
-int shm_seg_unpack(lua_State *L) {
+static int seg_unpack(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  size_t pos = (luaL_checkinteger(L, 2), shm_checkoffset(L, 2, s, 0)); /* required */
+  size_t pos = shm_checkoffset(L, 2, s);
   const char *fmt = luaL_checkstring(L, 3);
   fmtstate h = {L, nativelittle(), 1};
   const unsigned char *base = s->addr;
@@ -346,4 +346,13 @@ int shm_seg_unpack(lua_State *L) {
   }
   lua_pushinteger(L, (lua_Integer)pos);
   return n + 1;
+}
+
+static const luaL_Reg pack_methods[] = {{"pack", seg_pack}, {"unpack", seg_unpack}, {NULL, NULL}};
+
+void shm_open_pack(lua_State *L, int module, int methods) {
+  (void)module;
+  lua_pushvalue(L, methods);
+  luaL_setfuncs(L, pack_methods, 0);
+  lua_pop(L, 1);
 }

@@ -1,6 +1,7 @@
 /*
- * POSIX shared memory objects (shm_open) and shared file maps (mmap of a
- * regular file).  Both keep their descriptor for fstat/fchmod/fchown.
+ * POSIX shared memory objects (shm_open), shm_posix_ops; and what every
+ * segment backed by a descriptor shares with file.c's maps (mmap of the
+ * descriptor, reserving its pages, fstat/fchmod/fchown, unmapping).
  */
 /***
 @module shm
@@ -12,7 +13,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -20,9 +20,11 @@
 
 #define SHM_DIR "/dev/shm"
 
+/* ---- mapped descriptors (POSIX objects and files) ---- */
+
 /* Map `size` bytes of `fd` into `s`, which takes ownership of fd on success.
- * Returns 0 or errno (fd untouched on failure). */
-static int map_fd(shm_segment *s, int fd, size_t size, int readonly) {
+ * Returns 0 or errno (fd untouched on failure).  @see mmap(2) */
+int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly) {
   void *p = mmap(NULL, size, PROT_READ | (readonly ? 0 : PROT_WRITE), MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return errno;
   s->addr = (unsigned char *)p;
@@ -33,21 +35,146 @@ static int map_fd(shm_segment *s, int fd, size_t size, int readonly) {
   return 0;
 }
 
-/* Grow the object behind fd to `size` bytes, backed by real pages or blocks
- * so that a full tmpfs or disk is an error now, not SIGBUS on first touch. */
-static int reserve(int fd, size_t size) {
-  int en = posix_fallocate(fd, 0, (off_t)size);
-  if (en == EOPNOTSUPP || en == ENOSYS) en = ftruncate(fd, (off_t)size) == 0 ? 0 : errno;
+/* fallocate(2) itself, not posix_fallocate(3): where the file system cannot
+ * reserve, glibc's emulation writes a zero byte into every block that reads
+ * zero, which races with the writers of an object already in use.
+ * @see fallocate(2) */
+int shm_fd_reserve(int fd, size_t size, const struct stat *st) {
+  size_t have = st != NULL ? (size_t)st->st_size : 0;
+  int r, en;
+  if (st != NULL && size <= have && (size_t)st->st_blocks * 512 >= size) return 0; /* all there */
+  do r = fallocate(fd, 0, 0, (off_t)size);
+  while (r != 0 && errno == EINTR);
+  if (r == 0) return 0;
+  en = errno;
+  if (en != EOPNOTSUPP && en != ENOSYS) return en;
+  if (size <= have) return 0; /* nothing to grow; the pages cannot be reserved here */
+  return ftruncate(fd, (off_t)size) == 0 ? 0 : errno;
+}
+
+int shm_fd_unmap(shm_segment *s) {
+  int en = 0;
+  if (s->addr != NULL && munmap(s->addr, s->maplen) != 0) en = errno;
+  s->addr = NULL;
+  if (s->fd >= 0) {
+    close(s->fd);
+    s->fd = -1;
+  }
   return en;
 }
 
-/* A failure after the descriptor was opened: close (and unlink what we
- * created) before pushing the error. */
-static int fail_fd(lua_State *L, int en, int fd, const char *created, const char *what,
-                   const char *obj) {
+/* The name or path, kept in the segment's user value (stack index 1). */
+void shm_fd_describe(lua_State *L, shm_segment *s) {
+  (void)s;
+  lua_getiuservalue(L, 1, 1);
+  if (!lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "?");
+  }
+}
+
+int shm_fd_field(lua_State *L, shm_segment *s, const char *k) {
+  if (strcmp(k, s->ops->namefield) != 0) return 0;
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static void pushinfo(lua_State *L, const char *kind, const char *namekey, const char *name,
+                     const struct stat *st) {
+  lua_createtable(L, 0, 9);
+  shm_setfield_str(L, "kind", kind);
+  shm_setfield_str(L, namekey, name);
+  shm_setfield_int(L, "size", (lua_Integer)st->st_size);
+  shm_setfield_int(L, "mode", st->st_mode & 0777);
+  shm_setfield_int(L, "uid", st->st_uid);
+  shm_setfield_int(L, "gid", st->st_gid);
+  shm_setfield_int(L, "atime", (lua_Integer)st->st_atime);
+  shm_setfield_int(L, "mtime", (lua_Integer)st->st_mtime);
+  shm_setfield_int(L, "ctime", (lua_Integer)st->st_ctime);
+}
+
+/* @see fstat(2) */
+int shm_fd_stat(lua_State *L, shm_segment *s) {
+  struct stat st;
+  if (fstat(s->fd, &st) != 0) {
+    int en = errno;
+    shm_fd_describe(L, s);
+    return shm_fail(L, en, "seg:stat(%s)", lua_tostring(L, -1));
+  }
+  shm_fd_describe(L, s);
+  pushinfo(L, s->ops->kind, s->ops->namefield, lua_tostring(L, -1), &st);
+  return 1;
+}
+
+/* @see fchmod(2) */
+int shm_fd_chmod(lua_State *L, shm_segment *s, int mode) {
+  int ok = fchmod(s->fd, (mode_t)mode) == 0;
+  int en = errno;
+  shm_fd_describe(L, s);
+  return shm_ok(L, ok, en, "seg:chmod(%s)", lua_tostring(L, -1));
+}
+
+/* @see fchown(2) */
+int shm_fd_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid) {
+  int ok = fchown(s->fd, uid, gid) == 0;
+  int en = errno;
+  shm_fd_describe(L, s);
+  return shm_ok(L, ok, en, "seg:chown(%s)", lua_tostring(L, -1));
+}
+
+/* Unlink only if `path` still refers to our object: after a remove and a
+ * re-create by someone else, the name is theirs. */
+int shm_fd_remove(lua_State *L, shm_segment *s, const char *path, int (*unlinkf)(const char *)) {
+  struct stat mine, now;
+  int ok, en;
+  const char *name;
+  shm_fd_describe(L, s);
+  name = lua_tostring(L, -1);
+  if (fstat(s->fd, &mine) != 0 || stat(path, &now) != 0) {
+    ok = 0;
+  } else if (mine.st_dev != now.st_dev || mine.st_ino != now.st_ino) {
+    ok = 0;
+    errno = ENOENT;
+  } else {
+    ok = unlinkf(name) == 0;
+  }
+  en = errno;
+  return shm_ok(L, ok, en, "seg:remove(%s)", name);
+}
+
+/* ---- POSIX shared memory objects ---- */
+
+/* @see shm_unlink(3) */
+static int posix_remove(lua_State *L, shm_segment *s) {
+  char buf[PATH_MAX];
+  lua_getiuservalue(L, 1, 1);
+  snprintf(buf, sizeof buf, SHM_DIR "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return shm_fd_remove(L, s, buf, shm_unlink);
+}
+
+/* The memory is the object: nothing to flush. */
+static int posix_sync(lua_State *L, shm_segment *s) {
+  (void)s;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+const shm_ops shm_posix_ops = {
+  "posix", "name", shm_fd_unmap, shm_fd_describe, shm_fd_field,
+  shm_fd_stat, posix_remove, shm_fd_chmod, shm_fd_chown, posix_sync,
+};
+
+/* Close fd and unlink the object if this call created it. */
+static void discard(int fd, const char *created) {
   if (created != NULL) shm_unlink(created);
   if (fd >= 0) close(fd);
-  return shm_fail(L, en, "%s(%s)", what, obj);
+}
+
+static int fail_fd(lua_State *L, int en, int fd, const char *created, const char *what,
+                   const char *name) {
+  discard(fd, created);
+  return shm_fail(L, en, "%s(%s)", what, name);
 }
 
 static void setname(lua_State *L, const char *name) {
@@ -55,35 +182,37 @@ static void setname(lua_State *L, const char *name) {
   lua_setiuservalue(L, -2, 1);
 }
 
+/* @see shm_open(3), fallocate(2), mmap(2) */
 int shm_posix_create(lua_State *L) {
   const char *name = shm_checkname(L, 1);
   size_t size = shm_checksize(L, 2);
-  int mode = shm_checkmode(L, 3, 0600);
-  shm_segment *s = shm_newsegment(L, SHM_POSIX);
+  int mode = shm_optmode(L, 3, 0600);
+  shm_segment *s = shm_newsegment(L, &shm_posix_ops);
   int en, fd;
   setname(L, name);
   fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
   if (fd < 0) return fail_fd(L, errno, -1, NULL, "shm.create", name);
   /* the mode asked for, not the one the umask leaves */
   if (fchmod(fd, (mode_t)mode) != 0) return fail_fd(L, errno, fd, name, "shm.create", name);
-  en = reserve(fd, size);
-  if (en == 0) en = map_fd(s, fd, size, 0);
+  en = shm_fd_reserve(fd, size, NULL);
+  if (en == 0) en = shm_fd_map(s, fd, size, 0);
   if (en != 0) return fail_fd(L, en, fd, name, "shm.create", name);
   return 1;
 }
 
+/* POSIX half of shm.open (documented in core.c). */
 int shm_posix_open(lua_State *L) {
   const char *name = shm_checkname(L, 1);
-  int readonly = shm_checkaccess(L, 2);
-  size_t size = lua_isnoneornil(L, 3) ? 0 : shm_checksize(L, 3);
-  int mode = shm_checkmode(L, 4, 0600);
+  int readonly = shm_optaccess(L, 2);
+  size_t size = shm_optsize(L, 3), have;
+  int mode = shm_optmode(L, 4, 0600);
   int flags = (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   const char *created = NULL;
   struct stat st;
   shm_segment *s;
   int en, fd, tries;
   luaL_argcheck(L, !(readonly && size > 0), 3, "cannot create a segment read-only");
-  s = shm_newsegment(L, SHM_POSIX);
+  s = shm_newsegment(L, &shm_posix_ops);
   setname(L, name);
   if (size > 0) {
     /* create-or-open without a race: O_EXCL tells us whether we made it
@@ -103,39 +232,43 @@ int shm_posix_open(lua_State *L) {
   } else {
     fd = shm_open(name, flags, 0);
   }
-  if (fd < 0) return fail_fd(L, errno, -1, NULL, "shm.open", name);
-  if (fstat(fd, &st) != 0) return fail_fd(L, errno, fd, created, "shm.open", name);
-  if ((size_t)st.st_size < size) {
-    /* new (or being created by a racing opener): grow it to the size asked */
-    en = reserve(fd, size);
-    if (en != 0) return fail_fd(L, en, fd, created, "shm.open", name);
-  } else {
-    size = (size_t)st.st_size;
+  if (fd < 0) {
+    en = errno;
+    shm_fail(L, en, "shm.open(%s)", name);
+    return en == ENOENT ? shm_hint(L, "pass a size to create it") : 3;
   }
-  if (size == 0) return fail_fd(L, EINVAL, fd, NULL, "shm.open", name); /* empty object */
-  en = map_fd(s, fd, size, readonly);
+  if (fstat(fd, &st) != 0) return fail_fd(L, errno, fd, created, "shm.open", name);
+  have = (size_t)st.st_size;
+  if (size > 0 && have > 0 && have < size && created == NULL) {
+    /* someone else's object: never resized behind its owner's back */
+    discard(fd, NULL);
+    return shm_fail(L, EINVAL, "shm.open(%s): exists with %zu bytes, %zu asked", name, have, size);
+  }
+  if (size == 0 && have == 0) {
+    discard(fd, NULL);
+    return shm_fail(L, EINVAL, "shm.open(%s): the object is empty (size 0)", name);
+  }
+  /* A new object (ours, or one a racing opener is creating: size 0 for an
+   * instant) gets the size asked; an existing one is mapped whole.  The
+   * pages of a writable mapping are reserved: a sparse object on a full
+   * tmpfs is an error here, never SIGBUS at the first write. */
+  if (have >= size) size = have;
+  en = readonly ? 0 : shm_fd_reserve(fd, size, &st);
+  if (en != 0 && created == NULL) {
+    discard(fd, NULL);
+    return shm_fail(L, en, "shm.open(%s): reserving its %zu bytes", name, size);
+  }
+  if (en != 0) return fail_fd(L, en, fd, created, "shm.open", name);
+  en = shm_fd_map(s, fd, size, readonly);
   if (en != 0) return fail_fd(L, en, fd, created, "shm.open", name);
   return 1;
 }
 
+/* @see shm_unlink(3) */
 int shm_posix_unlink(lua_State *L) {
   const char *name = shm_checkname(L, 1);
   int ok = shm_unlink(name) == 0;
   return shm_ok(L, ok, errno, "shm.unlink(%s)", name);
-}
-
-static void pushinfo(lua_State *L, const char *kind, const char *namekey, const char *name,
-                     const struct stat *st) {
-  lua_createtable(L, 0, 9);
-  shm_setfield_str(L, "kind", kind);
-  shm_setfield_str(L, namekey, name);
-  shm_setfield_int(L, "size", (lua_Integer)st->st_size);
-  shm_setfield_int(L, "mode", st->st_mode & 0777);
-  shm_setfield_int(L, "uid", st->st_uid);
-  shm_setfield_int(L, "gid", st->st_gid);
-  shm_setfield_int(L, "atime", (lua_Integer)st->st_atime);
-  shm_setfield_int(L, "mtime", (lua_Integer)st->st_mtime);
-  shm_setfield_int(L, "ctime", (lua_Integer)st->st_ctime);
 }
 
 /* Append every POSIX object in /dev/shm (not semaphores) to the table at t. */
@@ -155,107 +288,4 @@ int shm_posix_list(lua_State *L, int t, lua_Integer *n) {
   }
   closedir(d);
   return 0;
-}
-
-/***
-Map a regular file shared (persistent, unlike System V and POSIX memory).
-With `size` the file is created (`0600`) or grown to that size, its blocks
-reserved so that a full disk is an error here, never SIGBUS later; a larger file
-is mapped whole.
-@function map
-@tparam string path
-@tparam[opt] integer size
-@tparam[opt="rw"] string access
-@treturn segment
-@error `nil, message, errno`
-@usage local seg = assert(shm.map("/var/lib/app/state", 65536))
-*/
-int shm_file_map(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  size_t size = lua_isnoneornil(L, 2) ? 0 : shm_checksize(L, 2);
-  int readonly = shm_checkaccess(L, 3);
-  int flags = (readonly ? O_RDONLY : O_RDWR | (size > 0 ? O_CREAT : 0)) | O_CLOEXEC;
-  struct stat st;
-  shm_segment *s = shm_newsegment(L, SHM_FILE);
-  char *real;
-  int en, fd;
-  fd = open(path, flags, 0600);
-  if (fd < 0) return fail_fd(L, errno, -1, NULL, "shm.map", path);
-  if (fstat(fd, &st) != 0) return fail_fd(L, errno, fd, NULL, "shm.map", path);
-  if (!S_ISREG(st.st_mode)) return fail_fd(L, EINVAL, fd, NULL, "shm.map", path);
-  if ((size_t)st.st_size < size) {
-    if (readonly) return fail_fd(L, EINVAL, fd, NULL, "shm.map", path); /* cannot grow it */
-    en = reserve(fd, size);
-    if (en != 0) return fail_fd(L, en, fd, NULL, "shm.map", path);
-  } else {
-    size = (size_t)st.st_size;
-  }
-  if (size == 0) return fail_fd(L, EINVAL, fd, NULL, "shm.map", path); /* empty file */
-  /* keep the absolute path, so remove() unlinks this file whatever the cwd */
-  real = realpath(path, NULL);
-  lua_pushstring(L, real != NULL ? real : path);
-  free(real);
-  lua_setiuservalue(L, -2, 1);
-  en = map_fd(s, fd, size, readonly);
-  if (en != 0) return fail_fd(L, en, fd, NULL, "shm.map", path);
-  return 1;
-}
-
-int shm_fd_stat(lua_State *L, shm_segment *s) {
-  struct stat st;
-  if (fstat(s->fd, &st) != 0) {
-    int en = errno;
-    shm_describe(L, 1);
-    return shm_fail(L, en, "seg:stat(%s)", lua_tostring(L, -1));
-  }
-  lua_getiuservalue(L, 1, 1);
-  pushinfo(L, s->kind == SHM_POSIX ? "posix" : "file", s->kind == SHM_POSIX ? "name" : "path",
-           lua_tostring(L, -1), &st);
-  return 1;
-}
-
-int shm_fd_remove(lua_State *L, shm_segment *s) {
-  char buf[PATH_MAX];
-  const char *name, *p;
-  struct stat mine, now;
-  int ok;
-  lua_getiuservalue(L, 1, 1);
-  name = lua_tostring(L, -1);
-  p = name;
-  if (s->kind == SHM_POSIX) {
-    snprintf(buf, sizeof buf, SHM_DIR "%s", name);
-    p = buf;
-  }
-  /* Unlink only if the name still refers to our object: after a remove and
-   * a re-create by someone else, the name is theirs. */
-  if (fstat(s->fd, &mine) != 0 || stat(p, &now) != 0) {
-    ok = 0;
-  } else if (mine.st_dev != now.st_dev || mine.st_ino != now.st_ino) {
-    ok = 0;
-    errno = ENOENT;
-  } else {
-    ok = (s->kind == SHM_POSIX ? shm_unlink(name) : unlink(p)) == 0;
-  }
-  return shm_ok(L, ok, errno, "seg:remove(%s)", name);
-}
-
-int shm_fd_chmod(lua_State *L, shm_segment *s, int mode) {
-  int ok = fchmod(s->fd, (mode_t)mode) == 0;
-  int en = errno;
-  shm_describe(L, 1);
-  return shm_ok(L, ok, en, "seg:chmod(%s)", lua_tostring(L, -1));
-}
-
-int shm_fd_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid) {
-  int ok = fchown(s->fd, uid, gid) == 0;
-  int en = errno;
-  shm_describe(L, 1);
-  return shm_ok(L, ok, en, "seg:chown(%s)", lua_tostring(L, -1));
-}
-
-int shm_fd_sync(lua_State *L, shm_segment *s) {
-  int ok = msync(s->addr, s->maplen, MS_SYNC) == 0;
-  int en = errno;
-  shm_describe(L, 1);
-  return shm_ok(L, ok, en, "seg:sync(%s)", lua_tostring(L, -1));
 }

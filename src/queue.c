@@ -5,22 +5,31 @@
  * Layout: a header (Q_HDRSIZE bytes) then a byte ring of `capacity` bytes.
  * A message is a 4-byte length and its bytes, written at `tail` (modulo the
  * capacity, wrapping); `head` and `tail` are monotonic 64-bit byte counters.
+ * The offsets of the fields specs and tools look at are exported as
+ * shm.queue.layout.
  *
- * Writers serialise on a robust, process-shared mutex and move `tail`.
- * Readers take no lock: a reader copies the record at `head` out and then
- * claims it with one compare-and-swap of `head`; if another reader claimed it
- * first, the copy is dropped and it tries again.  The bytes in [head, tail)
- * cannot change while `head` stays put (writers only write beyond `tail` and
- * below head + capacity), so a copy whose claim succeeds is whole.  Writers and
- * readers never wait for each other.  Writers keep a cached copy of `head`,
- * readers one of `tail`, and reload it only when the ring looks full (empty),
- * so a busy writer/reader pair shares little but the messages themselves.
+ * Writers serialise on the writers' lock (lock.c: a robust lock on one word)
+ * and move `tail`.  Readers take no lock: a reader copies the record at
+ * `head` out and then claims it with one compare-and-swap of `head`; if
+ * another reader claimed it first, the copy is dropped and it tries again.
+ * The bytes in [head, tail) cannot change while `head` stays put (writers only
+ * write beyond `tail` and below head + capacity), so a copy whose claim
+ * succeeds is whole.  Writers and readers never wait for each other.  Writers
+ * keep a cached copy of `head` (head_cache), readers one of `tail`, and reload
+ * it only when the ring looks full (empty), so a busy writer/reader pair
+ * shares little but the messages themselves.
  *
  * Crash safety: a record is complete before `tail` moves.  A writer writes a
- * small journal (pend) just before it commits; whoever next takes a lock whose
- * owner died rolls that commit forward.  So a writer killed mid-push leaves
- * either no trace or a whole message, never a torn one, and readers are never
- * stuck; a reader killed mid-pop holds nothing.
+ * small journal (pend) just before it commits; whoever next takes the lock
+ * from a dead owner rolls that commit forward.  So a writer killed mid-push
+ * leaves either no trace or a whole message, never a torn one, and readers
+ * are never stuck; a reader killed mid-pop holds nothing.
+ *
+ * Creation: the magic is published last.  Whoever initialises a segment
+ * (magic 0) holds the writers' lock meanwhile, so create-or-open racers
+ * serialise on it and the first one initialises; an opener that finds magic 0
+ * and the lock held waits for the initialiser (bounded; a dead one is taken
+ * over by the next creator).
  *
  * Wake-ups: a side that finds the ring empty (full) spins briefly on the
  * other side's index, then registers itself in `rsleep` (`wsleep`) and sleeps
@@ -29,8 +38,12 @@
  * only when somebody is registered, so a busy queue makes no system calls.
  *
  * The header lives in memory other processes can write: every field is read
- * once into a local, validated, and only then used.  No Lua API call that can
- * raise is made while a mutex is held.
+ * once into a local, validated, and only then used.
+ *
+ * Structure: a core of plain C functions (q_attach, q_push, q_pop, q_close,
+ * q_stat) that never see a lua_State, each with one unlock path and an
+ * shm_status result; then the binding, which checks arguments and turns
+ * statuses into Lua results.  No Lua call is made while the lock is held.
  */
 /***
 @module shm
@@ -39,54 +52,72 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define QUEUE_MT "shm.queue"
-#define Q_MAGIC 0x4c53484d51554532ULL /* "LSHMQUE2" */
-#define Q_VERSION 2u
+#define Q_MAGIC 0x4c53484d51554533ULL /* "LSHMQUE3" */
+#define Q_VERSION 3u
 #define Q_HDRSIZE 1024u
 #define Q_MINCAP 16u
+#define Q_MAXCAP UINT32_MAX
 #define Q_LENSZ 4u
-#define Q_SPINS 4000  /* looks before sleeping */
-#define CL 64
+#define Q_SPINS 4000      /* looks before sleeping */
+#define Q_CACHELINE 64
+#define Q_INIT_WAIT 5.0   /* seconds an opener waits for an initialiser */
 
-typedef struct qside { /* the writers' private line(s) */
-  pthread_mutex_t lock;
-  uint64_t other;     /* cached copy of head */
-  uint64_t count;     /* messages pushed, ever */
-  uint64_t pend;      /* journal: the tail being committed, 0 = none */
+/* ---- the shared header ---- */
+
+typedef struct qwriters { /* the writers' line: all but the lock word under the lock */
+  shm_lock lock;
+  uint64_t head_cache; /* writers' cached copy of head */
+  uint64_t count;      /* messages pushed, ever */
+  uint64_t pend;       /* journal: the tail being committed, 0 = none */
   uint64_t pend_count;
-  uint64_t recovered; /* locks taken over from a dead owner */
-} qside;
+  uint64_t recovered;  /* locks taken over from a dead owner */
+} qwriters;
 
 typedef struct qhdr {
-  _Alignas(CL) uint64_t magic;
+  _Alignas(Q_CACHELINE) uint64_t magic;
   uint32_t version;
   uint32_t hdrsize;
   uint64_t capacity;
   uint32_t closed;
   uint32_t reserved;
-  _Alignas(CL) qside prod;
-  _Alignas(CL) uint64_t tail; /* bytes committed, ever */
-  _Alignas(CL) uint64_t head; /* bytes consumed, ever */
-  _Alignas(CL) uint32_t nonempty; /* futex words */
-  uint32_t rsleep;                /* sleepers registered on them */
-  _Alignas(CL) uint32_t nonfull;
+  _Alignas(Q_CACHELINE) qwriters writers;
+  _Alignas(Q_CACHELINE) uint64_t tail; /* bytes committed, ever */
+  _Alignas(Q_CACHELINE) uint64_t head; /* bytes consumed, ever */
+  _Alignas(Q_CACHELINE) uint32_t nonempty; /* futex words */
+  uint32_t rsleep;                         /* sleepers registered on them */
+  _Alignas(Q_CACHELINE) uint32_t nonfull;
   uint32_t wsleep;
 } qhdr;
 
 _Static_assert(sizeof(qhdr) <= Q_HDRSIZE, "queue header too large");
 
-typedef struct shm_queue {
-  shm_segment *seg; /* kept alive by the user value */
-  uint64_t cap;     /* validated once at open: later writes to the header's
-                       copy by other processes are never trusted */
-  uint64_t tail;    /* this reader's cached copy of tail */
-  char *buf;        /* pop's staging buffer: filled under the lock, pushed after */
-  size_t bufsize;
-} shm_queue;
+/* Results of the core beyond shm_status. */
+enum { Q_TOOBIG = SHM_NSTATUS }; /* push: the message can never fit */
+
+/* One process's view of a queue: private memory, validated at attach. */
+typedef struct qcore {
+  qhdr *h;
+  unsigned char *data; /* the ring */
+  uint64_t cap;        /* validated once at attach: later writes to the header's
+                          copy by other processes are never trusted */
+  uint64_t tail_cache; /* this reader's cached copy of tail */
+} qcore;
+
+/* pop's destination, grown as needed (malloc'ed, owned by the caller) */
+typedef struct qbuf {
+  char *p;
+  size_t size;
+} qbuf;
+
+typedef struct qstat {
+  uint64_t capacity, used, count, pushed, popped, recovered;
+  int closed;
+} qstat;
 
 /* ---- the ring ---- */
 
@@ -115,141 +146,79 @@ static void cpu_relax(void) {
 #endif
 }
 
-static qhdr *hdrof(shm_segment *s) { return (qhdr *)(void *)s->addr; }
-static unsigned char *dataof(shm_segment *s) { return s->addr + Q_HDRSIZE; }
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOADSC(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 
 /* The length of the record at pos, checked to end by tail; its ring offset
  * goes to *at.  NULL, or why the record cannot be there. */
-static const char *readlen(shm_segment *s, uint64_t cap, uint64_t pos, uint64_t tail,
-                           uint32_t *len, size_t *at) {
+static const char *readlen(const qcore *q, uint64_t pos, uint64_t tail, uint32_t *len, size_t *at) {
   if (tail - pos < Q_LENSZ) return "truncated record";
-  *at = (size_t)(pos % cap);
-  ring_get(dataof(s), cap, *at, len, Q_LENSZ);
+  *at = (size_t)(pos % q->cap);
+  ring_get(q->data, q->cap, *at, len, Q_LENSZ);
   if ((uint64_t)*len > tail - pos - Q_LENSZ) return "record length out of range";
   return NULL;
 }
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define LOADSC(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-
 /* The configuration line: NULL, or why this is not a valid queue. */
-static const char *readconfig(shm_segment *s, uint64_t *cap) {
-  qhdr *h = hdrof(s);
-  if (s->size < Q_HDRSIZE + Q_MINCAP) return "segment too small for a queue";
+static const char *readconfig(const qhdr *h, size_t size, uint64_t *cap) {
   if (LOAD(&h->magic) != Q_MAGIC) return "not a queue (bad magic)";
   if (LOAD(&h->version) != Q_VERSION) return "unsupported queue version";
   if (LOAD(&h->hdrsize) != Q_HDRSIZE) return "bad header size";
   *cap = LOAD(&h->capacity);
-  if (*cap < Q_MINCAP || *cap > s->size - Q_HDRSIZE || *cap > UINT32_MAX)
+  if (*cap < Q_MINCAP || *cap > size - Q_HDRSIZE || *cap > Q_MAXCAP)
     return "capacity does not match the segment";
   if (LOAD(&h->closed) > 1) return "bad closed flag";
   return NULL;
 }
 
-/* ---- locking ---- */
-
-enum { Q_OK = 0, Q_TIMEOUT = 1, Q_CORRUPT = 2, Q_ERRNO = 3 };
-
-typedef struct qop { /* an operation under the writers' lock */
-  qhdr *h;
-  qside *side;     /* &h->prod */
-  uint64_t cap;
-  const char *why; /* Q_CORRUPT */
-  int en;          /* Q_ERRNO */
-} qop;
+/* ---- the writers' lock ---- */
 
 /* Roll forward a commit whose writer died after its journal entry. */
-static const char *recover(qop *op) {
-  uint64_t pend = op->side->pend, cur = op->h->tail;
-  if (pend == 0) return NULL;
-  if (pend - cur > op->cap || op->side->pend_count - op->side->count > 1)
-    return "bad journal entry";
-  __atomic_store_n(&op->h->tail, pend, __ATOMIC_SEQ_CST);
-  op->side->count = op->side->pend_count;
-  op->side->pend = 0;
-  return NULL;
-}
-
-/* Take the writers' lock (repairing after a dead owner). */
-static int qop_begin(qop *op, shm_queue *q, const shm_deadline *d) {
-  int r;
-  op->h = hdrof(q->seg);
-  op->side = &op->h->prod;
-  op->cap = q->cap;
-  r = d->forever ? pthread_mutex_lock(&op->side->lock)
-                 : pthread_mutex_clocklock(&op->side->lock, CLOCK_MONOTONIC, &d->at);
-  if (r == ETIMEDOUT) return Q_TIMEOUT;
-  if (r != 0 && r != EOWNERDEAD) {
-    op->en = r;
-    return Q_ERRNO;
+static shm_status recover(qcore *q, const char **why) {
+  qwriters *w = &q->h->writers;
+  uint64_t pend = w->pend, cur = q->h->tail;
+  w->recovered++;
+  if (pend == 0) return SHM_OK;
+  if (pend - cur > q->cap || w->pend_count - w->count > 1) {
+    *why = "bad journal entry";
+    return SHM_CORRUPT;
   }
-  if (r == EOWNERDEAD) {
-    pthread_mutex_consistent(&op->side->lock);
-    op->side->recovered++;
-    op->why = recover(op);
-    if (op->why != NULL) {
-      pthread_mutex_unlock(&op->side->lock);
-      return Q_CORRUPT;
-    }
-  }
-  return Q_OK;
+  __atomic_store_n(&q->h->tail, pend, __ATOMIC_SEQ_CST);
+  w->count = w->pend_count;
+  w->pend = 0;
+  return SHM_OK;
 }
 
-static void qop_end(qop *op) { pthread_mutex_unlock(&op->side->lock); }
-
-/* ---- the object ---- */
-
-/* The queue at idx, attached.  The methods carry the metatable as their
- * upvalue: comparing with it is cheaper than luaL_checkudata's lookup. */
-static shm_queue *checkqueue(lua_State *L, int idx, shm_segment **ps) {
-  shm_queue *q = (shm_queue *)lua_touserdata(L, idx);
-  if (q == NULL || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
-    luaL_typeerror(L, idx, QUEUE_MT);
-  lua_pop(L, 1);
-  *ps = q->seg;
-  if (q->seg->addr == NULL) luaL_error(L, "attempt to use a detached queue");
-  return q;
+/* Take the writers' lock, repairing after a dead owner.  SHM_OK (held),
+ * SHM_CORRUPT (held: the caller releases it), SHM_TIMEOUT (not held). */
+static shm_status lock_writers(qcore *q, uint64_t self, const shm_deadline *d, const char **why) {
+  shm_status st = shm_lock_acquire(&q->h->writers.lock, self, d);
+  if (st == SHM_OWNERDIED) st = recover(q, why);
+  return st;
 }
 
-static int corrupt(lua_State *L, const char *why) {
-  return luaL_error(L, "shm.queue: corrupted queue (%s)", why);
-}
+static void unlock_writers(qcore *q) { shm_lock_release(&q->h->writers.lock); }
 
-/* Results for a failure: timeout/closed/interrupted, corrupted, errno. */
-static int failure(lua_State *L, int r, const qop *op, int nilfirst, const char *what) {
-  if (r == Q_CORRUPT) return corrupt(L, op->why);
-  if (r == Q_ERRNO) return shm_fail(L, op->en, "shm.queue: pthread_mutex_lock");
-  if (nilfirst) lua_pushnil(L);
-  else lua_pushboolean(L, 0);
-  lua_pushstring(L, what);
-  return 2;
-}
-
-static int expired(const shm_deadline *d) {
-  struct timespec now;
-  if (d->forever) return 0;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec > d->at.tv_sec || (now.tv_sec == d->at.tv_sec && now.tv_nsec >= d->at.tv_nsec);
-}
+/* ---- waiting ---- */
 
 /* Wait until the other side's index moves on from `seen` (or the queue is
  * closed): spin, then sleep registered in *sleepers on *word.
- * Returns 0, ETIMEDOUT or EINTR. */
-static int await(qhdr *h, uint64_t *index, uint64_t seen, uint32_t *word, uint32_t *sleepers,
-                 const shm_deadline *d) {
+ * SHM_OK, SHM_TIMEOUT or SHM_INTERRUPTED. */
+static shm_status await(qhdr *h, uint64_t *index, uint64_t seen, uint32_t *word, uint32_t *sleepers,
+                        const shm_deadline *d) {
   int i, en = 0;
   uint32_t w;
-  if (expired(d)) return ETIMEDOUT;
+  if (shm_deadline_expired(d)) return SHM_TIMEOUT;
   for (i = 0; i < Q_SPINS; i++) {
-    if (LOAD(index) != seen || LOAD(&h->closed)) return 0;
+    if (LOAD(index) != seen || LOAD(&h->closed)) return SHM_OK;
     cpu_relax();
   }
   __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
   w = LOADSC(word);
   if (LOADSC(index) == seen && !LOADSC(&h->closed)) en = shm_futex_wait(word, w, d);
   __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-  if (en == ETIMEDOUT && !expired(d)) en = 0;
-  return en == ETIMEDOUT || en == EINTR ? en : 0;
+  if (en == ETIMEDOUT) return shm_deadline_expired(d) ? SHM_TIMEOUT : SHM_OK;
+  return en == EINTR ? SHM_INTERRUPTED : SHM_OK;
 }
 
 /* After a commit: wake sleepers on the other side, if there are any.  The
@@ -261,19 +230,275 @@ static void wake(uint32_t *word, uint32_t *sleepers, int n) {
   }
 }
 
-/* Commit a move of tail to `to`, journalled. */
-static void commit(qop *op, uint64_t to) {
-  qside *sd = op->side;
-  sd->pend_count = sd->count + 1;
-  __atomic_store_n(&sd->pend, to, __ATOMIC_RELEASE);
-  __atomic_store_n(&op->h->tail, to, __ATOMIC_SEQ_CST);
-  sd->count++;
-  __atomic_store_n(&sd->pend, 0, __ATOMIC_RELEASE);
+/* ---- the core ---- */
+
+/* Initialise the header of fresh memory (magic 0), under the writers' lock;
+ * the lock word is left alone.  The magic is published last. */
+static void init_locked(qhdr *h, uint64_t cap) {
+  unsigned char *p = (unsigned char *)h;
+  size_t lockoff = offsetof(qhdr, writers.lock), after = lockoff + sizeof(shm_lock);
+  memset(p, 0, lockoff);
+  memset(p + after, 0, Q_HDRSIZE - after);
+  h->version = Q_VERSION;
+  h->hdrsize = Q_HDRSIZE;
+  h->capacity = cap;
+  __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
+}
+
+/* View the queue in `size` bytes at `base`.  With cap != 0, fresh memory
+ * (magic 0) is initialised as a queue of that capacity (or waited for, when
+ * another process does it); with cap == 0 it is only waited for if an
+ * initialiser holds the lock.  SHM_OK, SHM_CORRUPT (why: not a queue),
+ * SHM_TIMEOUT (an initialiser held the lock for Q_INIT_WAIT seconds). */
+static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t cap, uint64_t self,
+                           const char **why) {
+  qhdr *h = (qhdr *)(void *)base;
+  const char *bad;
+  shm_deadline d;
+  shm_status st = SHM_OK;
+  if (size < Q_HDRSIZE + Q_MINCAP) {
+    *why = "segment too small for a queue";
+    return SHM_CORRUPT;
+  }
+  q->h = h;
+  q->data = base + Q_HDRSIZE;
+  q->cap = 0;
+  q->tail_cache = 0;
+  if (LOAD(&h->magic) == 0) {
+    shm_deadline_after(&d, Q_INIT_WAIT);
+    if (cap == 0) { /* open only: wait while somebody initialises */
+      if (LOAD(&h->writers.lock.word) != 0) st = shm_lock_wait(&h->writers.lock, self, &d);
+    } else {
+      st = shm_lock_acquire(&h->writers.lock, self, &d);
+      if (st != SHM_TIMEOUT) {
+        if (LOAD(&h->magic) == 0) init_locked(h, cap);
+        else if (st == SHM_OWNERDIED && readconfig(h, size, &q->cap) == NULL)
+          st = recover(q, why); /* initialised, then a writer died */
+        unlock_writers(q);
+      }
+    }
+    if (st == SHM_TIMEOUT) return st;
+  }
+  bad = readconfig(h, size, &q->cap);
+  if (bad != NULL) {
+    *why = bad;
+    return SHM_CORRUPT;
+  }
+  return st == SHM_CORRUPT ? st : SHM_OK; /* a bad journal (why set) */
+}
+
+/* push under the lock: SHM_OK (committed), SHM_BUSY (full: wait for head to
+ * move from *head), SHM_CLOSED, SHM_CORRUPT. */
+static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *head,
+                              const char **why) {
+  qhdr *h = q->h;
+  qwriters *w = &h->writers;
+  uint64_t tail = h->tail, to;
+  uint32_t l32 = (uint32_t)len;
+  size_t at;
+  if (LOAD(&h->closed)) return SHM_CLOSED;
+  *head = w->head_cache;
+  if (tail - *head > q->cap || q->cap - (tail - *head) < Q_LENSZ + len) {
+    *head = LOAD(&h->head); /* looks full: look at the readers' real head */
+    if (tail - *head > q->cap) {
+      *why = "head and tail out of range";
+      return SHM_CORRUPT;
+    }
+    w->head_cache = *head;
+    if (q->cap - (tail - *head) < Q_LENSZ + len) return SHM_BUSY;
+  }
+  at = (size_t)(tail % q->cap);
+  ring_put(q->data, q->cap, at, &l32, Q_LENSZ);
+  ring_put(q->data, q->cap, advance(at, Q_LENSZ, q->cap), msg, len);
+  /* commit, journalled */
+  to = tail + Q_LENSZ + len;
+  w->pend_count = w->count + 1;
+  __atomic_store_n(&w->pend, to, __ATOMIC_RELEASE);
+  __atomic_store_n(&h->tail, to, __ATOMIC_SEQ_CST);
+  w->count++;
+  __atomic_store_n(&w->pend, 0, __ATOMIC_RELEASE);
+  return SHM_OK;
+}
+
+/* Add a message, waiting while the ring is full.  SHM_OK, SHM_TIMEOUT,
+ * SHM_CLOSED, SHM_INTERRUPTED, SHM_CORRUPT (why), Q_TOOBIG. */
+static int q_push(qcore *q, const void *msg, size_t len, const shm_deadline *d, uint64_t self,
+                  const char **why) {
+  qhdr *h = q->h;
+  if (len > q->cap - Q_LENSZ) return Q_TOOBIG;
+  for (;;) {
+    uint64_t head = 0;
+    shm_status st = lock_writers(q, self, d, why);
+    if (st == SHM_TIMEOUT) return st;
+    if (st == SHM_OK) st = push_locked(q, msg, len, &head, why);
+    unlock_writers(q);
+    if (st == SHM_OK) wake(&h->nonempty, &h->rsleep, 1);
+    if (st != SHM_BUSY) return st;
+    st = await(h, &h->head, head, &h->nonfull, &h->wsleep, d);
+    if (st != SHM_OK) return st;
+  }
+}
+
+/* Take the oldest message into *buf (grown as needed), its length in *len.
+ * SHM_OK, SHM_TIMEOUT, SHM_CLOSED (and drained), SHM_INTERRUPTED,
+ * SHM_CORRUPT (why), SHM_ERRNO (errno: ENOMEM). */
+static shm_status q_pop(qcore *q, qbuf *buf, size_t *len, const shm_deadline *d, const char **why) {
+  qhdr *h = q->h;
+  uint64_t cap = q->cap;
+  for (;;) {
+    uint64_t head = LOAD(&h->head), tail = q->tail_cache;
+    uint32_t n;
+    size_t at;
+    if (tail - head > cap || tail == head) {
+      /* looks empty: look at the writers' real tail (after `closed`: a
+       * close takes the writers' lock, so no push commits after it) */
+      int closed = (int)LOAD(&h->closed);
+      shm_status st;
+      tail = LOAD(&h->tail);
+      if (LOAD(&h->head) != head) continue; /* another reader moved: again */
+      if (tail - head > cap) {
+        *why = "head and tail out of range";
+        return SHM_CORRUPT;
+      }
+      q->tail_cache = tail;
+      if (tail == head) {
+        if (closed) return SHM_CLOSED;
+        st = await(h, &h->tail, tail, &h->nonempty, &h->rsleep, d);
+        if (st != SHM_OK) return st;
+        continue;
+      }
+    }
+    /* [head, tail) holds whole records and stays put while head does */
+    *why = readlen(q, head, tail, &n, &at);
+    if (*why != NULL) {
+      if (LOAD(&h->head) != head) continue; /* overwritten after a claim: again */
+      return SHM_CORRUPT;
+    }
+    if (n > buf->size || buf->p == NULL) {
+      size_t want = n < 256 ? 256 : n;
+      char *nb = (char *)realloc(buf->p, want);
+      if (nb == NULL) {
+        errno = ENOMEM;
+        return SHM_ERRNO;
+      }
+      buf->p = nb;
+      buf->size = want;
+    }
+    ring_get(q->data, cap, advance(at, Q_LENSZ, cap), buf->p, n);
+    if (!__atomic_compare_exchange_n(&h->head, &head, head + Q_LENSZ + n, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_RELAXED))
+      continue; /* another reader claimed it: drop the copy */
+    wake(&h->nonfull, &h->wsleep, INT_MAX);
+    *len = n;
+    return SHM_OK;
+  }
+}
+
+/* Mark closed and wake everybody.  SHM_OK, SHM_TIMEOUT, SHM_CORRUPT (why). */
+static shm_status q_close(qcore *q, const shm_deadline *d, uint64_t self, const char **why) {
+  qhdr *h = q->h;
+  shm_status st = lock_writers(q, self, d, why);
+  if (st == SHM_TIMEOUT) return st;
+  if (st == SHM_OK) __atomic_store_n(&h->closed, 1, __ATOMIC_SEQ_CST);
+  unlock_writers(q);
+  if (st != SHM_OK) return st;
+  __atomic_add_fetch(&h->nonempty, 1, __ATOMIC_SEQ_CST);
+  shm_futex_wake(&h->nonempty, INT_MAX);
+  __atomic_add_fetch(&h->nonfull, 1, __ATOMIC_SEQ_CST);
+  shm_futex_wake(&h->nonfull, INT_MAX);
+  return SHM_OK;
+}
+
+/* Count what is queued, under the lock: nothing in [head, tail) can change
+ * then for any head read meanwhile (so popped = pushed - count). */
+static shm_status stat_locked(qcore *q, qstat *st, const char **why) {
+  qhdr *h = q->h;
+  uint64_t head = LOAD(&h->head), tail = LOAD(&h->tail), pos;
+  st->capacity = q->cap;
+  st->pushed = h->writers.count;
+  st->recovered = h->writers.recovered;
+  st->closed = (int)LOAD(&h->closed);
+  st->used = tail - head;
+  st->count = 0;
+  if (tail - head > q->cap) {
+    *why = "head and tail out of range";
+    return SHM_CORRUPT;
+  }
+  for (pos = head; pos != tail; st->count++) { /* at most cap / Q_LENSZ records */
+    uint32_t len;
+    size_t at;
+    *why = readlen(q, pos, tail, &len, &at);
+    if (*why != NULL) return SHM_CORRUPT;
+    pos += Q_LENSZ + len;
+  }
+  st->popped = st->pushed - st->count;
+  return SHM_OK;
+}
+
+/* Figures.  SHM_OK, SHM_TIMEOUT, SHM_CORRUPT (why). */
+static shm_status q_stat(qcore *q, qstat *st, const shm_deadline *d, uint64_t self, const char **why) {
+  shm_status r = lock_writers(q, self, d, why);
+  if (r == SHM_TIMEOUT) return r;
+  if (r == SHM_OK) r = stat_locked(q, st, why);
+  unlock_writers(q);
+  return r;
+}
+
+/* ---- the binding ---- */
+
+typedef struct shm_queue {
+  qcore core;
+  shm_segment *seg; /* kept alive by the user value */
+  shm_ctx *ctx;
+  qbuf buf;         /* pop's staging buffer */
+} shm_queue;
+
+/* The queue at idx, attached.  The methods carry the metatable as their
+ * upvalue: comparing with it is cheaper than looking the class up. */
+static shm_queue *checkqueue(lua_State *L, int idx) {
+  shm_queue *q = (shm_queue *)lua_touserdata(L, idx);
+  if (q == NULL || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, idx, QUEUE_MT);
+  lua_pop(L, 1);
+  if (q->seg->addr == NULL) luaL_error(L, "attempt to use a detached queue");
+  return q;
+}
+
+static shm_queue *checkwritable(lua_State *L, int idx, const char *what) {
+  shm_queue *q = checkqueue(L, idx);
+  if (q->seg->readonly) luaL_error(L, "attempt to %s a read-only queue", what);
+  return q;
+}
+
+/* Lua results for a status other than SHM_OK: `fail, "timeout"` (and
+ * "closed", "interrupted"), where fail is nil or false; raises for a
+ * corrupted queue; `nil, message, errno` for a failed system call. */
+static int failure(lua_State *L, int st, const char *why, int nilfirst) {
+  int en = errno;
+  switch (st) {
+  case SHM_CORRUPT:
+    return luaL_error(L, "shm.queue: corrupted queue (%s)", why);
+  case SHM_ERRNO:
+    return shm_fail(L, en, "shm.queue");
+  default:
+    if (nilfirst) lua_pushnil(L);
+    else lua_pushboolean(L, 0);
+    lua_pushstring(L, st == SHM_CLOSED ? "closed" : st == SHM_INTERRUPTED ? "interrupted" : "timeout");
+    return 2;
+  }
 }
 
 /***
 A bounded queue of variable-size messages in a segment, for any number of writer
 and reader processes (see `shm.queue.create`).
+
+Result shapes, for every method: a wait that ends without success gives
+`false` (push, close) or `nil` (pop, stat) and a reason, `"timeout"`,
+`"closed"` or `"interrupted"`.  The writers' lock is robust: if its word names
+a process that is not running (a writer killed holding it, or scribbled
+bytes), it is taken over and the queue repaired (`stat().recovered` counts
+these); if it names a live process, callers wait for their timeout.  A header
+whose fields are out of range raises `shm.queue: corrupted queue (...)`.
 @type queue
 */
 
@@ -288,56 +513,22 @@ Add a message; blocks while the queue is full.
 @raise if `msg` can never fit, or the header is corrupted
 @usage assert(q:push("job 42", 1))
 */
-static int q_push(lua_State *L) {
-  shm_segment *s;
+static int l_push(lua_State *L) {
+  shm_queue *q = checkwritable(L, 1, "push to");
   size_t len;
-  const char *msg;
+  const char *msg = luaL_checklstring(L, 2, &len), *why = NULL;
   shm_deadline d;
-  shm_queue *q = checkqueue(L, 1, &s);
-  msg = luaL_checklstring(L, 2, &len);
+  int st;
   shm_optdeadline(L, 3, &d);
-  if (s->readonly) return luaL_error(L, "attempt to push to a read-only queue");
-  for (;;) {
-    qop op;
-    uint64_t tail, head;
-    int r = qop_begin(&op, q, &d), en;
-    if (r == Q_TIMEOUT) return failure(L, r, &op, 0, "timeout");
-    if (r != Q_OK) return failure(L, r, &op, 0, NULL);
-    if (len > op.cap - Q_LENSZ) {
-      qop_end(&op);
-      return luaL_error(L, "message of %I bytes can never fit in a queue of capacity %I",
-                        (lua_Integer)len, (lua_Integer)op.cap);
-    }
-    if (LOAD(&op.h->closed)) {
-      qop_end(&op);
-      return failure(L, Q_TIMEOUT, &op, 0, "closed");
-    }
-    tail = op.h->tail;
-    head = op.side->other;
-    if (tail - head > op.cap || op.cap - (tail - head) < Q_LENSZ + len) {
-      head = LOAD(&op.h->head); /* looks full: look at the readers' real head */
-      if (tail - head > op.cap) {
-        qop_end(&op);
-        return corrupt(L, "head and tail out of range");
-      }
-      op.side->other = head;
-    }
-    if (op.cap - (tail - head) >= Q_LENSZ + len) {
-      uint32_t l32 = (uint32_t)len;
-      size_t at = (size_t)(tail % op.cap);
-      ring_put(dataof(s), op.cap, at, &l32, Q_LENSZ);
-      ring_put(dataof(s), op.cap, advance(at, Q_LENSZ, op.cap), msg, len);
-      commit(&op, tail + Q_LENSZ + len);
-      qop_end(&op);
-      wake(&op.h->nonempty, &op.h->rsleep, 1);
-      lua_pushboolean(L, 1);
-      return 1;
-    }
-    qop_end(&op);
-    en = await(op.h, &op.h->head, head, &op.h->nonfull, &op.h->wsleep, &d);
-    if (en == ETIMEDOUT) return failure(L, Q_TIMEOUT, &op, 0, "timeout");
-    if (en == EINTR) return failure(L, Q_TIMEOUT, &op, 0, "interrupted");
+  st = q_push(&q->core, msg, len, &d, shm_ctx_self(q->ctx), &why);
+  if (st == SHM_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
   }
+  if (st == Q_TOOBIG)
+    return luaL_error(L, "message of %I bytes can never fit in a queue of capacity %I",
+                      (lua_Integer)len, (lua_Integer)q->core.cap);
+  return failure(L, st, why, 0);
 }
 
 /***
@@ -347,84 +538,40 @@ Take the oldest message; blocks while the queue is empty.
 @treturn string the message
 @treturn[2] nil
 @treturn[2] string `"timeout"`, `"closed"` (closed and drained) or `"interrupted"`
+@raise if the header or a record is corrupted
 @usage for msg in function() return q:pop() end do print(msg) end
 */
-static int q_pop(lua_State *L) {
-  shm_segment *s;
-  shm_queue *q = checkqueue(L, 1, &s);
-  qhdr *h = hdrof(s);
-  uint64_t cap = q->cap;
+static int l_pop(lua_State *L) {
+  shm_queue *q = checkwritable(L, 1, "pop from");
   shm_deadline d;
+  const char *why = NULL;
+  size_t len = 0;
+  shm_status st;
   shm_optdeadline(L, 2, &d);
-  if (s->readonly) return luaL_error(L, "attempt to pop from a read-only queue");
-  for (;;) {
-    uint64_t head = LOAD(&h->head), tail = q->tail;
-    const char *why;
-    uint32_t len;
-    size_t at;
-    if (tail - head > cap || tail == head) {
-      /* looks empty: look at the writers' real tail (after `closed`: a
-       * close takes the writers' lock, so no push commits after it) */
-      int closed = (int)LOAD(&h->closed), en;
-      tail = LOAD(&h->tail);
-      if (LOAD(&h->head) != head) continue; /* another reader moved: again */
-      if (tail - head > cap) return corrupt(L, "head and tail out of range");
-      q->tail = tail;
-      if (tail == head) {
-        if (closed) return failure(L, Q_TIMEOUT, NULL, 1, "closed");
-        en = await(h, &h->tail, tail, &h->nonempty, &h->rsleep, &d);
-        if (en == ETIMEDOUT) return failure(L, Q_TIMEOUT, NULL, 1, "timeout");
-        if (en == EINTR) return failure(L, Q_TIMEOUT, NULL, 1, "interrupted");
-        continue;
-      }
-    }
-    /* [head, tail) holds whole records and stays put while head does */
-    why = readlen(s, cap, head, tail, &len, &at);
-    if (why != NULL) {
-      if (LOAD(&h->head) != head) continue; /* overwritten after a claim: again */
-      return corrupt(L, why);
-    }
-    if (len > q->bufsize || q->buf == NULL) {
-      size_t want = len < 256 ? 256 : len;
-      char *nb = (char *)realloc(q->buf, want);
-      if (nb == NULL) return luaL_error(L, "not enough memory");
-      q->buf = nb;
-      q->bufsize = want;
-    }
-    ring_get(dataof(s), cap, advance(at, Q_LENSZ, cap), q->buf, len);
-    if (!__atomic_compare_exchange_n(&h->head, &head, head + Q_LENSZ + len, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_RELAXED))
-      continue; /* another reader claimed it: drop the copy */
-    wake(&h->nonfull, &h->wsleep, INT_MAX);
-    lua_pushlstring(L, q->buf, len);
-    return 1;
-  }
+  st = q_pop(&q->core, &q->buf, &len, &d, &why);
+  if (st != SHM_OK) return failure(L, st, why, 1);
+  lua_pushlstring(L, q->buf.p, len);
+  return 1;
 }
 
 /***
 No more pushes: writers get `false, "closed"`; readers drain what is left, then get
 `nil, "closed"`.
 @function queue:close
-@tparam[opt] number timeout for the writers' lock
-@treturn boolean true
+@tparam[opt] number timeout for the writers' lock; `nil` waits forever
+@treturn boolean `true`
+@treturn[2] boolean `false`
+@treturn[2] string `"timeout"`
 @usage q:close() -- readers finish what is queued, then stop
 */
-static int q_close(lua_State *L) {
-  shm_segment *s;
+static int l_close(lua_State *L) {
+  shm_queue *q = checkwritable(L, 1, "close");
   shm_deadline d;
-  qop op;
-  int r;
-  shm_queue *q = checkqueue(L, 1, &s);
-  shm_optdeadline(L, 2, &d); /* a lock held forever must not hang us forever */
-  if (s->readonly) return luaL_error(L, "attempt to close a read-only queue");
-  r = qop_begin(&op, q, &d);
-  if (r != Q_OK) return failure(L, r, &op, 0, "timeout");
-  __atomic_store_n(&op.h->closed, 1, __ATOMIC_SEQ_CST);
-  qop_end(&op);
-  __atomic_add_fetch(&op.h->nonempty, 1, __ATOMIC_SEQ_CST);
-  shm_futex_wake(&op.h->nonempty, INT_MAX);
-  __atomic_add_fetch(&op.h->nonfull, 1, __ATOMIC_SEQ_CST);
-  shm_futex_wake(&op.h->nonfull, INT_MAX);
+  const char *why = NULL;
+  shm_status st;
+  shm_optdeadline(L, 2, &d);
+  st = q_close(&q->core, &d, shm_ctx_self(q->ctx), &why);
+  if (st != SHM_OK) return failure(L, st, why, 0);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -433,54 +580,36 @@ static int q_close(lua_State *L) {
 Figures: `capacity`, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
 `recovered` (locks taken over from a writer that died holding them).
 @function queue:stat
-@tparam[opt] number timeout for the writers' lock
+@tparam[opt] number timeout for the writers' lock; `nil` waits forever
 @treturn table
+@treturn[2] nil
+@treturn[2] string `"timeout"`
 @usage print(q:stat().count)
 */
-static int q_stat(lua_State *L) {
-  shm_segment *s;
+static int l_stat(lua_State *L) {
+  shm_queue *q = checkwritable(L, 1, "stat");
   shm_deadline d;
-  qop op;
-  uint64_t head, tail, pushed, count = 0, pos, recovered;
   const char *why = NULL;
-  int r, closed;
-  shm_queue *q = checkqueue(L, 1, &s);
+  qstat s;
+  shm_status st;
   shm_optdeadline(L, 2, &d);
-  if (s->readonly) return luaL_error(L, "attempt to stat a read-only queue");
-  /* Under the writers' lock nothing in [head, tail) can change for any head
-   * read meanwhile: count the records there (so popped = pushed - count). */
-  r = qop_begin(&op, q, &d);
-  if (r != Q_OK) return failure(L, r, &op, 1, "timeout");
-  head = LOAD(&op.h->head);
-  tail = LOAD(&op.h->tail);
-  pushed = op.h->prod.count;
-  recovered = op.h->prod.recovered;
-  closed = (int)LOAD(&op.h->closed);
-  if (tail - head > op.cap) why = "head and tail out of range";
-  for (pos = head; why == NULL && pos != tail; count++) {
-    uint32_t len;
-    size_t at;
-    why = readlen(s, op.cap, pos, tail, &len, &at);
-    if (why != NULL) break;
-    pos += Q_LENSZ + len;
-  }
-  qop_end(&op);
-  if (why != NULL) return corrupt(L, why);
+  st = q_stat(&q->core, &s, &d, shm_ctx_self(q->ctx), &why);
+  if (st != SHM_OK) return failure(L, st, why, 1);
   lua_createtable(L, 0, 7);
-  shm_setfield_int(L, "capacity", (lua_Integer)op.cap);
-  shm_setfield_int(L, "used", (lua_Integer)(tail - head));
-  shm_setfield_int(L, "count", (lua_Integer)count);
-  shm_setfield_int(L, "pushed", (lua_Integer)pushed);
-  shm_setfield_int(L, "popped", (lua_Integer)(pushed - count));
-  shm_setfield_bool(L, "closed", closed);
-  shm_setfield_int(L, "recovered", (lua_Integer)recovered);
+  shm_setfield_int(L, "capacity", (lua_Integer)s.capacity);
+  shm_setfield_int(L, "used", (lua_Integer)s.used);
+  shm_setfield_int(L, "count", (lua_Integer)s.count);
+  shm_setfield_int(L, "pushed", (lua_Integer)s.pushed);
+  shm_setfield_int(L, "popped", (lua_Integer)s.popped);
+  shm_setfield_bool(L, "closed", s.closed);
+  shm_setfield_int(L, "recovered", (lua_Integer)s.recovered);
   return 1;
 }
 
-/* q:remove(), q:detach(), tostring: the segment's own methods. */
-static int q_segcall(lua_State *L, const char *method) {
-  shm_queue *q = (shm_queue *)luaL_checkudata(L, 1, QUEUE_MT);
-  (void)q;
+/* q:remove(), q:detach(): the segment's own methods. */
+static int segcall(lua_State *L, const char *method) {
+  shm_checkclass(L, 1, QUEUE_MT);
+  lua_settop(L, 1);
   lua_getiuservalue(L, 1, 1);
   lua_getfield(L, -1, method);
   lua_insert(L, -2);
@@ -499,8 +628,8 @@ Detach the queue's segment (as `segment:detach`); `<close>` does this too (Lua 5
 @function queue:detach
 @usage q:detach()
 */
-static int q_remove(lua_State *L) { return q_segcall(L, "remove"); }
-static int q_detach(lua_State *L) { return q_segcall(L, "detach"); }
+static int l_remove(lua_State *L) { return segcall(L, "remove"); }
+static int l_detach(lua_State *L) { return segcall(L, "detach"); }
 
 /***
 The segment the queue lives in.
@@ -508,86 +637,212 @@ The segment the queue lives in.
 @treturn segment
 @usage print(q:segment():stat().nattch)
 */
-static int q_segment(lua_State *L) {
-  luaL_checkudata(L, 1, QUEUE_MT);
+static int l_segment(lua_State *L) {
+  shm_checkclass(L, 1, QUEUE_MT);
   lua_getiuservalue(L, 1, 1);
   return 1;
 }
 
-static int q_gc(lua_State *L) {
-  shm_queue *q = (shm_queue *)luaL_checkudata(L, 1, QUEUE_MT);
-  free(q->buf);
-  q->buf = NULL;
-  q->bufsize = 0;
+static int l_gc(lua_State *L) {
+  shm_queue *q = (shm_queue *)shm_checkclass(L, 1, QUEUE_MT);
+  free(q->buf.p);
+  q->buf.p = NULL;
+  q->buf.size = 0;
   return 0;
 }
 
-
-static int q_tostring(lua_State *L) {
-  luaL_checkudata(L, 1, QUEUE_MT);
+static int l_tostring(lua_State *L) {
+  shm_checkclass(L, 1, QUEUE_MT);
   lua_getiuservalue(L, 1, 1);
   lua_pushfstring(L, "shm.queue(%s)", luaL_tolstring(L, -1, NULL));
   return 1;
 }
 
-/* Wrap segment at 1 as a queue; with a capacity at 2, initialise it first. */
-static int q_new(lua_State *L) {
-  shm_segment *s = shm_checkopen(L, 1);
-  uint64_t cap;
-  const char *why;
-  shm_queue *q;
-  if (!lua_isnoneornil(L, 2)) {
-    lua_Integer want = luaL_checkinteger(L, 2);
-    qhdr *h = hdrof(s);
-    int r;
-    if (s->readonly) return luaL_error(L, "attempt to initialise a read-only segment");
-    luaL_argcheck(L, want >= (lua_Integer)Q_MINCAP && want <= UINT32_MAX &&
-                     (lua_Unsigned)want <= s->size - Q_HDRSIZE, 2, "capacity out of range");
-    memset(h, 0, Q_HDRSIZE);
-    h->version = Q_VERSION;
-    h->hdrsize = Q_HDRSIZE;
-    h->capacity = (uint64_t)want;
-    r = shm_init_mutex(&h->prod.lock, 0);
-    if (r != 0) return shm_fail(L, r, "shm.queue.create: pthread_mutex_init");
-    __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE); /* published last */
+/* ---- constructors ---- */
+
+/* The capacity argument: an integer from Q_MINCAP to Q_MAXCAP. */
+static uint64_t checkcapacity(lua_State *L, int arg) {
+  int isint = 0;
+  lua_Integer c = lua_tointegerx(L, arg, &isint);
+  if (!isint || lua_type(L, arg) != LUA_TNUMBER)
+    luaL_argerror(L, arg, lua_pushfstring(L, "integer capacity expected, got %s",
+                                          lua_type(L, arg) == LUA_TNUMBER
+                                              ? "a number with no integer representation"
+                                              : luaL_typename(L, arg)));
+  luaL_argcheck(L, c >= (lua_Integer)Q_MINCAP && c <= (lua_Integer)Q_MAXCAP, arg,
+                "capacity out of range (16 to 4294967295)");
+  return (uint64_t)c;
+}
+
+/* The segment layer's results (seg or nil, msg, errno) at top-2..top: on
+ * failure, rewrite "shm.create(...)" as "shm.queue.create(...)" and return
+ * the three results; else 0. */
+static int segfailure(lua_State *L, const char *from, const char *to) {
+  const char *msg;
+  size_t n = strlen(from);
+  if (!lua_isnil(L, -3)) return 0;
+  msg = lua_tostring(L, -2);
+  if (msg != NULL && strncmp(msg, from, n) == 0) {
+    lua_pushfstring(L, "%s%s", to, msg + n);
+    lua_replace(L, -3);
   }
-  why = readconfig(s, &cap);
-  if (why != NULL) {
+  return 3;
+}
+
+/* Segment at idx: remove it (if `created`) and detach it, keeping the stack. */
+static void dropsegment(lua_State *L, int idx, int created) {
+  if (created) {
+    lua_getfield(L, idx, "remove");
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 0);
+  }
+  lua_getfield(L, idx, "detach");
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 0);
+}
+
+/* Wrap the segment at idx (attached, from this module) as a queue; cap 0:
+ * open only.  Pushes the queue, or nil, message, errno. */
+static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char *fname, int created) {
+  shm_segment *s = shm_checkopen(L, idx);
+  shm_ctx *ctx = shm_getctx(L);
+  const char *why = NULL;
+  qcore core;
+  shm_status st = q_attach(&core, s->addr, s->size, cap, shm_ctx_self(ctx), &why);
+  shm_queue *q;
+  if (st != SHM_OK) {
+    int en = st == SHM_TIMEOUT ? ETIMEDOUT : EINVAL;
+    if (st == SHM_TIMEOUT) why = "still being initialised by another process (timeout)";
+    dropsegment(L, idx, created);
     lua_pushnil(L);
-    lua_pushfstring(L, "%s", why);
-    lua_pushinteger(L, EINVAL);
+    if (lua_type(L, keyidx) == LUA_TNUMBER) {
+      char key[16];
+      snprintf(key, sizeof key, "0x%x", (unsigned)(uint32_t)lua_tointeger(L, keyidx));
+      lua_pushfstring(L, "%s(%s): %s", fname, key, why);
+    } else {
+      lua_pushfstring(L, "%s(%s): %s", fname, lua_tostring(L, keyidx), why);
+    }
+    lua_pushinteger(L, en);
     return 3;
   }
   q = (shm_queue *)lua_newuserdatauv(L, sizeof *q, 1);
+  q->core = core;
   q->seg = s;
-  q->cap = cap;
-  q->tail = 0;
-  q->buf = NULL;
-  q->bufsize = 0;
+  q->ctx = ctx;
+  q->buf.p = NULL;
+  q->buf.size = 0;
   luaL_setmetatable(L, QUEUE_MT);
-  lua_pushvalue(L, 1);
+  lua_pushvalue(L, idx);
   lua_setiuservalue(L, -2, 1);
   return 1;
 }
 
+/***
+Make a queue: a bounded queue of variable-size messages in one new segment, for
+any number of writer and reader processes (no message lost, duplicated, torn
+or reordered per writer).
+@function queue.create
+@tparam integer|string key_or_name as for `create`
+@tparam integer capacity bytes for messages (each takes 4 bytes more), 16 to 2^32-1
+@tparam[opt="0600"] integer|string mode
+@treturn queue
+@error `nil, message, errno` (`EEXIST` if the segment exists)
+@usage local q = assert(shm.queue.create("/jobs", 1024 * 1024))
+*/
+static int l_create(lua_State *L) {
+  uint64_t cap = checkcapacity(L, 2);
+  lua_settop(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(1)); /* the module's create */
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, (lua_Integer)(Q_HDRSIZE + cap));
+  lua_pushvalue(L, 3);
+  lua_call(L, 3, 3);
+  if (segfailure(L, "shm.create", "shm.queue.create")) return 3;
+  lua_pop(L, 2);
+  return newqueue(L, 4, 1, cap, "shm.queue.create", 1);
+}
+
+/***
+Attach an existing queue (its header is validated first); with `capacity`, a
+missing one is created, atomically: processes racing to create-or-open one
+queue all end up on the same working queue.  An opener that finds the queue
+being initialised by another process waits for it (up to 5 s; a dead
+initialiser is taken over).  An existing queue keeps its own capacity; a
+segment whose first 8 bytes are zero counts as fresh and is made a queue when
+`capacity` is given.
+@function queue.open
+@tparam integer|string key_or_name
+@tparam[opt] integer capacity create it with this capacity if it is missing
+@tparam[opt="0600"] integer|string mode for a queue this call creates
+@treturn queue
+@error `nil, message, errno` (`ENOENT`; `EINVAL`: not a valid queue)
+@usage local q = assert(shm.queue.open("/jobs"))
+local q2 = assert(shm.queue.open("/jobs", 1024 * 1024)) -- create or open
+*/
+static int l_open(lua_State *L) {
+  uint64_t cap = lua_isnoneornil(L, 2) ? 0 : checkcapacity(L, 2);
+  lua_settop(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(2)); /* the module's open */
+  lua_pushvalue(L, 1);
+  lua_pushliteral(L, "rw");
+  if (cap != 0) lua_pushinteger(L, (lua_Integer)(Q_HDRSIZE + cap));
+  else lua_pushnil(L);
+  lua_pushvalue(L, 3);
+  lua_call(L, 4, 3);
+  if (segfailure(L, "shm.open", "shm.queue.open")) return 3;
+  lua_pop(L, 2);
+  return newqueue(L, 4, 1, cap, "shm.queue.open", 0);
+}
+
 static const luaL_Reg queue_methods[] = {
-  {"push", q_push},     {"pop", q_pop},       {"close", q_close},
-  {"stat", q_stat},     {"remove", q_remove}, {"detach", q_detach},
-  {"segment", q_segment}, {NULL, NULL}};
+  {"push", l_push},       {"pop", l_pop},       {"close", l_close},
+  {"stat", l_stat},       {"remove", l_remove}, {"detach", l_detach},
+  {"segment", l_segment}, {NULL, NULL}};
 
 static const luaL_Reg queue_meta[] = {
-  {"__gc", q_gc}, SHM_CLOSE_ENTRY(q_detach) {"__tostring", q_tostring}, {NULL, NULL}};
+  {"__gc", l_gc}, SHM_CLOSE_ENTRY(l_detach) {"__tostring", l_tostring}, {NULL, NULL}};
+
+/***
+Where the queue's fields are, in bytes from the start of its segment: for tools
+and tests that look at the raw memory (`header` is the header's size, the ring
+follows it).  Fields: `header`, `magic`, `capacity`, `closed`, `lock` (the
+writers' lock word), `tail`, `head`.
+@table queue.layout
+*/
+static void pushlayout(lua_State *L) {
+  lua_createtable(L, 0, 7);
+  shm_setfield_int(L, "header", Q_HDRSIZE);
+  shm_setfield_int(L, "magic", (lua_Integer)offsetof(qhdr, magic));
+  shm_setfield_int(L, "capacity", (lua_Integer)offsetof(qhdr, capacity));
+  shm_setfield_int(L, "closed", (lua_Integer)offsetof(qhdr, closed));
+  shm_setfield_int(L, "lock", (lua_Integer)offsetof(qhdr, writers.lock));
+  shm_setfield_int(L, "tail", (lua_Integer)offsetof(qhdr, tail));
+  shm_setfield_int(L, "head", (lua_Integer)offsetof(qhdr, head));
+}
 
 void shm_open_queue(lua_State *L, int module) {
-  luaL_newmetatable(L, QUEUE_MT);
-  luaL_setfuncs(L, queue_meta, 0);
+  int mt;
+  shm_newclass(L, QUEUE_MT, NULL, queue_meta);
+  luaL_getmetatable(L, QUEUE_MT);
+  mt = lua_gettop(L);
   luaL_newlibtable(L, queue_methods);
-  lua_pushvalue(L, -2);
+  lua_pushvalue(L, mt);
   luaL_setfuncs(L, queue_methods, 1); /* upvalue: the metatable */
-  lua_setfield(L, -2, "__index");
+  lua_setfield(L, mt, "__index");
   lua_pop(L, 1);
-  lua_pushcfunction(L, q_new);
-  lua_setfield(L, module, "queue_new");
-  lua_pushinteger(L, Q_HDRSIZE);
-  lua_setfield(L, module, "QUEUE_HEADER");
+  /* shm.queue: the constructors call the module's create and open */
+  lua_createtable(L, 0, 3);
+  lua_getfield(L, module, "create");
+  lua_getfield(L, module, "open");
+  if (!lua_isfunction(L, -1) || !lua_isfunction(L, -2))
+    luaL_error(L, "shm.core: open the segment functions before the queue");
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_create, 2);
+  lua_setfield(L, -4, "create");
+  lua_pushcclosure(L, l_open, 2);
+  lua_setfield(L, -2, "open");
+  pushlayout(L);
+  lua_setfield(L, -2, "layout");
+  lua_setfield(L, module, "queue");
 }

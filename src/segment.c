@@ -1,55 +1,57 @@
 /*
  * The segment object: a userdata owning one mapping of shared memory.
  * Modelled on liolib's streams: a closed (detached) state, one idempotent
- * closer used by detach, __close and __gc.
+ * closer used by detach, __close and __gc.  What differs between kinds
+ * (System V, POSIX, file) is in the kind's table of operations (s->ops,
+ * exported by sysv.c, posix.c and file.c): this file knows no kind.
  */
 /***
 @module shm
 */
 #include "shm.h"
 
-#include <errno.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/shm.h>
-#include <unistd.h>
 
-static const char *const kindnames[] = {"sysv", "posix", "file"};
-
-shm_segment *shm_newsegment(lua_State *L, int kind) {
+shm_segment *shm_newsegment(lua_State *L, const shm_ops *ops) {
   shm_segment *s = (shm_segment *)lua_newuserdatauv(L, sizeof(shm_segment), 1);
   memset(s, 0, sizeof *s);
   s->addr = NULL; /* detached until the caller maps it */
-  s->kind = kind;
+  s->ops = ops;
   s->fd = -1;
   s->shmid = -1;
   luaL_setmetatable(L, SHM_SEGMENT_MT);
   return s;
 }
 
-/* Every segment metatable carries mt[&segment_key] = true, and the shared
- * one is also in the registry under that address.  An attached segment gets
- * a metatable of its own on first indexing, whose __index is a plain table of
- * the methods and its fields, so that `seg:read(...)` costs a table lookup
- * rather than a call of an __index function. */
+/* The class's metatable (class.c: in the registry, hidden behind
+ * __metatable) serves detached segments.  An attached segment gets a
+ * metatable of its own at its first indexing, whose __index is a plain table
+ * of the methods and its fields, so that `seg:read(...)` costs a table
+ * lookup rather than a call of an __index function (bench: small read64 and
+ * pack, 60-80% dearer with the function).  Those own metatables have a
+ * metatable themselves: the marker table kept in the registry under
+ * &segment_key.  No Lua code can reach the class metatable, an own metatable
+ * or the marker (__metatable hides them all), so the type check below rests
+ * on identities Lua cannot forge. */
 static const char segment_key = 0;
 
 shm_segment *shm_checksegment(lua_State *L, int idx) {
   void *p = lua_touserdata(L, idx);
   if (p != NULL && lua_getmetatable(L, idx)) {
-    int marked = lua_rawgetp(L, -1, &segment_key) == LUA_TBOOLEAN;
-    lua_pop(L, 2);
-    if (marked) return (shm_segment *)p;
+    int ok;
+    if (lua_getmetatable(L, -1)) { /* an own metatable? */
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &segment_key);
+      ok = lua_topointer(L, -1) == lua_topointer(L, -2); /* (cheaper than lua_rawequal) */
+      lua_pop(L, 3);
+    } else {                       /* the class's? */
+      luaL_getmetatable(L, SHM_SEGMENT_MT);
+      ok = lua_topointer(L, -1) == lua_topointer(L, -2);
+      lua_pop(L, 2);
+    }
+    if (ok) return (shm_segment *)p;
   }
   luaL_typeerror(L, idx, SHM_SEGMENT_MT);
   return NULL;
-}
-
-/* Back to the shared metatable (after detach: fields raise again). */
-static void shared_metatable(lua_State *L, int idx) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &segment_key);
-  lua_setmetatable(L, idx);
 }
 
 shm_segment *shm_checkopen(lua_State *L, int idx) {
@@ -65,37 +67,8 @@ shm_segment *shm_checkwritable(lua_State *L, int idx) {
 }
 
 /* The one closer.  Idempotent; returns 0 or the errno of the failing call. */
-int shm_detach_segment(shm_segment *s) {
-  int en = 0;
-  if (s->addr != NULL) {
-    if (s->kind == SHM_SYSV) {
-      if (shmdt(s->addr) != 0) en = errno;
-    } else if (munmap(s->addr, s->maplen) != 0) {
-      en = errno;
-    }
-    s->addr = NULL;
-  }
-  if (s->fd >= 0) {
-    close(s->fd);
-    s->fd = -1;
-  }
-  return en;
-}
-
-/* Push a short description of the object for messages: "0x1234", "/name", "path". */
-void shm_describe(lua_State *L, int idx) {
-  shm_segment *s = shm_checksegment(L, idx);
-  if (s->kind == SHM_SYSV) {
-    char buf[48];
-    snprintf(buf, sizeof buf, "key=0x%x id=%d", (unsigned)s->key, s->shmid);
-    lua_pushstring(L, buf);
-  } else {
-    lua_getiuservalue(L, idx, 1);
-    if (!lua_isstring(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushliteral(L, "?");
-    }
-  }
+static int closesegment(shm_segment *s) {
+  return s->addr != NULL || s->fd >= 0 ? s->ops->unmap(s) : 0;
 }
 
 /* ---- data access ---- */
@@ -106,6 +79,19 @@ Fields: `size`, `kind` (`"sysv"`, `"posix"`, `"file"`), `readonly`, `key`, `id`
 (System V), `name` (POSIX), `path` (file). `#seg` is its size;
 `tostring(seg)` e.g. `shm.segment(sysv key=0x46010004 id=3 size=4096 rw)`.
 `__close` and `__gc` detach it (never remove it).
+
+Truncation: a POSIX object or a file that another process shrinks (`ftruncate`,
+`truncate`) while it is mapped here leaves pages with nothing behind them, and the
+kernel answers a touch of one with SIGBUS, which kills the process.  The calls that
+touch the bytes can fault that way: `read`, `write`, `fill`, `pack`, `unpack`, `load`,
+`store`, `add`, `cas`, `wait`, `mutex` and every mutex method, a queue's `push`, `pop`,
+`stat` and `close`.  The others only make system calls on the object and return:
+`stat` (its `size` shows the truncation), `sync`, `chmod`, `chown`, `remove`, `detach`,
+`notify`, the fields, `#` and `tostring`.  Catching SIGBUS would take a process-wide
+signal handler, which a library must not install, and checking the size before each
+access would still race with the truncation: so this is not caught.  Share POSIX
+objects and files only with processes trusted not to shrink them (mode `0600`), or
+use System V segments, which cannot be resized.
 @type segment
 */
 
@@ -120,8 +106,8 @@ Read bytes.
 */
 static int seg_read(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  size_t off = shm_checkoffset(L, 2, s, 0);
-  size_t len = shm_checklength(L, 3, s, off);
+  size_t off = shm_optoffset(L, 2, s, 0);
+  size_t len = shm_optlength(L, 3, s, off);
   lua_pushlstring(L, (const char *)s->addr + off, len);
   return 1;
 }
@@ -138,7 +124,7 @@ static int seg_write(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  size_t off = shm_checkoffset(L, 3, s, 0);
+  size_t off = shm_optoffset(L, 3, s, 0);
   if (len > s->size - off)
     return luaL_error(L, "write of %I bytes at offset %I does not fit (segment size %I)",
                       (lua_Integer)len, (lua_Integer)off, (lua_Integer)s->size);
@@ -155,23 +141,13 @@ Set a range to one byte value.
 @tparam[opt] integer length default: to the end
 @treturn segment itself
 @usage seg:fill(0)
+@see memset(3)
 */
 static int seg_fill(lua_State *L) {
   shm_segment *s = shm_checkwritable(L, 1);
-  int byte;
-  size_t off, len;
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    size_t l;
-    const char *c = lua_tolstring(L, 2, &l);
-    luaL_argcheck(L, l == 1, 2, "a one-character string or a byte value expected");
-    byte = (unsigned char)c[0];
-  } else {
-    lua_Integer b = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, b >= 0 && b <= 255, 2, "byte value out of range (0 to 255)");
-    byte = (int)b;
-  }
-  off = shm_checkoffset(L, 3, s, 0);
-  len = shm_checklength(L, 4, s, off);
+  int byte = shm_checkbyte(L, 2, "byte value");
+  size_t off = shm_optoffset(L, 3, s, 0);
+  size_t len = shm_optlength(L, 4, s, off);
   memset(s->addr + off, byte, len);
   lua_settop(L, 1);
   return 1;
@@ -187,10 +163,11 @@ POSIX and file maps add `name`/`path`, `atime mtime ctime`.
 @treturn table
 @error `nil, message, errno`
 @usage print(seg:stat().nattch)
+@see shmctl(2), fstat(2)
 */
 static int seg_stat(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  return s->kind == SHM_SYSV ? shm_sysv_stat(L, s) : shm_fd_stat(L, s);
+  return s->ops->stat(L, s);
 }
 
 /***
@@ -200,10 +177,11 @@ stays valid for every process still attached.
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:remove()
+@see shmctl(2), shm_unlink(3), unlink(2)
 */
 static int seg_remove(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  return s->kind == SHM_SYSV ? shm_sysv_remove(L, s) : shm_fd_remove(L, s);
+  return s->ops->remove(L, s);
 }
 
 static void checknotheld(lua_State *L, shm_segment *s) {
@@ -218,16 +196,17 @@ repeat.  Raises while this process holds a mutex in the segment.
 @function segment:detach
 @treturn boolean true
 @usage seg:detach()
+@see shmdt(2), munmap(2)
 */
 static int seg_detach(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
   int en;
   checknotheld(L, s);
-  en = shm_detach_segment(s);
-  shared_metatable(L, 1);
+  en = closesegment(s);
+  lua_settop(L, 1); /* (__close passes an error object too) */
+  luaL_setmetatable(L, SHM_SEGMENT_MT); /* the class's again: fields raise */
   if (en != 0) {
-    lua_settop(L, 1);
-    shm_describe(L, 1);
+    s->ops->describe(L, s);
     return shm_fail(L, en, "seg:detach(%s)", lua_tostring(L, -1));
   }
   lua_pushboolean(L, 1);
@@ -240,12 +219,11 @@ static int seg_detach(lua_State *L) {
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:write(data):sync()
+@see msync(2)
 */
 static int seg_sync(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  if (s->kind == SHM_FILE) return shm_fd_sync(L, s);
-  lua_pushboolean(L, 1);
-  return 1;
+  return s->ops->sync(L, s);
 }
 
 /***
@@ -255,13 +233,11 @@ Change the permission bits (`IPC_SET` or `fchmod`).
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:chmod("0640")
+@see shmctl(2), fchmod(2)
 */
 static int seg_chmod(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
-  int mode;
-  luaL_checkany(L, 2);
-  mode = shm_checkmode(L, 2, 0);
-  return s->kind == SHM_SYSV ? shm_sysv_chmod(L, s, mode) : shm_fd_chmod(L, s, mode);
+  return s->ops->chmod(L, s, shm_checkmode(L, 2));
 }
 
 /* uid/gid: an integer, or nil to leave it unchanged. */
@@ -281,12 +257,13 @@ Change the owner (`IPC_SET` or `fchown`); `nil` leaves an id unchanged.
 @treturn boolean true
 @error `nil, message, errno`
 @usage seg:chown(1000, nil)
+@see shmctl(2), fchown(2)
 */
 static int seg_chown(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   uid_t uid = (uid_t)optid(L, 2);
   gid_t gid = (gid_t)optid(L, 3);
-  return s->kind == SHM_SYSV ? shm_sysv_chown(L, s, uid, gid) : shm_fd_chown(L, s, uid, gid);
+  return s->ops->chown(L, s, uid, gid);
 }
 
 /* ---- metamethods ---- */
@@ -296,7 +273,7 @@ static int seg_chown(lua_State *L) {
  * they are collected before the segment they keep alive. */
 static int seg_gc(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
-  if (s->held == 0) shm_detach_segment(s);
+  if (s->held == 0) closesegment(s);
   return 0;
 }
 
@@ -309,34 +286,30 @@ static int seg_len(lua_State *L) {
 
 static int seg_tostring(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
+  const char *rw = s->readonly ? "r" : "rw";
   if (s->addr == NULL) {
-    lua_pushfstring(L, "shm.segment(%s detached)", kindnames[s->kind]);
+    lua_pushfstring(L, "shm.segment(%s detached)", s->ops->kind);
     return 1;
   }
-  if (s->kind == SHM_SYSV) {
-    shm_describe(L, 1);
-    lua_pushfstring(L, "shm.segment(sysv %s size=%I %s)", lua_tostring(L, -1),
-                    (lua_Integer)s->size, s->readonly ? "r" : "rw");
-  } else {
-    lua_getiuservalue(L, 1, 1);
-    lua_pushfstring(L, "shm.segment(%s %s=%s size=%I %s)", kindnames[s->kind],
-                    s->kind == SHM_POSIX ? "name" : "path", lua_tostring(L, -1),
-                    (lua_Integer)s->size, s->readonly ? "r" : "rw");
-  }
+  s->ops->describe(L, s);
+  if (s->ops->namefield != NULL)
+    lua_pushfstring(L, "shm.segment(%s %s=%s size=%I %s)", s->ops->kind, s->ops->namefield,
+                    lua_tostring(L, -1), (lua_Integer)s->size, rw);
+  else
+    lua_pushfstring(L, "shm.segment(%s %s size=%I %s)", s->ops->kind, lua_tostring(L, -1),
+                    (lua_Integer)s->size, rw);
   return 1;
 }
 
-/* Push the value of field k of an attached segment (nil if not a field). */
+/* The fields: the same for every kind, then the kind's own (key and id,
+ * name, path), nil for a kind that has not this one. */
+static const char *const fieldnames[] = {"size", "kind", "readonly", "key", "id", "name", "path", NULL};
+
 static void pushfield(lua_State *L, shm_segment *s, const char *k) {
   if (strcmp(k, "size") == 0) lua_pushinteger(L, (lua_Integer)s->size);
-  else if (strcmp(k, "kind") == 0) lua_pushstring(L, kindnames[s->kind]);
+  else if (strcmp(k, "kind") == 0) lua_pushstring(L, s->ops->kind);
   else if (strcmp(k, "readonly") == 0) lua_pushboolean(L, s->readonly);
-  else if (strcmp(k, "key") == 0 && s->kind == SHM_SYSV) lua_pushinteger(L, (lua_Integer)(uint32_t)s->key);
-  else if (strcmp(k, "id") == 0 && s->kind == SHM_SYSV) lua_pushinteger(L, s->shmid);
-  else if ((strcmp(k, "name") == 0 && s->kind == SHM_POSIX) ||
-           (strcmp(k, "path") == 0 && s->kind == SHM_FILE))
-    lua_getiuservalue(L, 1, 1);
-  else lua_pushnil(L);
+  else if (!s->ops->field(L, s, k)) lua_pushnil(L);
 }
 
 /* to[k] = from[k] for every k (raw). */
@@ -348,11 +321,9 @@ static void copyfields(lua_State *L, int from, int to) {
   }
 }
 
-static const char *const fieldnames[] = {"size", "kind", "readonly", "key", "id", "name", "path", NULL};
-
-/* __index of the shared metatable (upvalues: the methods, the metatable).
- * An attached segment gets its own metatable here; a detached one finds its
- * methods (which raise when called) and raises for its fields. */
+/* __index of the class metatable (upvalues: the methods, the metatable, the
+ * marker).  An attached segment gets its own metatable here; a detached one
+ * finds its methods (which raise when called) and raises for its fields. */
 static int seg_index(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
   int i;
@@ -375,6 +346,8 @@ static int seg_index(lua_State *L) {
   }
   lua_pushvalue(L, 4);
   lua_setfield(L, 3, "__index");
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_setmetatable(L, 3);                  /* the marker */
   lua_pushvalue(L, 3);
   lua_setmetatable(L, 1);
   lua_pushvalue(L, 2);
@@ -384,7 +357,6 @@ static int seg_index(lua_State *L) {
 
 static const luaL_Reg seg_methods[] = {
   {"read", seg_read},       {"write", seg_write},   {"fill", seg_fill},
-  {"pack", shm_seg_pack},   {"unpack", shm_seg_unpack},
   {"stat", seg_stat},       {"remove", seg_remove}, {"detach", seg_detach},
   {"sync", seg_sync},       {"chmod", seg_chmod},   {"chown", seg_chown},
   {NULL, NULL}};
@@ -393,19 +365,22 @@ static const luaL_Reg seg_meta[] = {
   {"__gc", seg_gc},   SHM_CLOSE_ENTRY(seg_detach) {"__len", seg_len},
   {"__tostring", seg_tostring}, {NULL, NULL}};
 
-/* Creates the metatable; leaves the methods table on the stack so that other
- * parts (atomics, mutex) can add to it. */
-void shm_open_segment_mt(lua_State *L) {
-  luaL_newmetatable(L, SHM_SEGMENT_MT);
-  luaL_setfuncs(L, seg_meta, 0);
-  lua_pushboolean(L, 1);
-  lua_rawsetp(L, -2, &segment_key);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &segment_key);
+/* The class (metatable hidden behind __metatable, class.c); leaves the
+ * methods table on the stack so that what lives in a segment (atomics,
+ * pack, mutexes) can add to it. */
+void shm_open_segment(lua_State *L) {
+  shm_newclass(L, SHM_SEGMENT_MT, NULL, seg_meta);
+  luaL_getmetatable(L, SHM_SEGMENT_MT);
   luaL_newlib(L, seg_methods);
   lua_pushvalue(L, -1);
   lua_pushvalue(L, -3);
-  lua_pushcclosure(L, seg_index, 2);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &segment_key) != LUA_TTABLE) { /* the marker */
+    lua_pop(L, 1);     /* (a second require of the module keeps the first one's) */
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &segment_key);
+  }
+  lua_pushcclosure(L, seg_index, 3);
   lua_setfield(L, -3, "__index");
   lua_remove(L, -2); /* metatable */
 }

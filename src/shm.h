@@ -1,7 +1,20 @@
 /*
  * lua-shm: shared memory for Lua.
- * Internal header shared by the C core (shm.core). Only luaopen_shm_core is
- * exported from the shared object; everything declared here is hidden.
+ * Internal header shared by the C core (shm.core).  Only luaopen_shm_core is
+ * exported from the shared object: everything declared between the
+ * visibility push and pop below is hidden (as -fvisibility=hidden makes every
+ * definition).  System and Lua headers are included before the push, so that
+ * what they declare keeps its default visibility: a header a section needs
+ * belongs in the list below, not in the section.
+ *
+ * Layers (a file uses only the ones above it):
+ *   compat, args, class, futex      helpers with no knowledge of segments
+ *   segment.c                       the userdata, its methods; dispatches
+ *                                   through the kind's table of operations
+ *   sysv.c, posix.c, file.c         the kinds (each exports one shm_ops)
+ *   atomic, pack, lock, mutex,      what lives in a segment
+ *   queue, dict
+ *   core.c                          the module table (luaopen_shm_core)
  */
 #ifndef LUA_SHM_H
 #define LUA_SHM_H
@@ -10,15 +23,26 @@
 #define _GNU_SOURCE 1
 #endif
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "lua.h"
 #include "lauxlib.h"
+
+/* The one exported symbol. */
+__attribute__((visibility("default"))) int luaopen_shm_core(lua_State *L);
+
+#pragma GCC visibility push(hidden)
+
 #include "compat.h"
 
-#define SHM_HIDDEN __attribute__((visibility("hidden")))
+/* Every declaration here is hidden by the pragma; the mark stays (empty) for
+ * declarations written with it. */
+#define SHM_HIDDEN
 
 /* A luaL_Reg entry for __close, on the Luas that have to-be-closed variables. */
 #if LUA_VERSION_NUM >= 504
@@ -30,96 +54,139 @@
 #define SHM_SEGMENT_MT "shm.segment"
 #define SHM_VERSION "lua-shm 0.1.0"
 
+/* The kind a key_or_name argument names (shm_checkkind). */
 enum shm_kind { SHM_SYSV = 0, SHM_POSIX = 1, SHM_FILE = 2 };
+
+struct shm_ops;
 
 /* A mapping of shared memory, owned by one Lua userdata.  addr == NULL means
  * detached (the "closed" state of liolib's streams).  For POSIX and file maps
  * the name/path is kept in the userdata's first user value. */
 typedef struct shm_segment {
-  unsigned char *addr; /* start of the mapping, NULL once detached */
-  size_t size;         /* usable bytes (never the page-rounded length) */
-  size_t maplen;       /* length passed to munmap (POSIX/file) */
-  int kind;            /* enum shm_kind */
-  int readonly;        /* mapped without write permission */
-  int fd;              /* POSIX/file: descriptor kept for fstat/fchmod; -1 otherwise */
-  int shmid;           /* System V id, -1 otherwise */
-  int32_t key;         /* System V key (as given), 0 otherwise */
-  int held;            /* mutexes in it locked by this process: no unmapping then */
+  unsigned char *addr;       /* start of the mapping, NULL once detached */
+  size_t size;               /* usable bytes (never the page-rounded length) */
+  size_t maplen;             /* length passed to munmap (POSIX/file) */
+  const struct shm_ops *ops; /* what its kind does: shm_sysv_ops, shm_posix_ops, shm_file_ops */
+  int readonly;              /* mapped without write permission */
+  int fd;                    /* POSIX/file: descriptor kept for fstat/fchmod; -1 otherwise */
+  int shmid;                 /* System V id, -1 otherwise */
+  int32_t key;               /* System V key (as given), 0 otherwise */
+  int held;                  /* mutexes in it locked by this process: no unmapping then */
 } shm_segment;
 
-/* The one exported symbol. */
-__attribute__((visibility("default"))) int luaopen_shm_core(lua_State *L);
+/* What differs between the kinds of segment (as liolib's per-stream closef,
+ * luasocket's t_io): each backend exports one table, a segment points at its
+ * kind's.  The functions that take a lua_State find the segment at stack
+ * index 1 (a method's self: its user value holds the name or path) and
+ * return Lua results: true or the info table, else nil, message, errno. */
+typedef struct shm_ops {
+  const char *kind;      /* "sysv", "posix", "file" (seg.kind, stat().kind) */
+  const char *namefield; /* field holding the name ("name", "path"), or NULL */
+  /* Unmap and close the descriptor; 0 or the errno of the failing call. */
+  int (*unmap)(shm_segment *s);
+  /* Push the object as messages name it: "key=0x1234 id=5", "/name", "/path". */
+  void (*describe)(lua_State *L, shm_segment *s);
+  /* Push the value of field k if the kind has it (key, id; name; path): 1, else 0. */
+  int (*field)(lua_State *L, shm_segment *s, const char *k);
+  int (*stat)(lua_State *L, shm_segment *s);
+  int (*remove)(lua_State *L, shm_segment *s);
+  int (*chmod)(lua_State *L, shm_segment *s, int mode);
+  int (*chown)(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
+  int (*sync)(lua_State *L, shm_segment *s);
+} shm_ops;
+
+/* What every shm_open_X(L, module, methods) takes: the stack indices of the
+ * module table and of the segment's methods table (to add methods to). */
+typedef void shm_openf(lua_State *L, int module, int methods);
 
 /* ---- segment.c: the userdata ---- */
-SHM_HIDDEN shm_segment *shm_newsegment(lua_State *L, int kind);
-SHM_HIDDEN shm_segment *shm_checksegment(lua_State *L, int idx);
-SHM_HIDDEN shm_segment *shm_checkopen(lua_State *L, int idx);
-SHM_HIDDEN shm_segment *shm_checkwritable(lua_State *L, int idx);
-SHM_HIDDEN int shm_detach_segment(shm_segment *s);
-SHM_HIDDEN void shm_describe(lua_State *L, int idx);
-SHM_HIDDEN void shm_open_segment_mt(lua_State *L);
+/* A new, detached segment of the given kind on the stack (1 user value). */
+shm_segment *shm_newsegment(lua_State *L, const struct shm_ops *ops);
+shm_segment *shm_checksegment(lua_State *L, int idx);
+shm_segment *shm_checkopen(lua_State *L, int idx);
+shm_segment *shm_checkwritable(lua_State *L, int idx);
+/* The segment class; leaves its methods table on the stack. */
+void shm_open_segment(lua_State *L);
 
-/* ---- args.c: argument checking and error results ---- */
-SHM_HIDDEN int shm_fail(lua_State *L, int en, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-SHM_HIDDEN int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...)
+/* ---- args.c: argument checking and error results (lauxlib's naming:
+ * check = required, opt = optional with a default) ---- */
+int shm_fail(lua_State *L, int en, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-SHM_HIDDEN size_t shm_checksize(lua_State *L, int arg);
-SHM_HIDDEN int shm_checkmode(lua_State *L, int arg, int def);
-SHM_HIDDEN int shm_checkaccess(lua_State *L, int arg);
-SHM_HIDDEN int shm_iskey(lua_State *L, int arg);
-SHM_HIDDEN int32_t shm_checkkey(lua_State *L, int arg);
-SHM_HIDDEN const char *shm_checkname(lua_State *L, int arg);
-SHM_HIDDEN size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s,
-                                  lua_Integer def);
-SHM_HIDDEN size_t shm_checklength(lua_State *L, int arg, const shm_segment *s,
-                                  size_t off);
-SHM_HIDDEN void shm_setfield_int(lua_State *L, const char *k, lua_Integer v);
-SHM_HIDDEN void shm_setfield_str(lua_State *L, const char *k, const char *v);
-SHM_HIDDEN void shm_setfield_bool(lua_State *L, const char *k, int v);
+/* Append " (hint)" to the message of the nil, message, errno on top; returns 3. */
+int shm_hint(lua_State *L, const char *hint);
+size_t shm_checksize(lua_State *L, int arg);
+size_t shm_optsize(lua_State *L, int arg); /* none/nil: 0 */
+int shm_checkmode(lua_State *L, int arg);
+int shm_optmode(lua_State *L, int arg, int def);
+int shm_optaccess(lua_State *L, int arg); /* "rw" (default) -> 0, "r" -> 1 */
+int shm_checkbyte(lua_State *L, int arg, const char *what);
+int shm_checkkind(lua_State *L, int arg); /* SHM_SYSV (a key) or SHM_POSIX (a "/name") */
+int32_t shm_checkkey(lua_State *L, int arg);
+const char *shm_checkname(lua_State *L, int arg);
+const char *shm_checkpath(lua_State *L, int arg);
+size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s);
+size_t shm_optoffset(lua_State *L, int arg, const shm_segment *s, size_t def);
+size_t shm_optlength(lua_State *L, int arg, const shm_segment *s, size_t off); /* to the end */
+void shm_setfield_int(lua_State *L, const char *k, lua_Integer v);
+void shm_setfield_str(lua_State *L, const char *k, const char *v);
+void shm_setfield_bool(lua_State *L, const char *k, int v);
 
-/* ---- sysv.c ---- */
-SHM_HIDDEN int shm_sysv_create(lua_State *L);  /* (key, size, mode) */
-SHM_HIDDEN int shm_sysv_open(lua_State *L);    /* (key, access, size, mode) */
-SHM_HIDDEN int shm_sysv_attach(lua_State *L);  /* (id, access) */
-SHM_HIDDEN int shm_sysv_unlink(lua_State *L);  /* (key) */
-SHM_HIDDEN int shm_sysv_list(lua_State *L, int t, lua_Integer *n);
-SHM_HIDDEN int shm_sysv_ftok(lua_State *L);
-SHM_HIDDEN int shm_sysv_stat(lua_State *L, shm_segment *s);
-SHM_HIDDEN int shm_sysv_remove(lua_State *L, shm_segment *s);
-SHM_HIDDEN int shm_sysv_chmod(lua_State *L, shm_segment *s, int mode);
-SHM_HIDDEN int shm_sysv_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
+/* ---- sysv.c: System V segments ---- */
+extern const shm_ops shm_sysv_ops;
+int shm_sysv_create(lua_State *L); /* (key, size, mode) */
+int shm_sysv_open(lua_State *L);   /* (key, access, size, mode) */
+int shm_sysv_attach(lua_State *L); /* (id, access) */
+int shm_sysv_unlink(lua_State *L); /* (key) */
+int shm_sysv_list(lua_State *L, int t, lua_Integer *n);
+int shm_sysv_ftok(lua_State *L);
 
-/* ---- posix.c: POSIX shared memory objects and file maps ---- */
-SHM_HIDDEN int shm_posix_create(lua_State *L); /* (name, size, mode) */
-SHM_HIDDEN int shm_posix_open(lua_State *L);   /* (name, access, size, mode) */
-SHM_HIDDEN int shm_posix_unlink(lua_State *L); /* (name) */
-SHM_HIDDEN int shm_posix_list(lua_State *L, int t, lua_Integer *n);
-SHM_HIDDEN int shm_file_map(lua_State *L);     /* (path, size, access) */
-SHM_HIDDEN int shm_fd_stat(lua_State *L, shm_segment *s);
-SHM_HIDDEN int shm_fd_remove(lua_State *L, shm_segment *s);
-SHM_HIDDEN int shm_fd_chmod(lua_State *L, shm_segment *s, int mode);
-SHM_HIDDEN int shm_fd_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
-SHM_HIDDEN int shm_fd_sync(lua_State *L, shm_segment *s);
+/* ---- posix.c: POSIX shared memory objects, and what every mapped
+ * descriptor shares (file.c's maps too) ---- */
+extern const shm_ops shm_posix_ops;
+int shm_posix_create(lua_State *L); /* (name, size, mode) */
+int shm_posix_open(lua_State *L);   /* (name, access, size, mode) */
+int shm_posix_unlink(lua_State *L); /* (name) */
+int shm_posix_list(lua_State *L, int t, lua_Integer *n);
+/* Map `size` bytes of fd into s (which then owns fd); 0 or errno. */
+int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly);
+/* Back bytes [0, size) of fd with real pages or blocks (growing it if it is
+ * smaller), so that a full tmpfs or disk is an error now, never SIGBUS at the
+ * first touch; 0 or errno.  st: what fstat said of it (NULL for a new, empty
+ * one); an object whose blocks already cover `size` costs nothing.  Where the
+ * file system cannot reserve (EOPNOTSUPP) it only grows the file. */
+int shm_fd_reserve(int fd, size_t size, const struct stat *st);
+/* The descriptor-backed operations, the same for both kinds. */
+int shm_fd_unmap(shm_segment *s);
+void shm_fd_describe(lua_State *L, shm_segment *s);
+int shm_fd_field(lua_State *L, shm_segment *s, const char *k);
+int shm_fd_stat(lua_State *L, shm_segment *s);
+int shm_fd_chmod(lua_State *L, shm_segment *s, int mode);
+int shm_fd_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid);
+/* Unlink `path` if it still names the object behind s->fd. */
+int shm_fd_remove(lua_State *L, shm_segment *s, const char *path, int (*unlinkf)(const char *));
+
+/* ---- file.c: shared maps of regular files ---- */
+extern const shm_ops shm_file_ops;
+int shm_file_map(lua_State *L); /* (path, size, access) */
 
 /* ---- futex.c: futexes and deadlines (no lua_State) ---- */
-#include <time.h>
 typedef struct shm_deadline {
   int forever;          /* no timeout */
   struct timespec at;   /* absolute CLOCK_MONOTONIC deadline */
 } shm_deadline;
 /* `seconds` from now; more than 1e9 (or inf/NaN) is forever. */
-SHM_HIDDEN void shm_deadline_after(shm_deadline *d, double seconds);
-SHM_HIDDEN int shm_deadline_expired(const shm_deadline *d);
+void shm_deadline_after(shm_deadline *d, double seconds);
+int shm_deadline_expired(const shm_deadline *d);
 /* Sleep while *addr == val, until woken or the deadline.  Returns 0 (woken,
  * maybe spuriously), EAGAIN (value differed), ETIMEDOUT, EINTR or errno. */
-SHM_HIDDEN int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d);
+int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d);
 /* Wake up to n waiters; returns how many were woken (or -1, errno set). */
-SHM_HIDDEN int shm_futex_wake(uint32_t *addr, int n);
+int shm_futex_wake(uint32_t *addr, int n);
 /* The 32-bit futex word inside an int64: the half holding its low bits. */
-SHM_HIDDEN uint32_t *shm_futex_word(int64_t *p);
+uint32_t *shm_futex_word(int64_t *p);
 /* args.c: a timeout argument (seconds; none/nil = forever). */
-SHM_HIDDEN void shm_optdeadline(lua_State *L, int arg, shm_deadline *d);
+void shm_optdeadline(lua_State *L, int arg, shm_deadline *d);
 
 /* ---- Status of the locked cores (queue, dict, lock): plain C functions that
  * never see a lua_State return one of these; the bindings turn them into Lua
@@ -155,6 +222,9 @@ SHM_HIDDEN uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this p
 SHM_HIDDEN shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
 /* SHM_OK, SHM_OWNERDIED (now ours), SHM_BUSY */
 SHM_HIDDEN shm_status shm_lock_try(shm_lock *l, uint64_t self);
+/* Wait without taking it until the lock is free (SHM_OK) or its owner dead
+ * (SHM_OWNERDIED), or SHM_TIMEOUT; the word is never written. */
+SHM_HIDDEN shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
 SHM_HIDDEN void shm_lock_release(shm_lock *l);
 /* Does the word name `self` as the owner? */
 SHM_HIDDEN int shm_lock_owned(const shm_lock *l, uint64_t self);
@@ -162,28 +232,27 @@ SHM_HIDDEN int shm_lock_owned(const shm_lock *l, uint64_t self);
 /* ---- class.c: one way to define and check a class (as luasocket's
  * auxiliar): the type check rests on metatable identity, and no metatable is
  * reachable from Lua (__metatable). ---- */
-SHM_HIDDEN void shm_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+void shm_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                              const luaL_Reg *meta);
-SHM_HIDDEN void *shm_testclass(lua_State *L, int idx, const char *name);
-SHM_HIDDEN void *shm_checkclass(lua_State *L, int idx, const char *name);
+void *shm_testclass(lua_State *L, int idx, const char *name);
+void *shm_checkclass(lua_State *L, int idx, const char *name);
 
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
-SHM_HIDDEN void shm_open_atomics(lua_State *L, int methods);
+void shm_open_atomics(lua_State *L, int module, int methods);
 
-/* ---- mutex.c: process-shared robust mutexes ---- */
+/* ---- mutex.c: seg:mutex, a robust mutex on a shm_lock ---- */
 #define SHM_MUTEX_SIZE 64
-#include <pthread.h>
-SHM_HIDDEN int shm_init_mutex(pthread_mutex_t *m, int errorcheck);
 SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
 
-/* ---- queue.c: bounded MPMC message queue in a segment ---- */
+/* ---- queue.c: bounded MPMC message queue in a segment (shm.queue) ---- */
 SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
 
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
-SHM_HIDDEN void shm_open_dict(lua_State *L, int module);
+void shm_open_dict(lua_State *L, int module, int methods);
 
 /* ---- pack.c: string.pack formats in place ---- */
-SHM_HIDDEN int shm_seg_pack(lua_State *L);
-SHM_HIDDEN int shm_seg_unpack(lua_State *L);
+void shm_open_pack(lua_State *L, int module, int methods);
+
+#pragma GCC visibility pop
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * System V shared memory: shmget/shmat/shmdt/shmctl, ftok.
+ * System V shared memory: shmget/shmat/shmdt/shmctl, ftok; shm_sysv_ops,
+ * the operations of a System V segment.
  */
 /***
 @module shm
@@ -40,10 +41,23 @@ static int attach_id(shm_segment *s, int id, int readonly) {
   return 0;
 }
 
-/* A failed shmget: EINVAL for a size above kernel.shmmax says so. */
-static int failsize(lua_State *L, int en, const char *call, const char *obj, size_t size) {
+/* A failed shmget: EINVAL says why (an existing segment smaller than the
+ * size asked, or a size above kernel.shmmax); a missing segment that a size
+ * would have created says so. */
+static int failsize(lua_State *L, int en, const char *call, int32_t key, const char *obj,
+                    size_t size) {
   unsigned long long max = 0;
+  struct shmid_ds ds;
   FILE *f;
+  int id;
+  if (en == ENOENT && size == 0) {
+    shm_fail(L, en, "%s(%s)", call, obj);
+    return shm_hint(L, "pass a size to create it");
+  }
+  if (en == EINVAL && size > 0 && key != IPC_PRIVATE && (id = shmget((key_t)key, 0, 0)) >= 0 &&
+      shmctl(id, IPC_STAT, &ds) == 0 && ds.shm_segsz < size)
+    return shm_fail(L, en, "%s(%s): exists with %zu bytes, %zu asked", call, obj,
+                    (size_t)ds.shm_segsz, size);
   if (en == EINVAL && size > 0 && (f = fopen("/proc/sys/kernel/shmmax", "r")) != NULL) {
     if (fscanf(f, "%llu", &max) != 1) max = 0;
     fclose(f);
@@ -57,12 +71,12 @@ int shm_sysv_create(lua_State *L) {
   char buf[24];
   int32_t key = shm_checkkey(L, 1);
   size_t size = shm_checksize(L, 2);
-  int mode = shm_checkmode(L, 3, 0600);
-  shm_segment *s = shm_newsegment(L, SHM_SYSV);
+  int mode = shm_optmode(L, 3, 0600);
+  shm_segment *s = shm_newsegment(L, &shm_sysv_ops);
   int en, id = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | mode);
   if (id < 0) {
     en = errno;
-    return failsize(L, en, "shm.create", keystr(buf, sizeof buf, key), size);
+    return failsize(L, en, "shm.create", IPC_PRIVATE, keystr(buf, sizeof buf, key), size);
   }
   en = attach_id(s, id, 0);
   if (en != 0) {
@@ -76,20 +90,20 @@ int shm_sysv_create(lua_State *L) {
 int shm_sysv_open(lua_State *L) {
   char buf[24];
   int32_t key = shm_checkkey(L, 1);
-  int readonly = shm_checkaccess(L, 2);
-  size_t size = lua_isnoneornil(L, 3) ? 0 : shm_checksize(L, 3);
-  int mode = shm_checkmode(L, 4, 0600);
+  int readonly = shm_optaccess(L, 2);
+  size_t size = shm_optsize(L, 3);
+  int mode = shm_optmode(L, 4, 0600);
   shm_segment *s;
   int en, id;
   luaL_argcheck(L, key != IPC_PRIVATE, 1, "shm.PRIVATE cannot be opened (use shm.attach(id))");
   luaL_argcheck(L, !(readonly && size > 0), 3, "cannot create a segment read-only");
-  s = shm_newsegment(L, SHM_SYSV);
+  s = shm_newsegment(L, &shm_sysv_ops);
   /* With a size, IPC_CREAT without IPC_EXCL: the kernel creates or finds the
    * segment atomically, so racing openers all end up on one segment. */
   id = size > 0 ? shmget((key_t)key, size, IPC_CREAT | mode) : shmget((key_t)key, 0, 0);
   if (id < 0) {
     en = errno;
-    return failsize(L, en, "shm.open", keystr(buf, sizeof buf, key), size);
+    return failsize(L, en, "shm.open", key, keystr(buf, sizeof buf, key), size);
   }
   en = attach_id(s, id, readonly);
   if (en != 0) return shm_fail(L, en, "shm.open(%s)", keystr(buf, sizeof buf, key));
@@ -104,14 +118,15 @@ Attach a System V segment by its shmid, as `ipcs -m` lists it.
 @treturn segment
 @error `nil, message, errno`
 @usage local seg = assert(shm.attach(32768, "r"))
+@see shmat(2), shmctl(2)
 */
 int shm_sysv_attach(lua_State *L) {
   lua_Integer id = luaL_checkinteger(L, 1);
-  int readonly = shm_checkaccess(L, 2);
+  int readonly = shm_optaccess(L, 2);
   shm_segment *s;
   int en;
   luaL_argcheck(L, id >= 0 && id <= INT32_MAX, 1, "shmid out of range");
-  s = shm_newsegment(L, SHM_SYSV);
+  s = shm_newsegment(L, &shm_sysv_ops);
   en = attach_id(s, (int)id, readonly);
   if (en != 0) return shm_fail(L, en, "shm.attach(id=%d)", (int)id);
   return 1;
@@ -139,21 +154,13 @@ A System V key from an existing path and a project id.
 @treturn integer key
 @error `nil, message, errno` (`ENOENT`)
 @usage local key = assert(shm.ftok("/etc/hostname", "L"))
+@see ftok(3)
 */
 int shm_sysv_ftok(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  int proj;
+  const char *path = shm_checkpath(L, 1);
+  int proj = shm_checkbyte(L, 2, "project id");
   key_t key;
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    size_t l;
-    const char *c = lua_tolstring(L, 2, &l);
-    luaL_argcheck(L, l == 1 && c[0] != '\0', 2, "project id must be one non-zero character");
-    proj = (unsigned char)c[0];
-  } else {
-    lua_Integer p = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, p >= 1 && p <= 255, 2, "project id out of range (1 to 255)");
-    proj = (int)p;
-  }
+  luaL_argcheck(L, proj != 0, 2, "project id must not be 0");
   key = ftok(path, proj);
   if (key == (key_t)-1) {
     int en = errno;
@@ -184,16 +191,6 @@ static void pushinfo(lua_State *L, int id, const struct shmid_ds *ds) {
   shm_setfield_bool(L, "removed", (ds->shm_perm.mode & SHM_DEST) != 0);
 }
 
-int shm_sysv_stat(lua_State *L, shm_segment *s) {
-  struct shmid_ds ds;
-  if (shmctl(s->shmid, IPC_STAT, &ds) != 0) {
-    int en = errno;
-    return shm_fail(L, en, "seg:stat(key=0x%x id=%d)", (unsigned)s->key, s->shmid);
-  }
-  pushinfo(L, s->shmid, &ds);
-  return 1;
-}
-
 /* Append every segment the caller can see to the table at `t`. */
 int shm_sysv_list(lua_State *L, int t, lua_Integer *n) {
   struct shm_info info;
@@ -219,12 +216,22 @@ int shm_sysv_list(lua_State *L, int t, lua_Integer *n) {
   return 0;
 }
 
-int shm_sysv_remove(lua_State *L, shm_segment *s) {
+static int sysv_stat(lua_State *L, shm_segment *s) {
+  struct shmid_ds ds;
+  if (shmctl(s->shmid, IPC_STAT, &ds) != 0) {
+    int en = errno;
+    return shm_fail(L, en, "seg:stat(key=0x%x id=%d)", (unsigned)s->key, s->shmid);
+  }
+  pushinfo(L, s->shmid, &ds);
+  return 1;
+}
+
+static int sysv_remove(lua_State *L, shm_segment *s) {
   int ok = shmctl(s->shmid, IPC_RMID, NULL) == 0;
   return shm_ok(L, ok, errno, "seg:remove(key=0x%x id=%d)", (unsigned)s->key, s->shmid);
 }
 
-int shm_sysv_chmod(lua_State *L, shm_segment *s, int mode) {
+static int sysv_chmod(lua_State *L, shm_segment *s, int mode) {
   struct shmid_ds ds;
   int ok = shmctl(s->shmid, IPC_STAT, &ds) == 0;
   if (ok) {
@@ -234,7 +241,7 @@ int shm_sysv_chmod(lua_State *L, shm_segment *s, int mode) {
   return shm_ok(L, ok, errno, "seg:chmod(key=0x%x id=%d)", (unsigned)s->key, s->shmid);
 }
 
-int shm_sysv_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid) {
+static int sysv_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid) {
   struct shmid_ds ds;
   int ok = shmctl(s->shmid, IPC_STAT, &ds) == 0;
   if (ok) {
@@ -244,3 +251,35 @@ int shm_sysv_chown(lua_State *L, shm_segment *s, uid_t uid, gid_t gid) {
   }
   return shm_ok(L, ok, errno, "seg:chown(key=0x%x id=%d)", (unsigned)s->key, s->shmid);
 }
+
+/* Nothing to flush: the memory is the object. */
+static int sysv_sync(lua_State *L, shm_segment *s) {
+  (void)s;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sysv_unmap(shm_segment *s) {
+  int en = 0;
+  if (s->addr != NULL && shmdt(s->addr) != 0) en = errno;
+  s->addr = NULL;
+  return en;
+}
+
+static void sysv_describe(lua_State *L, shm_segment *s) {
+  char buf[48];
+  snprintf(buf, sizeof buf, "key=0x%x id=%d", (unsigned)s->key, s->shmid);
+  lua_pushstring(L, buf);
+}
+
+static int sysv_field(lua_State *L, shm_segment *s, const char *k) {
+  if (strcmp(k, "key") == 0) lua_pushinteger(L, (lua_Integer)(uint32_t)s->key);
+  else if (strcmp(k, "id") == 0) lua_pushinteger(L, s->shmid);
+  else return 0;
+  return 1;
+}
+
+const shm_ops shm_sysv_ops = {
+  "sysv", NULL, sysv_unmap, sysv_describe, sysv_field,
+  sysv_stat, sysv_remove, sysv_chmod, sysv_chown, sysv_sync,
+};

@@ -1,4 +1,4 @@
--- writer.lua PATH: the seeds' writer done right.  Attaches to the reader's
+-- writer.lua PATH: the writer half of make demo.  Attaches to the reader's
 -- queue, sends each line of its standard input as a message, then "quit";
 -- waits for the reader's acknowledgement, detaches and says so.
 local shm = require "shm"

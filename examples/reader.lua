@@ -1,4 +1,4 @@
--- reader.lua PATH [READY_FIFO]: the seeds' reader done right.  Makes the message queue and
+-- reader.lua PATH [READY_FIFO]: the reader half of make demo.  Makes the message queue and
 -- a small control segment (keys from shm.ftok(PATH, ...), mode 0600), blocks
 -- in pop (no polling) and prints each message until "quit"; then removes both.
 local shm = require "shm"

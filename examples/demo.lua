@@ -1,7 +1,9 @@
--- make demo: the seeds' writer/reader scenario done right, in two processes.
+-- make demo: a writer and a reader process talking through shared memory.
 --   reader.lua makes a message queue (key from shm.ftok) and blocks in pop;
 --   writer.lua attaches, sends the lines it reads, then "quit";
---   stat() shows nattch rising and falling; everything is removed at the end.
+--   stat() shows nattch rising and falling.
+-- Then two counters.lua processes share a shm.dict: counters moved with incr
+-- and a cached entry that expires.  Everything is removed at the end.
 local shm = require "shm"
 
 local lua = arg[-1] or "lua5.4"
@@ -57,7 +59,32 @@ if not finish(writer) then ok = false end
 
 if not finish(reader) then ok = false end
 
+-- The dict scenario: two processes count into one dict at once.
+local name = string.format("/lshm-demo-%d", math.floor(os.time() % 100000))
+local d = assert(shm.dict.create(name, 1024 * 1024))
+print(string.format("demo: made %s", tostring(d)))
+io.stdout:flush()
+local counters = { start("counters.lua", name, "a"), start("counters.lua", name, "b") }
+for _, c in ipairs(counters) do -- (their standard input: nothing to say)
+  if not finish(c) then ok = false end
+end
+print(string.format("demo: hits = %d (a: %d, b: %d): no increment lost", d:get("hits"),
+  d:get("hits:a"), d:get("hits:b")))
+local greeting = d:get("greeting")
+print(string.format("demo: cached %q, ttl %.2f s", tostring(greeting), d:ttl("greeting") or -1))
+d:segment():wait(0, d:segment():load(0), 0.6) -- a timer: 0.6 s (nobody notifies)
+local stale, _, expired = d:get_stale("greeting")
+print(string.format("demo: 0.6 s later get gives %s; get_stale gives %q, stale = %s", tostring(d:get("greeting")),
+  tostring(stale), tostring(expired)))
+if d:get("hits") ~= 2000 or d:get("greeting") ~= nil or not greeting then ok = false end
+d:remove()
+d:detach()
+
 os.remove(path)
+if shm.open(name) then
+  print("demo: " .. name .. " is still there!")
+  ok = false
+end
 for _, key in ipairs(keys) do
   local left = shm.open(key)
   if left then
@@ -66,5 +93,5 @@ for _, key in ipairs(keys) do
     ok = false
   end
 end
-if ok then print("demo: ipcs -m has neither key: everything was removed") end
+if ok then print("demo: ipcs -m and /dev/shm hold nothing of ours: everything was removed") end
 os.exit(ok and 0 or 1)

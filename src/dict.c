@@ -1,0 +1,2616 @@
+/*
+ * shm.dict: ngx.shared.DICT's API for any set of processes, in one segment.
+ *
+ * The file has two halves.  The core (dict_* and shm_dict_*) is plain C that
+ * never sees a lua_State: it takes pointers and lengths and returns a status,
+ * and every locked section has one unlock path (txn_end).  The binding below
+ * checks arguments, encodes values, calls the core and turns its statuses
+ * into Lua results.  No Lua call, no Lua allocation and no error happen while
+ * the lock is held.
+ *
+ * Layout of the segment (offsets, never pointers: processes map it at
+ * different addresses):
+ *   header (dhdr)   configuration, the lock, the readers' sequence word, the
+ *                   state guarded by the lock, and the undo journal
+ *   buckets         nbuckets x u32: heads of the hash chains (block refs)
+ *   refs            nbuckets x u8: "read since last looked at" bits
+ *   heap            nunits x D_UNIT bytes, a binary buddy allocator
+ * A block ref is a unit index into the heap; D_NIL is none.  A block starts
+ * with a header word (magic | kind | order).  Free blocks are on one doubly
+ * linked free list per order.  An entry (key and value) is one block; a list
+ * value keeps its elements in blocks of their own, doubly linked.
+ *
+ * Writers serialise on a robust lock (lock.c).  Every write to a word that is
+ * reachable in the committed state goes through the undo journal: the old
+ * value is appended before the word changes.  A process killed at any
+ * instruction leaves a journal that the next locker (who gets SHM_OWNERDIED)
+ * rolls back: only the key being changed is affected, and it keeps its old
+ * value.  New data is written into freshly allocated blocks, which are linked
+ * (journalled) only once complete.  Long operations (eviction, flush) commit
+ * between items.
+ *
+ * Readers (get, get_stale, ttl, llen) take no lock.  The sequence word is odd
+ * while a writer changes anything: a reader reads it, looks the key up and
+ * copies the value out, and keeps the copy only if the word did not change.
+ * Every ref, length and chain a reader follows is validated and bounded, so a
+ * read racing with a writer (or a hostile segment) is memory-safe; after
+ * D_SPINS failed tries a reader falls back to the lock.  Reads refresh LRU
+ * order through the refs bits (a reader sets its bucket's bit; eviction gives
+ * an entry whose bit is set a second chance), so readers write nothing but
+ * that byte, and only when it is clear.
+ *
+ * Everything read from the segment is untrusted: the configuration is
+ * validated once at attach and kept in the process-local handle; every ref
+ * is checked against the heap and the block header before use; every loop
+ * is bounded by the number of units.  Corruption is SHM_CORRUPT with a
+ * reason, never an access outside the mapping.
+ */
+/***
+@module shm
+*/
+#include "shm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DICT_MT "shm.dict"
+#define D_MAGIC 0x314349444d48534cULL /* "LSHMDIC1" */
+#define D_VERSION 1u
+#define D_UNIT 32u                    /* bytes per heap unit */
+#define D_UNITSHIFT 5
+#define D_MAXORDER 31u
+#define D_JMAX 512u                   /* undo journal entries */
+#define D_NIL 0xffffffffu
+#define D_SPINS 64                    /* optimistic tries before a reader locks */
+#define D_MAXKEY 65535u
+#define D_EXPIRE_ON_STORE 2           /* expired items freed from the LRU tail per store */
+#define D_MAXEVICT 30                 /* LRU items evicted at most per store */
+#define D_SECONDCHANCE 64             /* read items moved to the head at most per eviction */
+#define D_CACHELINE 64
+#define D_MINCAP (16u * 1024u)
+#define D_INPLACE 256u               /* a value of the same length up to this is overwritten in place */
+#define A8(n) (((size_t)(n) + 7) & ~(size_t)7)
+#define A4(n) (((size_t)(n) + 3) & ~(size_t)3)
+
+/* block header word: magic (16 bits) | kind (8) | order (8) */
+#define B_MAGIC 0x4c440000u
+#define B_FREE 1u
+#define B_ENTRY 2u
+#define B_NODE 3u
+#define BHDR(kind, order) (B_MAGIC | ((kind) << 8) | (order))
+#define BKIND(w) (((w) >> 8) & 0xffu)
+#define BORDER(w) ((w) & 0xffu)
+
+/* ---- the shared layout ---- */
+
+typedef struct djentry {
+  uint32_t word; /* byte offset / 4 of the journalled word */
+  uint32_t old;
+} djentry;
+
+typedef struct dhdr {
+  /* configuration: written once, validated at attach, never trusted after */
+  _Alignas(D_CACHELINE) uint64_t magic;
+  uint32_t version;
+  uint32_t hdrsize;
+  uint64_t size;        /* bytes of the segment the dict uses */
+  uint64_t bucket_off;  /* = hdrsize */
+  uint64_t refs_off;    /* = bucket_off + 4 * nbuckets */
+  uint64_t heap_off;    /* refs_off + nbuckets, rounded up to a cache line */
+  uint32_t nbuckets;    /* a power of two */
+  uint32_t nunits;      /* heap size in units */
+  uint32_t maxorder;    /* largest block order in the heap */
+  uint32_t seed;        /* hash seed */
+  /* the writers' lock (its own line) */
+  _Alignas(D_CACHELINE) shm_lock lock;
+  /* what readers follow: odd while a writer changes anything */
+  _Alignas(D_CACHELINE) uint64_t seq;
+  uint32_t flush_gen;   /* entries stored under another generation are expired */
+  uint32_t pad0;
+  /* state guarded by the lock; every word is journalled */
+  _Alignas(D_CACHELINE) uint32_t count; /* entries in the table, expired or not */
+  uint32_t free_units;
+  uint32_t lru_head;    /* most recently used */
+  uint32_t lru_tail;
+  uint32_t freelist[D_MAXORDER + 1];
+  uint64_t evicted;     /* statistics (journalled as two halves) */
+  uint64_t expired;
+  uint64_t recovered;
+  /* the undo journal */
+  _Alignas(D_CACHELINE) uint32_t jn;
+  uint32_t pad1;
+  djentry journal[D_JMAX];
+} dhdr;
+
+/* An entry: one block.  The key follows the header, then the value at the
+ * next multiple of 8 (numbers and list heads are aligned words). */
+typedef struct dentry {
+  uint32_t bhdr;     /* BHDR(B_ENTRY, order) */
+  uint32_t hash;
+  uint32_t next;     /* hash chain */
+  uint32_t lru_prev;
+  uint32_t lru_next;
+  uint32_t flags;    /* the user's flags */
+  uint32_t vlen;     /* value bytes; a list: its length */
+  uint32_t gen;      /* flush generation when stored */
+  uint64_t expires;  /* ms since the epoch (CLOCK_REALTIME), 0 = never */
+  uint32_t meta;     /* key length (low 16 bits) | value type << 16 */
+  uint32_t pad;
+} dentry;
+
+/* A list element: one block, the value follows. */
+typedef struct dnode {
+  uint32_t bhdr;     /* BHDR(B_NODE, order) */
+  uint32_t next;     /* towards the tail */
+  uint32_t prev;
+  uint32_t meta;     /* value type */
+  uint32_t vlen;
+  uint32_t pad;
+} dnode;
+
+/* a list entry's value: its element blocks */
+typedef struct dlist {
+  uint32_t head;
+  uint32_t tail;
+} dlist;
+
+_Static_assert(sizeof(dentry) == 48, "entry header");
+_Static_assert(sizeof(dnode) == 24, "node header");
+_Static_assert(sizeof(dhdr) % D_CACHELINE == 0, "header");
+
+#define HDRSIZE ((uint32_t)sizeof(dhdr))
+#define MKMETA(klen, type) ((uint32_t)(klen) | ((uint32_t)(type) << 16))
+#define MKLEN(meta) ((meta) & 0xffffu)
+#define MTYPE(meta) ((meta) >> 16)
+
+/* value types (also what the binding encodes) */
+enum { DV_NIL = 0, DV_BOOL = 1, DV_NUM = 2, DV_INT = 3, DV_STR = 4, DV_TABLE = 5, DV_LIST = 6 };
+
+/* statuses beyond the common ones */
+enum {
+  SHM_DICT_NOTFOUND = SHM_NSTATUS,
+  SHM_DICT_EXISTS,
+  SHM_DICT_NOMEM,
+  SHM_DICT_NOTNUM,
+  SHM_DICT_NOTLIST,
+  SHM_DICT_ISLIST,
+  SHM_DICT_BUFSMALL /* the caller's buffer is too small: *need says how much */
+};
+
+/* ---- the process-local handle (kept in the Lua userdata) ---- */
+
+typedef struct shm_dict {
+  unsigned char *base; /* the mapping; NULL once detached */
+  size_t size;
+  shm_ctx *ctx;        /* who we are, for the lock */
+  /* validated configuration: copies, never re-read from shared memory */
+  dhdr *h;
+  uint32_t *buckets;
+  unsigned char *refs;
+  unsigned char *heap;
+  uint32_t nbuckets, mask, nunits, maxorder, seed;
+  /* a transaction (valid while the lock is held) */
+  uint32_t jn;
+  int dirty;           /* seq made odd by this transaction */
+  int overflow;        /* the journal overflowed: roll back */
+  const char *why;     /* reason for SHM_CORRUPT */
+  /* the value buffer (binding side: outside the lock) */
+  char *buf;
+  size_t bufsize;
+} shm_dict;
+
+/* a value going in or out of the core */
+typedef struct dval {
+  int type;
+  uint32_t flags;
+  const char *ptr;     /* in: the bytes; out: in the caller's buffer */
+  size_t len;
+  int stale;           /* out: expired (get_stale) */
+} dval;
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LOADACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* seeded FNV-1a, then a final mix */
+static uint32_t dict_hash(uint32_t seed, const char *k, size_t n) {
+  uint32_t h = 2166136261u ^ seed;
+  size_t i;
+  for (i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 16777619u;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  return h;
+}
+
+/* ---- layout arithmetic and validation ---- */
+
+static uint32_t floorlog2(uint64_t v) {
+  uint32_t r = 0;
+  while (v > 1) {
+    v >>= 1;
+    r++;
+  }
+  return r;
+}
+
+typedef struct dgeom {
+  uint32_t nbuckets, nunits, maxorder;
+  uint64_t refs_off, heap_off;
+} dgeom;
+
+/* The layout for `size` bytes; 0 if it does not fit. */
+static int geometry(uint64_t size, dgeom *g) {
+  uint64_t nb = 16, rest;
+  if (size < D_MINCAP || size > ((uint64_t)1 << 34)) return 0;
+  while (nb < (1u << 24) && nb * 128 < size) nb <<= 1;
+  g->nbuckets = (uint32_t)nb;
+  g->refs_off = HDRSIZE + 4 * nb;
+  g->heap_off = (g->refs_off + nb + D_CACHELINE - 1) & ~(uint64_t)(D_CACHELINE - 1);
+  if (g->heap_off >= size) return 0;
+  rest = (size - g->heap_off) >> D_UNITSHIFT;
+  if (rest < 2 || rest > 0xfffffff0u) return 0;
+  g->nunits = (uint32_t)rest;
+  g->maxorder = floorlog2(rest);
+  return 1;
+}
+
+/* Validate the configuration and fill the handle; NULL or why not a dict. */
+static const char *dict_attach(shm_dict *d, unsigned char *base, size_t size) {
+  dhdr *h = (dhdr *)(void *)base;
+  dgeom g;
+  if (size < sizeof(dhdr)) return "segment too small for a dict";
+  if (LOADACQ(&h->magic) != D_MAGIC) return "not a dict (bad magic)";
+  if (h->version != D_VERSION) return "unsupported dict version";
+  if (h->hdrsize != HDRSIZE || h->bucket_off != HDRSIZE) return "bad header size";
+  if (h->size > size || !geometry(h->size, &g)) return "size does not match the segment";
+  if (h->nbuckets != g.nbuckets || h->refs_off != g.refs_off || h->heap_off != g.heap_off ||
+      h->nunits != g.nunits || h->maxorder != g.maxorder)
+    return "bad geometry";
+  d->base = base;
+  d->size = size;
+  d->h = h;
+  d->buckets = (uint32_t *)(void *)(base + HDRSIZE);
+  d->refs = base + g.refs_off;
+  d->heap = base + g.heap_off;
+  d->nbuckets = g.nbuckets;
+  d->mask = g.nbuckets - 1;
+  d->nunits = g.nunits;
+  d->maxorder = g.maxorder;
+  d->seed = h->seed;
+  return NULL;
+}
+
+/* Lay out a new dict in zeroed memory (the caller holds the lock, which
+ * stays as it is); the magic is published last. */
+static void dict_format(unsigned char *base, size_t size, uint32_t seed) {
+  dhdr *h = (dhdr *)(void *)base;
+  dgeom g;
+  uint32_t i, at, o;
+  unsigned char *heap;
+  geometry(size, &g);
+  h->version = D_VERSION;
+  h->hdrsize = HDRSIZE;
+  h->size = size;
+  h->bucket_off = HDRSIZE;
+  h->refs_off = g.refs_off;
+  h->heap_off = g.heap_off;
+  h->nbuckets = g.nbuckets;
+  h->nunits = g.nunits;
+  h->maxorder = g.maxorder;
+  h->seed = seed;
+  h->seq = 0;
+  h->flush_gen = 0;
+  h->count = 0;
+  h->lru_head = h->lru_tail = D_NIL;
+  h->evicted = h->expired = h->recovered = 0;
+  h->jn = 0;
+  memset(base + HDRSIZE, 0xff, 4 * (size_t)g.nbuckets); /* every bucket D_NIL */
+  memset(base + g.refs_off, 0, g.nbuckets);
+  for (o = 0; o <= D_MAXORDER; o++) h->freelist[o] = D_NIL;
+  /* carve the heap into maximal aligned blocks, largest first */
+  heap = base + g.heap_off;
+  h->free_units = g.nunits;
+  for (at = 0, o = g.maxorder + 1; o-- > 0;) {
+    if (g.nunits - at >= (1u << o)) {
+      uint32_t *w = (uint32_t *)(void *)(heap + ((size_t)at << D_UNITSHIFT));
+      w[0] = BHDR(B_FREE, o);
+      w[1] = D_NIL;
+      w[2] = D_NIL;
+      h->freelist[o] = at;
+      at += 1u << o;
+    }
+  }
+  (void)i;
+  __atomic_store_n(&h->magic, D_MAGIC, __ATOMIC_RELEASE);
+}
+
+/* ---- refs into the heap, validated ---- */
+
+static uint32_t *blockw(shm_dict *d, uint32_t ref) {
+  return (uint32_t *)(void *)(d->heap + ((size_t)ref << D_UNITSHIFT));
+}
+
+/* A block of `kind` at ref (any order if order < 0), whole inside the heap. */
+static int blockok(shm_dict *d, uint32_t ref, uint32_t kind, int order) {
+  uint32_t w, o;
+  if (ref >= d->nunits) return 0;
+  w = LOAD(blockw(d, ref));
+  o = BORDER(w);
+  if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != kind || o > d->maxorder) return 0;
+  if (order >= 0 && o != (uint32_t)order) return 0;
+  if ((ref & ((1u << o) - 1)) != 0 || (uint64_t)ref + (1u << o) > d->nunits) return 0;
+  return 1;
+}
+
+static size_t blockbytes(shm_dict *d, uint32_t ref) {
+  return (size_t)D_UNIT << BORDER(LOAD(blockw(d, ref)));
+}
+
+static dentry *entryof(shm_dict *d, uint32_t ref) { return (dentry *)(void *)blockw(d, ref); }
+static dnode *nodeof(shm_dict *d, uint32_t ref) { return (dnode *)(void *)blockw(d, ref); }
+
+/* An entry's key and value, checked to lie inside its block. */
+static int entryok(shm_dict *d, uint32_t ref) {
+  dentry *e;
+  uint32_t meta, type;
+  if (!blockok(d, ref, B_ENTRY, -1)) return 0;
+  e = entryof(d, ref);
+  meta = LOAD(&e->meta);
+  type = MTYPE(meta);
+  if (MKLEN(meta) == 0 || type < DV_BOOL || type > DV_LIST) return 0;
+  if (type == DV_LIST) return sizeof(dentry) + A8(MKLEN(meta)) + sizeof(dlist) <= blockbytes(d, ref);
+  return sizeof(dentry) + A8(MKLEN(meta)) + A4((uint64_t)LOAD(&e->vlen)) <= blockbytes(d, ref);
+}
+
+static const char *keyof(dentry *e) { return (const char *)(e + 1); }
+static unsigned char *valueof(dentry *e) {
+  return (unsigned char *)(e + 1) + A8(MKLEN(LOAD(&e->meta)));
+}
+
+static int nodeok(shm_dict *d, uint32_t ref) {
+  dnode *n;
+  uint32_t t;
+  if (!blockok(d, ref, B_NODE, -1)) return 0;
+  n = nodeof(d, ref);
+  t = LOAD(&n->meta);
+  if (t != DV_NUM && t != DV_STR && t != DV_INT) return 0;
+  return sizeof(dnode) + (uint64_t)LOAD(&n->vlen) <= blockbytes(d, ref);
+}
+
+static int expired(shm_dict *d, dentry *e, uint64_t *now) {
+  uint64_t x = LOAD(&e->expires);
+  if (LOAD(&e->gen) != LOAD(&d->h->flush_gen)) return 1;
+  if (x == 0) return 0;
+  if (*now == 0) *now = now_ms();
+  return x <= *now;
+}
+
+/* Find key in its chain.  *ref is the entry (D_NIL if absent), *link the
+ * word that points at it (the bucket or the previous entry's next).
+ * Bounded by the number of units; 0 on a bad chain. */
+static int lookup(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
+                  uint32_t **link) {
+  uint32_t *at = &d->buckets[hash & d->mask];
+  uint32_t r = LOAD(at), steps = 0;
+  while (r != D_NIL) {
+    dentry *e;
+    if (++steps > d->nunits || !entryok(d, r)) return 0;
+    e = entryof(d, r);
+    if (LOAD(&e->hash) == hash && MKLEN(LOAD(&e->meta)) == kl && memcmp(keyof(e), k, kl) == 0)
+      break;
+    at = &e->next;
+    r = LOAD(at);
+  }
+  *ref = r;
+  if (link != NULL) *link = at;
+  return 1;
+}
+
+/* ---- transactions: the lock, the journal, recovery ---- */
+
+static int corrupt(shm_dict *d, const char *why) {
+  d->why = why;
+  return SHM_CORRUPT;
+}
+
+/* A journalled write of a word reachable in the committed state. */
+static void jw(shm_dict *d, uint32_t *p, uint32_t v) {
+  dhdr *h = d->h;
+  uint32_t n = d->jn;
+  if (*p == v) return;
+  if (!d->dirty) {
+    STORE(&h->seq, h->seq + 1); /* odd: readers retry */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    d->dirty = 1;
+  }
+  if (n >= D_JMAX) {
+    d->overflow = 1;
+    return;
+  }
+  h->journal[n].word = (uint32_t)(((unsigned char *)p - d->base) >> 2);
+  h->journal[n].old = *p;
+  d->jn = n + 1;
+  __atomic_store_n(&h->jn, n + 1, __ATOMIC_RELEASE);
+  STORE(p, v);
+}
+
+static void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
+  uint32_t *w = (uint32_t *)(void *)p, lo, hi;
+  memcpy(&lo, &v, 4);
+  memcpy(&hi, (char *)&v + 4, 4);
+  jw(d, w, lo);
+  jw(d, w + 1, hi);
+}
+
+/* Undo an interrupted transaction: the journal is untrusted, each entry
+ * must name a word in the state, bucket or heap areas. */
+static const char *rollback(shm_dict *d) {
+  dhdr *h = d->h;
+  uint32_t n = LOAD(&h->jn);
+  size_t lo = offsetof(dhdr, count), hi = offsetof(dhdr, jn);
+  if (n > D_JMAX) return "bad journal length";
+  while (n-- > 0) {
+    size_t off = (size_t)h->journal[n].word << 2;
+    if (!((off >= lo && off + 4 <= hi) || (off >= HDRSIZE && off + 4 <= d->size)))
+      return "bad journal entry";
+    STORE((uint32_t *)(void *)(d->base + off), h->journal[n].old);
+  }
+  __atomic_store_n(&h->jn, 0, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* Make the committed state the current one: forget the journal. */
+static void commit(shm_dict *d) {
+  if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
+  d->jn = 0;
+  if (d->dirty) {
+    __atomic_store_n(&d->h->seq, d->h->seq + 1, __ATOMIC_RELEASE); /* even */
+    d->dirty = 0;
+  }
+}
+
+/* Take the lock, repairing what a dead owner left. */
+static int txn_begin(shm_dict *d) {
+  dhdr *h = d->h;
+  shm_deadline forever;
+  int r;
+  forever.forever = 1;
+  r = shm_lock_acquire(&h->lock, shm_ctx_self(d->ctx), &forever);
+  d->jn = 0;
+  d->dirty = 0;
+  d->overflow = 0;
+  if (r == SHM_OWNERDIED) {
+    const char *why = rollback(d);
+    if (why != NULL) {
+      shm_lock_release(&h->lock);
+      return corrupt(d, why);
+    }
+    h->recovered++;
+    r = SHM_OK;
+  }
+  /* no writer is inside now: an odd word (a dead writer's, or scribbled) is even again */
+  if (r == SHM_OK && (h->seq & 1)) __atomic_store_n(&h->seq, h->seq + 1, __ATOMIC_RELEASE);
+  return r;
+}
+
+/* The one unlock path: roll back what a failed operation (or an overflowing
+ * journal) changed since the last commit, commit the rest, unlock.
+ * Returns the status to report. */
+static int txn_end(shm_dict *d, int r) {
+  if (d->overflow && r == SHM_OK) r = corrupt(d, "journal overflow");
+  if (r != SHM_OK) { /* a failed operation changes nothing (evictions were committed) */
+    if (d->jn > 0) rollback(d);
+    d->jn = 0;
+    if (d->dirty) {
+      __atomic_store_n(&d->h->seq, d->h->seq + 1, __ATOMIC_RELEASE);
+      d->dirty = 0;
+    }
+  }
+  commit(d);
+  shm_lock_release(&d->h->lock);
+  return r;
+}
+
+/* ---- the buddy allocator (under the lock) ---- */
+
+static uint32_t order_for(size_t bytes) {
+  uint32_t o = 0;
+  while (((size_t)D_UNIT << o) < bytes && o < 63) o++;
+  return o;
+}
+
+static int fl_remove(shm_dict *d, uint32_t ref, uint32_t order) {
+  uint32_t *w = blockw(d, ref), next = w[1], prev = w[2];
+  if (next != D_NIL && !blockok(d, next, B_FREE, (int)order)) return 0;
+  if (prev != D_NIL && !blockok(d, prev, B_FREE, (int)order)) return 0;
+  if (prev == D_NIL) {
+    if (d->h->freelist[order] != ref) return 0;
+    jw(d, &d->h->freelist[order], next);
+  } else {
+    jw(d, &blockw(d, prev)[1], next);
+  }
+  if (next != D_NIL) jw(d, &blockw(d, next)[2], prev);
+  return 1;
+}
+
+static int fl_push(shm_dict *d, uint32_t ref, uint32_t order) {
+  uint32_t head = d->h->freelist[order], *w = blockw(d, ref);
+  if (head != D_NIL && !blockok(d, head, B_FREE, (int)order)) return 0;
+  jw(d, &w[0], BHDR(B_FREE, order));
+  jw(d, &w[1], head);
+  jw(d, &w[2], D_NIL);
+  if (head != D_NIL) jw(d, &blockw(d, head)[2], ref);
+  jw(d, &d->h->freelist[order], ref);
+  return 1;
+}
+
+/* A block of at least `bytes`: SHM_OK (*ref), SHM_DICT_NOMEM or SHM_CORRUPT. */
+static int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref) {
+  uint32_t k = order_for(bytes), j, r;
+  if (k > d->maxorder) return SHM_DICT_NOMEM;
+  for (j = k; j <= d->maxorder && d->h->freelist[j] == D_NIL; j++) {
+  }
+  if (j > d->maxorder) return SHM_DICT_NOMEM;
+  r = d->h->freelist[j];
+  if (!blockok(d, r, B_FREE, (int)j) || !fl_remove(d, r, j)) return corrupt(d, "bad free list");
+  while (j > k) {
+    j--;
+    if (!fl_push(d, r + (1u << j), j)) return corrupt(d, "bad free list");
+  }
+  jw(d, blockw(d, r), BHDR(kind, k));
+  jw(d, &d->h->free_units, d->h->free_units - (1u << k));
+  *ref = r;
+  return SHM_OK;
+}
+
+static int bfree(shm_dict *d, uint32_t ref) {
+  uint32_t w = LOAD(blockw(d, ref)), k = BORDER(w), size = 1u << k;
+  while (k < d->maxorder) {
+    uint32_t buddy = ref ^ (1u << k), lo = ref < buddy ? ref : buddy;
+    if ((uint64_t)lo + (2u << k) > d->nunits || !blockok(d, buddy, B_FREE, (int)k)) break;
+    if (!fl_remove(d, buddy, k)) return corrupt(d, "bad free list");
+    ref = lo;
+    k++;
+  }
+  if (!fl_push(d, ref, k)) return corrupt(d, "bad free list");
+  jw(d, &d->h->free_units, d->h->free_units + size);
+  return SHM_OK;
+}
+
+/* ---- entries (under the lock) ---- */
+
+static void lru_unlink(shm_dict *d, uint32_t ref) {
+  dentry *e = entryof(d, ref);
+  uint32_t prev = e->lru_prev, next = e->lru_next;
+  if (prev == D_NIL) jw(d, &d->h->lru_head, next);
+  else jw(d, &entryof(d, prev)->lru_next, next);
+  if (next == D_NIL) jw(d, &d->h->lru_tail, prev);
+  else jw(d, &entryof(d, next)->lru_prev, prev);
+}
+
+/* (a head that is not an entry is left alone: the next walk reports it) */
+static void lru_push_head(shm_dict *d, uint32_t ref) {
+  dentry *e = entryof(d, ref);
+  uint32_t head = d->h->lru_head;
+  if (head != D_NIL && !entryok(d, head)) head = D_NIL;
+  jw(d, &e->lru_prev, D_NIL);
+  jw(d, &e->lru_next, head);
+  if (head == D_NIL) jw(d, &d->h->lru_tail, ref);
+  else jw(d, &entryof(d, head)->lru_prev, ref);
+  jw(d, &d->h->lru_head, ref);
+}
+
+/* The LRU neighbours of ref must be entries (checked before relinking). */
+static int lru_ok(shm_dict *d, uint32_t ref) {
+  dentry *e = entryof(d, ref);
+  return (e->lru_prev == D_NIL || entryok(d, e->lru_prev)) &&
+         (e->lru_next == D_NIL || entryok(d, e->lru_next));
+}
+
+static void lru_touch(shm_dict *d, uint32_t ref) {
+  if (d->h->lru_head == ref) return;
+  lru_unlink(d, ref);
+  lru_push_head(d, ref);
+}
+
+/* Free a list's element blocks. */
+static int free_nodes(shm_dict *d, dentry *e) {
+  dlist l;
+  uint32_t r, steps = 0;
+  memcpy(&l, valueof(e), sizeof l);
+  for (r = l.head; r != D_NIL;) {
+    uint32_t next;
+    if (++steps > d->nunits || !nodeok(d, r)) return corrupt(d, "bad list");
+    next = nodeof(d, r)->next;
+    if (bfree(d, r) != SHM_OK) return SHM_CORRUPT;
+    r = next;
+  }
+  return SHM_OK;
+}
+
+/* Remove the entry at ref, which *link points at. */
+static int unlink_entry(shm_dict *d, uint32_t ref, uint32_t *link) {
+  dentry *e = entryof(d, ref);
+  if (!lru_ok(d, ref)) return corrupt(d, "bad LRU list");
+  if (MTYPE(e->meta) == DV_LIST && free_nodes(d, e) != SHM_OK) return SHM_CORRUPT;
+  jw(d, link, e->next);
+  lru_unlink(d, ref);
+  jw(d, &d->h->count, d->h->count - 1);
+  return bfree(d, ref);
+}
+
+/* The word pointing at entry ref in its chain (found again by its hash). */
+static uint32_t *linkto(shm_dict *d, uint32_t ref) {
+  dentry *e = entryof(d, ref);
+  uint32_t *at = &d->buckets[e->hash & d->mask];
+  uint32_t steps = 0;
+  while (*at != ref) {
+    if (*at == D_NIL || ++steps > d->nunits || !entryok(d, *at)) return NULL;
+    at = &entryof(d, *at)->next;
+  }
+  return at;
+}
+
+static void bump(shm_dict *d, uint64_t *stat) { jw64(d, stat, *stat + 1); }
+
+/* Free up to n expired entries from the LRU tail (ngx's expire(ctx, 1)). */
+static int expire_tail(shm_dict *d, int n, uint64_t *now) {
+  while (n-- > 0) {
+    uint32_t ref = d->h->lru_tail, *link;
+    if (ref == D_NIL) break;
+    if (!entryok(d, ref)) return corrupt(d, "bad LRU list");
+    if (!expired(d, entryof(d, ref), now)) break;
+    if ((link = linkto(d, ref)) == NULL) return corrupt(d, "bad hash chain");
+    if (unlink_entry(d, ref, link) != SHM_OK) return SHM_CORRUPT;
+    bump(d, &d->h->expired);
+    commit(d);
+  }
+  return SHM_OK;
+}
+
+/* Evict the least recently used entry (not `keep`), giving entries read
+ * since they were last looked at a second chance.  SHM_OK, NOMEM (nothing
+ * to evict) or CORRUPT. */
+static int evict_one(shm_dict *d, uint32_t keep) {
+  int chances = D_SECONDCHANCE;
+  uint32_t steps = 0;
+  for (;;) {
+    uint32_t ref = d->h->lru_tail, *link, b;
+    dentry *e;
+    if (ref == D_NIL) return SHM_DICT_NOMEM;
+    if (++steps > d->nunits || !entryok(d, ref) || !lru_ok(d, ref))
+      return corrupt(d, "bad LRU list");
+    e = entryof(d, ref);
+    b = e->hash & d->mask;
+    if ((ref == keep || (chances > 0 && LOAD(&d->refs[b]))) && d->h->lru_head != ref) {
+      if (ref != keep) chances--;
+      STORE(&d->refs[b], 0);
+      lru_touch(d, ref);
+      continue;
+    }
+    if (ref == keep) return SHM_DICT_NOMEM;
+    if ((link = linkto(d, ref)) == NULL) return corrupt(d, "bad hash chain");
+    if (unlink_entry(d, ref, link) != SHM_OK) return SHM_CORRUPT;
+    bump(d, &d->h->evicted);
+    commit(d);
+    return SHM_OK;
+  }
+}
+
+/* Allocate, evicting LRU entries when full unless `safe`. */
+static int alloc_evicting(shm_dict *d, size_t bytes, uint32_t kind, int safe, uint32_t keep,
+                          uint32_t *ref, int *forcible) {
+  int i, r = balloc(d, bytes, kind, ref);
+  for (i = 0; r == SHM_DICT_NOMEM && !safe && i < D_MAXEVICT; i++) {
+    if (order_for(bytes) > d->maxorder) break;
+    r = evict_one(d, keep);
+    if (r != SHM_OK) return r;
+    *forcible = 1;
+    r = balloc(d, bytes, kind, ref);
+  }
+  return r;
+}
+
+/* ---- the core operations ---- */
+
+enum { OP_SET = 0, OP_ADD = 1, OP_REPLACE = 2 };
+
+/* ms from now for an exptime in seconds, as ngx: truncated, <= 0 ms = never */
+static uint64_t expiry(double exptime, uint64_t *now) {
+  double ms = exptime * 1000.0;
+  if (!(ms >= 1.0)) return 0;
+  if (*now == 0) *now = now_ms();
+  if (ms > 1e15) ms = 1e15;
+  return *now + (uint64_t)ms;
+}
+
+/* Link a new entry for key (hash) into its chain, replacing the entry the
+ * key has (if any): its place is looked up again, since evictions may have
+ * changed the chain. */
+static int link_entry(shm_dict *d, uint32_t ref, const char *k, size_t kl, uint32_t hash) {
+  uint32_t old, *link;
+  int r;
+  if (!lookup(d, k, kl, hash, &old, &link)) return corrupt(d, "bad hash chain");
+  if (old != D_NIL) {
+    if ((r = unlink_entry(d, old, link)) != SHM_OK) return r;
+    if (!lookup(d, k, kl, hash, &old, &link)) return corrupt(d, "bad hash chain");
+  }
+  entryof(d, ref)->next = D_NIL; /* link is the chain's last word */
+  jw(d, link, ref);
+  lru_push_head(d, ref);
+  jw(d, &d->h->count, d->h->count + 1);
+  return SHM_OK;
+}
+
+/* A new entry (allocated, evicting unless `safe`), filled and linked. */
+static int new_entry(shm_dict *d, const char *k, size_t kl, uint32_t hash, int type,
+                     const void *v, size_t vlen, uint32_t flags, uint64_t expires, int safe,
+                     uint32_t keep, int *forcible) {
+  size_t vbytes = type == DV_LIST ? sizeof(dlist) : vlen;
+  uint32_t ref;
+  dentry *e;
+  int r = alloc_evicting(d, sizeof(dentry) + A8(kl) + A8(vbytes), B_ENTRY, safe, keep, &ref,
+                         forcible);
+  if (r != SHM_OK) return r;
+  e = entryof(d, ref);
+  e->hash = hash;
+  e->next = e->lru_prev = e->lru_next = D_NIL;
+  e->flags = flags;
+  e->vlen = type == DV_LIST ? 0 : (uint32_t)vlen;
+  e->gen = d->h->flush_gen;
+  e->expires = expires;
+  e->meta = MKMETA(kl, type);
+  e->pad = 0;
+  memcpy((char *)(e + 1), k, kl);
+  if (type == DV_LIST) {
+    dlist l = {D_NIL, D_NIL};
+    memcpy(valueof(e), &l, sizeof l);
+  } else {
+    memcpy(valueof(e), v, vlen);
+  }
+  return link_entry(d, ref, k, kl, hash);
+}
+
+/* Overwrite words of a reachable entry, journalled (dst 4-aligned, n bytes
+ * rounded up to words inside the block: entryok checked it). */
+static void jcopy(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
+  size_t i;
+  uint32_t w;
+  for (i = 0; i + 4 <= n; i += 4) {
+    memcpy(&w, (const char *)src + i, 4);
+    jw(d, (uint32_t *)(void *)(dst + i), w);
+  }
+  if (i < n) { /* the last word: the value's bytes, then what was there */
+    memcpy(&w, dst + i, 4);
+    memcpy(&w, (const char *)src + i, n - i);
+    jw(d, (uint32_t *)(void *)(dst + i), w);
+  }
+}
+
+static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t kl,
+                          const dval *v, double exptime, int *forcible) {
+  uint32_t hash = dict_hash(d->seed, k, kl), old, *link;
+  uint64_t now = 0;
+  int r, live;
+  *forcible = 0;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
+  if (!lookup(d, k, kl, hash, &old, &link)) {
+    r = corrupt(d, "bad hash chain");
+    goto done;
+  }
+  live = old != D_NIL && !expired(d, entryof(d, old), &now);
+  if ((op == OP_ADD && live) || (op == OP_REPLACE && !live)) {
+    r = live ? SHM_DICT_EXISTS : SHM_DICT_NOTFOUND;
+    goto done;
+  }
+  if (v->type == DV_NIL) { /* delete */
+    if (old != D_NIL) r = unlink_entry(d, old, link);
+    goto done;
+  }
+  if (old != D_NIL) {
+    dentry *e = entryof(d, old);
+    if (MTYPE(e->meta) != DV_LIST && e->vlen == v->len && v->len <= D_INPLACE &&
+        (d->h->lru_head == old || lru_ok(d, old))) {
+      /* same length: in place, every word journalled */
+      jcopy(d, valueof(e), v->ptr, v->len);
+      jw(d, &e->meta, MKMETA(kl, v->type));
+      jw(d, &e->flags, v->flags);
+      jw(d, &e->gen, d->h->flush_gen);
+      jw64(d, &e->expires, expiry(exptime, &now));
+      lru_touch(d, old);
+      goto done;
+    }
+  }
+  r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), safe,
+                old, forcible);
+done:
+  return txn_end(d, r);
+}
+
+/* Copy the value of e out (the caller checks the sequence word after). */
+static int copyout(dentry *e, dval *out, char *buf, size_t cap) {
+  uint32_t meta = LOAD(&e->meta);
+  out->type = (int)MTYPE(meta);
+  out->flags = LOAD(&e->flags);
+  if (out->type == DV_LIST) return SHM_DICT_ISLIST;
+  out->len = LOAD(&e->vlen);
+  if (out->len > cap) return SHM_DICT_BUFSMALL;
+  memcpy(buf, valueof(e), out->len);
+  out->ptr = buf;
+  return SHM_OK;
+}
+
+/* A read: looks the key up and runs `what` on the entry, first without the
+ * lock (the result is kept only if no writer moved meanwhile), after
+ * D_SPINS tries under the lock. */
+typedef int (*readfn)(shm_dict *d, dentry *e, uint64_t *now, void *arg);
+
+static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
+  uint32_t hash = dict_hash(d->seed, k, kl), ref;
+  int tries, r;
+  for (tries = 0; tries < D_SPINS; tries++) {
+    uint64_t s1 = LOADACQ(&d->h->seq), now = 0;
+    if (s1 & 1) {
+      cpu_relax();
+      continue;
+    }
+    if (!lookup(d, k, kl, hash, &ref, NULL)) r = -1;
+    else r = ref == D_NIL ? SHM_DICT_NOTFOUND : what(d, entryof(d, ref), &now, arg);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (LOAD(&d->h->seq) != s1) continue;
+    if (r == -1) return corrupt(d, "bad hash chain");
+    if (ref != D_NIL) { /* recency for the evictor: the bucket's bit */
+      unsigned char *bit = &d->refs[hash & d->mask];
+      if (LOAD(bit) == 0) STORE(bit, 1);
+    }
+    return r;
+  }
+  /* writers keep moving (or the sequence word is hostile): take the lock */
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  {
+    uint64_t now = 0;
+    if (!lookup(d, k, kl, hash, &ref, NULL)) r = corrupt(d, "bad hash chain");
+    else r = ref == D_NIL ? SHM_DICT_NOTFOUND : what(d, entryof(d, ref), &now, arg);
+  }
+  return txn_end(d, r);
+}
+
+typedef struct getarg {
+  dval *out;
+  char *buf;
+  size_t cap;
+  int stale;
+} getarg;
+
+static int read_get(shm_dict *d, dentry *e, uint64_t *now, void *arg) {
+  getarg *a = (getarg *)arg;
+  int x = expired(d, e, now);
+  if (x && !a->stale) return SHM_DICT_NOTFOUND;
+  a->out->stale = x;
+  return copyout(e, a->out, a->buf, a->cap);
+}
+
+/* get / get_stale: SHM_OK (out), NOTFOUND, ISLIST, BUFSMALL (out->len), CORRUPT */
+static int shm_dict_get(shm_dict *d, const char *k, size_t kl, int stale, dval *out, char *buf,
+                        size_t cap) {
+  getarg a;
+  a.out = out;
+  a.buf = buf;
+  a.cap = cap;
+  a.stale = stale;
+  return dict_read(d, k, kl, read_get, &a);
+}
+
+/* ttl of an entry that is there, expired or not (expired: negative, as ngx) */
+static int read_ttl(shm_dict *d, dentry *e, uint64_t *now, void *arg) {
+  uint64_t x = LOAD(&e->expires);
+  if (LOAD(&e->gen) != LOAD(&d->h->flush_gen)) x = 1; /* flushed */
+  if (x == 0) {
+    *(double *)arg = 0;
+  } else {
+    if (*now == 0) *now = now_ms();
+    *(double *)arg = ((double)x - (double)*now) / 1000.0;
+  }
+  return SHM_OK;
+}
+
+static int shm_dict_ttl(shm_dict *d, const char *k, size_t kl, double *ttl) {
+  return dict_read(d, k, kl, read_ttl, ttl);
+}
+
+static int read_llen(shm_dict *d, dentry *e, uint64_t *now, void *arg) {
+  if (expired(d, e, now)) return SHM_DICT_NOTFOUND;
+  if (MTYPE(LOAD(&e->meta)) != DV_LIST) return SHM_DICT_NOTLIST;
+  *(uint32_t *)arg = LOAD(&e->vlen);
+  return SHM_OK;
+}
+
+static int shm_dict_llen(shm_dict *d, const char *k, size_t kl, uint32_t *n) {
+  int r = dict_read(d, k, kl, read_llen, n);
+  if (r == SHM_DICT_NOTFOUND) {
+    *n = 0;
+    r = SHM_OK;
+  }
+  return r;
+}
+
+/* expire: any entry that is there (an expired one comes back, as ngx) */
+static int shm_dict_expire(shm_dict *d, const char *k, size_t kl, double exptime) {
+  uint32_t hash = dict_hash(d->seed, k, kl), ref;
+  uint64_t now = 0;
+  int r;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  if (!lookup(d, k, kl, hash, &ref, NULL)) r = corrupt(d, "bad hash chain");
+  else if (ref == D_NIL) r = SHM_DICT_NOTFOUND;
+  else {
+    dentry *e = entryof(d, ref);
+    jw(d, &e->gen, d->h->flush_gen);
+    jw64(d, &e->expires, expiry(exptime, &now));
+  }
+  return txn_end(d, r);
+}
+
+/* a + b as Lua does: integers wrap, anything else is a double */
+static int num_add(int ta, const unsigned char *a, int tb, const unsigned char *b,
+                   unsigned char *out) {
+  int64_t ia, ib;
+  double da, db;
+  if (ta == DV_INT && tb == DV_INT) {
+    memcpy(&ia, a, 8);
+    memcpy(&ib, b, 8);
+    ia = (int64_t)((uint64_t)ia + (uint64_t)ib);
+    memcpy(out, &ia, 8);
+    return DV_INT;
+  }
+  if (ta == DV_INT) {
+    memcpy(&ia, a, 8);
+    da = (double)ia;
+  } else {
+    memcpy(&da, a, 8);
+  }
+  if (tb == DV_INT) {
+    memcpy(&ib, b, 8);
+    db = (double)ib;
+  } else {
+    memcpy(&db, b, 8);
+  }
+  da += db;
+  memcpy(out, &da, 8);
+  return DV_NUM;
+}
+
+/* incr: io holds the step (DV_NUM or DV_INT, 8 bytes at io->ptr, writable)
+ * and gets the new value; init (or NULL) makes a missing key. */
+static int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const dval *init,
+                         double init_ttl, int *forcible) {
+  uint32_t hash = dict_hash(d->seed, k, kl), ref;
+  uint64_t now = 0;
+  unsigned char nv[8];
+  int r;
+  *forcible = 0;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
+  if (!lookup(d, k, kl, hash, &ref, NULL)) {
+    r = corrupt(d, "bad hash chain");
+    goto done;
+  }
+  if (ref == D_NIL || expired(d, entryof(d, ref), &now)) {
+    int t;
+    if (init == NULL) {
+      r = SHM_DICT_NOTFOUND;
+      goto done;
+    }
+    t = num_add(init->type, (const unsigned char *)init->ptr, io->type,
+                (const unsigned char *)io->ptr, nv);
+    r = new_entry(d, k, kl, hash, t, nv, 8, 0, expiry(init_ttl, &now), 0, ref, forcible);
+    io->type = t;
+  } else {
+    dentry *e = entryof(d, ref);
+    uint32_t type = MTYPE(e->meta);
+    if ((type != DV_NUM && type != DV_INT) || e->vlen != 8) {
+      r = SHM_DICT_NOTNUM;
+      goto done;
+    }
+    if (!lru_ok(d, ref)) {
+      r = corrupt(d, "bad LRU list");
+      goto done;
+    }
+    io->type = num_add((int)type, valueof(e), io->type, (const unsigned char *)io->ptr, nv);
+    jcopy(d, valueof(e), nv, 8);
+    if ((uint32_t)io->type != type) jw(d, &e->meta, MKMETA(kl, io->type));
+    lru_touch(d, ref);
+  }
+  memcpy((void *)io->ptr, nv, 8);
+done:
+  return txn_end(d, r);
+}
+
+/* The list head of a list entry (aligned words in the value). */
+static uint32_t *listof(dentry *e) { return (uint32_t *)(void *)valueof(e); }
+
+/* lpush/rpush: the new length in *n.  Lists never evict (as ngx). */
+static int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const dval *v,
+                         uint32_t *n) {
+  uint32_t hash = dict_hash(d->seed, k, kl), ref, *link, node, *lw, end;
+  uint64_t now = 0;
+  int r, forcible = 0;
+  dentry *e;
+  dnode *nd;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
+  if (!lookup(d, k, kl, hash, &ref, &link)) {
+    r = corrupt(d, "bad hash chain");
+    goto done;
+  }
+  if (ref != D_NIL) {
+    int x;
+    e = entryof(d, ref);
+    x = expired(d, e, &now);
+    if (!x && MTYPE(e->meta) != DV_LIST) {
+      r = SHM_DICT_NOTLIST;
+      goto done;
+    }
+    if (x) { /* an expired value: gone; a new list in its place */
+      if ((r = unlink_entry(d, ref, link)) != SHM_OK) goto done;
+      ref = D_NIL;
+    }
+  }
+  if (ref == D_NIL) {
+    r = new_entry(d, k, kl, hash, DV_LIST, NULL, 0, 0, 0, 1, D_NIL, &forcible);
+    if (r != SHM_OK) goto done;
+    if (!lookup(d, k, kl, hash, &ref, NULL) || ref == D_NIL) {
+      r = corrupt(d, "bad hash chain");
+      goto done;
+    }
+  }
+  if ((r = alloc_evicting(d, sizeof(dnode) + v->len, B_NODE, 1, ref, &node, &forcible)) != SHM_OK)
+    goto done;
+  e = entryof(d, ref);
+  lw = listof(e);
+  end = left ? lw[0] : lw[1];
+  if (end != D_NIL && !nodeok(d, end)) {
+    r = corrupt(d, "bad list");
+    goto done;
+  }
+  nd = nodeof(d, node);
+  nd->meta = (uint32_t)v->type;
+  nd->vlen = (uint32_t)v->len;
+  nd->pad = 0;
+  nd->next = left ? end : D_NIL;
+  nd->prev = left ? D_NIL : end;
+  memcpy(nd + 1, v->ptr, v->len);
+  if (end == D_NIL) jw(d, &lw[left ? 1 : 0], node); /* the only element: both ends */
+  else if (left) jw(d, &nodeof(d, end)->prev, node);
+  else jw(d, &nodeof(d, end)->next, node);
+  jw(d, &lw[left ? 0 : 1], node);
+  jw(d, &e->vlen, e->vlen + 1);
+  *n = e->vlen;
+  if (lru_ok(d, ref)) lru_touch(d, ref);
+  else r = corrupt(d, "bad LRU list");
+done:
+  return txn_end(d, r);
+}
+
+/* lpop/rpop into buf; NOTFOUND when missing or expired; the last element
+ * takes the key with it (as ngx). */
+static int shm_dict_pop(shm_dict *d, const char *k, size_t kl, int left, dval *out, char *buf,
+                        size_t cap) {
+  uint32_t hash = dict_hash(d->seed, k, kl), ref, *link, node, other, *lw;
+  uint64_t now = 0;
+  int r;
+  dentry *e;
+  dnode *nd;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
+  if (!lookup(d, k, kl, hash, &ref, &link)) {
+    r = corrupt(d, "bad hash chain");
+    goto done;
+  }
+  if (ref == D_NIL || expired(d, entryof(d, ref), &now)) {
+    r = SHM_DICT_NOTFOUND;
+    goto done;
+  }
+  e = entryof(d, ref);
+  if (MTYPE(e->meta) != DV_LIST) {
+    r = SHM_DICT_NOTLIST;
+    goto done;
+  }
+  lw = listof(e);
+  node = left ? lw[0] : lw[1];
+  if (node == D_NIL || !nodeok(d, node) || !lru_ok(d, ref)) {
+    r = corrupt(d, "bad list");
+    goto done;
+  }
+  nd = nodeof(d, node);
+  out->type = (int)nd->meta;
+  out->len = nd->vlen;
+  out->flags = 0;
+  if (out->len > cap) {
+    r = SHM_DICT_BUFSMALL;
+    goto done;
+  }
+  memcpy(buf, nd + 1, out->len);
+  out->ptr = buf;
+  if (e->vlen <= 1) {
+    r = unlink_entry(d, ref, link);
+    goto done;
+  }
+  other = left ? nd->next : nd->prev;
+  if (other == D_NIL || !nodeok(d, other)) {
+    r = corrupt(d, "bad list");
+    goto done;
+  }
+  jw(d, left ? &nodeof(d, other)->prev : &nodeof(d, other)->next, D_NIL);
+  jw(d, &lw[left ? 0 : 1], other);
+  jw(d, &e->vlen, e->vlen - 1);
+  lru_touch(d, ref);
+  r = bfree(d, node);
+done:
+  return txn_end(d, r);
+}
+
+/* flush_all: O(1) (every entry stored before is now expired), then frees
+ * up to 3 from the LRU tail, as ngx's forced round does. */
+static int shm_dict_flush_all(shm_dict *d) {
+  uint64_t now = 0;
+  int r;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  jw(d, &d->h->flush_gen, d->h->flush_gen + 1);
+  commit(d);
+  r = expire_tail(d, 3, &now);
+  return txn_end(d, r);
+}
+
+/* flush_expired: free up to max (0 = all) expired entries, from the LRU tail. */
+static int shm_dict_flush_expired(shm_dict *d, uint32_t max, uint32_t *freed) {
+  uint64_t now = 0;
+  uint32_t ref, steps = 0;
+  int r;
+  *freed = 0;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  ref = d->h->lru_tail;
+  while (ref != D_NIL && (max == 0 || *freed < max)) {
+    uint32_t prev, *link;
+    dentry *e;
+    if (++steps > d->nunits || !entryok(d, ref) || !lru_ok(d, ref)) {
+      r = corrupt(d, "bad LRU list");
+      break;
+    }
+    e = entryof(d, ref);
+    prev = e->lru_prev;
+    if (expired(d, e, &now)) {
+      if ((link = linkto(d, ref)) == NULL) {
+        r = corrupt(d, "bad hash chain");
+        break;
+      }
+      if ((r = unlink_entry(d, ref, link)) != SHM_OK) break;
+      bump(d, &d->h->expired);
+      commit(d);
+      (*freed)++;
+    }
+    ref = prev;
+  }
+  return txn_end(d, r);
+}
+
+/* get_keys: live keys (up to max, 0 = all), least recently used first, into
+ * buf as [u16 length][bytes]...; BUFSMALL with *need when it does not fit. */
+static int shm_dict_keys(shm_dict *d, uint32_t max, char *buf, size_t cap, size_t *need,
+                         uint32_t *nkeys) {
+  uint64_t now = 0;
+  uint32_t ref, steps = 0;
+  size_t used = 0;
+  int r;
+  *nkeys = 0;
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  for (ref = d->h->lru_tail; ref != D_NIL && (max == 0 || *nkeys < max);) {
+    dentry *e;
+    if (++steps > d->nunits || !entryok(d, ref)) {
+      r = corrupt(d, "bad LRU list");
+      break;
+    }
+    e = entryof(d, ref);
+    if (!expired(d, e, &now)) {
+      uint16_t kl = (uint16_t)MKLEN(e->meta);
+      if (used + 2 + kl <= cap) {
+        memcpy(buf + used, &kl, 2);
+        memcpy(buf + used + 2, keyof(e), kl);
+      }
+      used += 2 + (size_t)kl;
+      (*nkeys)++;
+    }
+    ref = e->lru_prev;
+  }
+  *need = used;
+  if (r == SHM_OK && used > cap) r = SHM_DICT_BUFSMALL;
+  return txn_end(d, r);
+}
+
+typedef struct dstat {
+  uint64_t count, evicted, expired, recovered, capacity, free;
+} dstat;
+
+static int shm_dict_stat(shm_dict *d, dstat *st) {
+  uint64_t now = 0;
+  uint32_t ref, steps = 0;
+  int r;
+  memset(st, 0, sizeof *st);
+  if ((r = txn_begin(d)) != SHM_OK) return r;
+  for (ref = d->h->lru_head; ref != D_NIL;) {
+    dentry *e;
+    if (++steps > d->nunits || !entryok(d, ref)) {
+      r = corrupt(d, "bad LRU list");
+      break;
+    }
+    e = entryof(d, ref);
+    if (!expired(d, e, &now)) st->count++;
+    ref = e->lru_next;
+  }
+  st->evicted = d->h->evicted;
+  st->expired = d->h->expired;
+  st->recovered = d->h->recovered;
+  st->capacity = d->size;
+  st->free = (uint64_t)d->h->free_units << D_UNITSHIFT;
+  return txn_end(d, r);
+}
+
+/* ---- entry points for LuaJIT's FFI ----
+ * The front module (lua/shm.lua under LuaJIT) calls these through a table of
+ * function pointers (shm.dict._ffi, a light userdata), never by symbol: only
+ * luaopen_shm_core is exported.  `ud` is a dict's userdata, whose metatable
+ * the caller checked; each call checks that it is still attached.  They
+ * return a status as the core does (shm_status, then the SHM_DICT_ ones), or
+ * FFI_DETACHED, or FFI_NOMEM.  Values cross as (type, bytes): DV_ types. */
+
+typedef struct ldict {
+  shm_dict d;
+  shm_segment *seg; /* kept alive by the user value */
+} ldict;
+
+#define FFI_DETACHED (-1)
+#define FFI_NOMEM (-2)
+
+static shm_dict *ffi_dict(void *ud) {
+  ldict *ld = (ldict *)ud;
+  return ld != NULL && ld->seg != NULL && ld->seg->addr != NULL && ld->seg->addr == ld->d.base
+             ? &ld->d
+             : NULL;
+}
+
+/* the handle's value buffer, at least n bytes; 0 or FFI_NOMEM */
+static int growbuf(shm_dict *d, size_t n) {
+  if (n > d->bufsize || d->buf == NULL) {
+    size_t want = n < 256 ? 256 : n;
+    char *nb = (char *)realloc(d->buf, want);
+    if (nb == NULL) return FFI_NOMEM;
+    d->buf = nb;
+    d->bufsize = want;
+  }
+  return 0;
+}
+
+static int ffi_get(void *ud, const char *k, size_t kl, int stale, int *type, const char **ptr,
+                   size_t *len, uint32_t *flags, int *isstale) {
+  shm_dict *d = ffi_dict(ud);
+  dval v;
+  int r, tries;
+  if (d == NULL) return FFI_DETACHED;
+  v.len = 0;
+  for (tries = 0;; tries++) {
+    if (growbuf(d, v.len) != 0) return FFI_NOMEM;
+    r = shm_dict_get(d, k, kl, stale, &v, d->buf, d->bufsize);
+    if (r != SHM_DICT_BUFSMALL || tries > 16) break;
+  }
+  if (r == SHM_OK) {
+    *type = v.type;
+    *ptr = v.ptr;
+    *len = v.len;
+    *flags = v.flags;
+    *isstale = v.stale;
+  }
+  return r;
+}
+
+static int ffi_store(void *ud, int op, int safe, const char *k, size_t kl, int type,
+                     const char *v, size_t vlen, uint32_t flags, double exptime, int *forcible) {
+  shm_dict *d = ffi_dict(ud);
+  dval val;
+  if (d == NULL) return FFI_DETACHED;
+  val.type = type;
+  val.ptr = v;
+  val.len = vlen;
+  val.flags = flags;
+  val.stale = 0;
+  return shm_dict_store(d, op, safe, k, kl, &val, exptime, forcible);
+}
+
+/* incr: *type and the 8 bytes at val are the step in, the new value out;
+ * inittype 0: no init. */
+static int ffi_incr(void *ud, const char *k, size_t kl, int *type, char *val, int inittype,
+                    const char *init, double init_ttl, int *forcible) {
+  shm_dict *d = ffi_dict(ud);
+  dval io, in;
+  int r;
+  if (d == NULL) return FFI_DETACHED;
+  io.type = *type;
+  io.ptr = val;
+  io.len = 8;
+  in.type = inittype;
+  in.ptr = init;
+  in.len = 8;
+  r = shm_dict_incr(d, k, kl, &io, inittype != 0 ? &in : NULL, init_ttl, forcible);
+  *type = io.type;
+  return r;
+}
+
+static int ffi_ttl(void *ud, const char *k, size_t kl, double *ttl) {
+  shm_dict *d = ffi_dict(ud);
+  return d == NULL ? FFI_DETACHED : shm_dict_ttl(d, k, kl, ttl);
+}
+
+static int ffi_expire(void *ud, const char *k, size_t kl, double exptime) {
+  shm_dict *d = ffi_dict(ud);
+  return d == NULL ? FFI_DETACHED : shm_dict_expire(d, k, kl, exptime);
+}
+
+static const char *ffi_why(void *ud) {
+  ldict *ld = (ldict *)ud;
+  return ld != NULL && ld->d.why != NULL ? ld->d.why : "?";
+}
+
+/* The table the front module casts shm.dict._ffi to (keep in step with the
+ * cdef in lua/shm.lua). */
+typedef struct shm_dict_ffi_api {
+  int version;
+  int (*get)(void *, const char *, size_t, int, int *, const char **, size_t *, uint32_t *, int *);
+  int (*store)(void *, int, int, const char *, size_t, int, const char *, size_t, uint32_t, double,
+               int *);
+  int (*incr)(void *, const char *, size_t, int *, char *, int, const char *, double, int *);
+  int (*ttl)(void *, const char *, size_t, double *);
+  int (*expire)(void *, const char *, size_t, double);
+  const char *(*why)(void *);
+} shm_dict_ffi_api;
+
+static const shm_dict_ffi_api dict_ffi = {1,       ffi_get,    ffi_store, ffi_incr,
+                                          ffi_ttl, ffi_expire, ffi_why};
+
+/* ======================================================================
+ * The binding: arguments, values, results.  Everything here runs outside
+ * the lock; the core above never sees a lua_State.
+ * ====================================================================== */
+
+#define MAXDEPTH 100 /* nesting of table values */
+
+/* The dict at 1, attached.  The methods carry the metatable as their first
+ * upvalue: a type check by metatable identity without a registry lookup. */
+static shm_dict *checkdict(lua_State *L) {
+  ldict *ld = (ldict *)lua_touserdata(L, 1);
+  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, 1, DICT_MT);
+  lua_pop(L, 1);
+  if (ld->seg->addr == NULL || ld->seg->addr != ld->d.base)
+    luaL_error(L, "attempt to use a detached dict");
+  return &ld->d;
+}
+
+static int raise_corrupt(lua_State *L, shm_dict *d) {
+  return luaL_error(L, "shm.dict: corrupted dict (%s)", d->why != NULL ? d->why : "?");
+}
+
+/* The key at idx: NULL after pushing `nil, msg` (2 results) for a key ngx
+ * refuses with a message.  Numbers (and, unless strict, anything else) are
+ * converted with tostring, as ngx does; strict (the list methods) raises
+ * for other types, as ngx's C methods do. */
+static const char *checkkey(lua_State *L, int idx, size_t *kl, int strict) {
+  const char *k;
+  const char *err = NULL;
+  if (lua_isnoneornil(L, idx)) err = "nil key";
+  else if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
+    k = lua_tolstring(L, idx, kl);
+  else if (strict)
+    k = luaL_checklstring(L, idx, kl);
+  else {
+    k = luaL_tolstring(L, idx, kl);
+    lua_replace(L, idx);
+  }
+  if (err == NULL && *kl == 0) err = "empty key";
+  if (err == NULL && *kl > D_MAXKEY) err = "key too long";
+  if (err == NULL) return k;
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  return NULL;
+}
+
+/* The value buffer, at least n bytes (grown outside the lock). */
+static char *dictbuf(lua_State *L, shm_dict *d, size_t n) {
+  if (growbuf(d, n) != 0) luaL_error(L, "not enough memory");
+  return d->buf;
+}
+
+/* ---- values: Lua <-> bytes ---- */
+
+/* The encoding buffer: a userdata in a fixed stack slot, replaced by a
+ * larger one as it grows (so the stack above it is free for lua_next, and an
+ * error leaves nothing to free). */
+typedef struct ebuf {
+  lua_State *L;
+  int slot;
+  char *p;
+  size_t n, cap;
+} ebuf;
+
+static void eb_add(ebuf *b, const void *s, size_t n) {
+  if (b->cap - b->n < n) {
+    size_t want = b->cap;
+    char *np;
+    while (want - b->n < n) {
+      if (want > SIZE_MAX / 2) luaL_error(b->L, "not enough memory");
+      want *= 2;
+    }
+    np = (char *)lua_newuserdatauv(b->L, want, 0);
+    memcpy(np, b->p, b->n);
+    lua_replace(b->L, b->slot);
+    b->p = np;
+    b->cap = want;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+}
+
+static void eb_byte(ebuf *b, int c) {
+  char ch = (char)c;
+  eb_add(b, &ch, 1);
+}
+
+static void eb_u32(ebuf *b, uint32_t v) { eb_add(b, &v, 4); }
+
+/* Encode the table at idx (visited: a table of the tables being encoded);
+ * 0 if it holds what a dict cannot store. */
+static int encode(lua_State *L, ebuf *b, int idx, int visited, int depth);
+
+static int encode_item(lua_State *L, ebuf *b, int idx, int visited, int depth) {
+  switch (lua_type(L, idx)) {
+  case LUA_TBOOLEAN:
+    eb_byte(b, lua_toboolean(L, idx) ? 't' : 'f');
+    return 1;
+  case LUA_TNUMBER: {
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+      int64_t i = (int64_t)lua_tointeger(L, idx);
+      eb_byte(b, 'i');
+      eb_add(b, &i, 8);
+      return 1;
+    }
+#endif
+    {
+      double n = (double)lua_tonumber(L, idx);
+      eb_byte(b, 'd');
+      eb_add(b, &n, 8);
+      return 1;
+    }
+  }
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (n > UINT32_MAX) return 0;
+    eb_byte(b, 's');
+    eb_u32(b, (uint32_t)n);
+    eb_add(b, s, n);
+    return 1;
+  }
+  case LUA_TTABLE:
+    return encode(L, b, idx, visited, depth + 1);
+  default:
+    return 0;
+  }
+}
+
+static int encode(lua_State *L, ebuf *b, int idx, int visited, int depth) {
+  uint32_t n = 0;
+  if (depth > MAXDEPTH) return 0;
+  luaL_checkstack(L, 6, "table value too deep");
+  if (lua_getmetatable(L, idx)) return 0; /* plain tables only */
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, visited) != LUA_TNIL) return 0; /* a cycle */
+  lua_pop(L, 1);
+  for (lua_pushnil(L); lua_next(L, idx);) {
+    lua_pop(L, 1);
+    n++;
+  }
+  lua_pushvalue(L, idx);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, visited);
+  eb_byte(b, '{');
+  eb_u32(b, n);
+  for (lua_pushnil(L); lua_next(L, idx);) {
+    int top = lua_gettop(L), kt = lua_type(L, top - 1);
+    if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN) return 0;
+    if (!encode_item(L, b, top - 1, visited, depth) || !encode_item(L, b, top, visited, depth))
+      return 0;
+    lua_settop(L, top - 1);
+  }
+  lua_pushvalue(L, idx);
+  lua_pushnil(L);
+  lua_rawset(L, visited);
+  return 1;
+}
+
+typedef struct dsrc {
+  const unsigned char *p, *end;
+} dsrc;
+
+static int decode_item(lua_State *L, dsrc *s, int depth);
+
+static int decode_table(lua_State *L, dsrc *s, int depth) {
+  uint32_t n, i;
+  if (depth > MAXDEPTH || s->end - s->p < 4) return 0;
+  memcpy(&n, s->p, 4);
+  s->p += 4;
+  if (n > (size_t)(s->end - s->p) / 2) return 0; /* each item takes a byte at least */
+  luaL_checkstack(L, 4, "table value too deep");
+  lua_createtable(L, 0, n < 1024 ? (int)n : 1024);
+  for (i = 0; i < n; i++) {
+    if (!decode_item(L, s, depth) || lua_isnil(L, -1)) return 0;
+    if (!decode_item(L, s, depth)) return 0;
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
+static int decode_item(lua_State *L, dsrc *s, int depth) {
+  int tag;
+  if (s->p >= s->end) return 0;
+  tag = *s->p++;
+  switch (tag) {
+  case 't': case 'f':
+    lua_pushboolean(L, tag == 't');
+    return 1;
+  case 'i': case 'd': {
+    if (s->end - s->p < 8) return 0;
+    if (tag == 'i') {
+      int64_t i;
+      memcpy(&i, s->p, 8);
+      lua_pushinteger(L, (lua_Integer)i);
+    } else {
+      double n;
+      memcpy(&n, s->p, 8);
+      lua_pushnumber(L, (lua_Number)n);
+    }
+    s->p += 8;
+    return 1;
+  }
+  case 's': {
+    uint32_t n;
+    if (s->end - s->p < 4) return 0;
+    memcpy(&n, s->p, 4);
+    s->p += 4;
+    if (n > (size_t)(s->end - s->p)) return 0;
+    lua_pushlstring(L, (const char *)s->p, n);
+    s->p += n;
+    return 1;
+  }
+  case '{':
+    return decode_table(L, s, depth + 1);
+  default:
+    return 0;
+  }
+}
+
+/* The value at idx as a dval (the bytes live in *num or on the stack above
+ * idx); 0 for a type the dict cannot store.  `list`: strings and numbers only. */
+static int tovalue(lua_State *L, int idx, dval *v, unsigned char *num, int list) {
+  v->flags = 0;
+  v->ptr = (const char *)num;
+  switch (lua_type(L, idx)) {
+  case LUA_TNONE:
+  case LUA_TNIL:
+    if (list) return 0;
+    v->type = DV_NIL;
+    v->len = 0;
+    return 1;
+  case LUA_TBOOLEAN:
+    if (list) return 0;
+    v->type = DV_BOOL;
+    num[0] = (unsigned char)lua_toboolean(L, idx);
+    v->len = 1;
+    return 1;
+  case LUA_TNUMBER: {
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+      int64_t i = (int64_t)lua_tointeger(L, idx);
+      v->type = DV_INT;
+      memcpy(num, &i, 8);
+      v->len = 8;
+      return 1;
+    }
+#endif
+    {
+      double n = (double)lua_tonumber(L, idx);
+      v->type = DV_NUM;
+      memcpy(num, &n, 8);
+      v->len = 8;
+      return 1;
+    }
+  }
+  case LUA_TSTRING:
+    v->type = DV_STR;
+    v->ptr = lua_tolstring(L, idx, &v->len);
+    return v->len <= UINT32_MAX;
+  case LUA_TTABLE: {
+    ebuf b;
+    int visited;
+    if (list) return 0;
+    lua_newtable(L);
+    visited = lua_gettop(L);
+    b.L = L;
+    b.cap = 256;
+    b.n = 0;
+    b.p = (char *)lua_newuserdatauv(L, b.cap, 0);
+    b.slot = lua_gettop(L);
+    if (!encode(L, &b, idx, visited, 1)) return 0;
+    lua_settop(L, b.slot); /* the buffer stays on the stack while the core copies it */
+    v->type = DV_TABLE;
+    v->ptr = b.p;
+    v->len = b.n;
+    return v->len <= UINT32_MAX;
+  }
+  default:
+    return 0;
+  }
+}
+
+/* Push a value copied out of the dict. */
+static void pushvalue(lua_State *L, shm_dict *d, const dval *v) {
+  switch (v->type) {
+  case DV_BOOL:
+    lua_pushboolean(L, v->len > 0 && v->ptr[0] != 0);
+    break;
+  case DV_INT: {
+    int64_t i = 0;
+    if (v->len == 8) memcpy(&i, v->ptr, 8);
+    lua_pushinteger(L, (lua_Integer)i);
+    break;
+  }
+  case DV_NUM: {
+    double n = 0;
+    if (v->len == 8) memcpy(&n, v->ptr, 8);
+    lua_pushnumber(L, (lua_Number)n);
+    break;
+  }
+  case DV_TABLE: {
+    dsrc s;
+    int top = lua_gettop(L);
+    s.p = (const unsigned char *)v->ptr;
+    s.end = s.p + v->len;
+    if (s.p == s.end || *s.p++ != '{' || !decode_table(L, &s, 1) || s.p != s.end) {
+      lua_settop(L, top);
+      d->why = "bad table value";
+      raise_corrupt(L, d);
+    }
+    break;
+  }
+  default:
+    lua_pushlstring(L, v->ptr, v->len);
+    break;
+  }
+}
+
+/* Flags are pushed only when non-zero (as ngx), as the int32 ngx gives. */
+static int pushflags(lua_State *L, uint32_t flags, int always) {
+  if (flags == 0 && !always) return 0;
+  if (flags == 0) lua_pushnil(L);
+  else lua_pushinteger(L, (lua_Integer)(int32_t)flags);
+  return 1;
+}
+
+/* Raise for a core failure that is not a result. */
+static int fail(lua_State *L, shm_dict *d, int r) {
+  if (r == SHM_CORRUPT) return raise_corrupt(L, d);
+  return luaL_error(L, "shm.dict: unexpected status %d", r);
+}
+
+/* ---- reads ---- */
+
+static int l_get_common(lua_State *L, int stale) {
+  shm_dict *d = checkdict(L);
+  size_t kl;
+  const char *k = checkkey(L, 2, &kl, 0);
+  dval v;
+  int r, tries;
+  if (k == NULL) return 2;
+  v.len = 0;
+  for (tries = 0;; tries++) {
+    char *buf = dictbuf(L, d, v.len);
+    r = shm_dict_get(d, k, kl, stale, &v, buf, d->bufsize);
+    if (r != SHM_DICT_BUFSMALL || tries > 16) break;
+  }
+  switch (r) {
+  case SHM_OK:
+    pushvalue(L, d, &v);
+    if (!stale) return 1 + pushflags(L, v.flags, 0);
+    pushflags(L, v.flags, 1);
+    lua_pushboolean(L, v.stale);
+    return 3;
+  case SHM_DICT_NOTFOUND:
+    lua_pushnil(L);
+    return 1;
+  case SHM_DICT_ISLIST:
+    lua_pushnil(L);
+    lua_pushliteral(L, "value is a list");
+    return 2;
+  default:
+    return fail(L, d, r);
+  }
+}
+
+/***
+A dictionary in shared memory with ngx.shared.DICT's API (see `shm.dict.create`).
+@type dict
+*/
+
+/***
+The value of a key, and its flags when they are not 0.
+@function dict:get
+@tparam string key (a number is converted with `tostring`)
+@return the value (string, number, boolean or table), or `nil` when missing or expired
+@treturn[opt] integer flags
+@treturn[2] nil
+@treturn[2] string `"nil key"`, `"empty key"`, `"key too long"` or `"value is a list"`
+@usage local v, flags = d:get("user:42")
+*/
+static int l_get(lua_State *L) { return l_get_common(L, 0); }
+
+/***
+As `get`, but an expired value that is still in memory is returned too.
+@function dict:get_stale
+@tparam string key
+@return the value
+@treturn integer|nil flags
+@treturn boolean stale: whether it has expired
+@usage local v, _, stale = d:get_stale("config")
+*/
+static int l_get_stale(lua_State *L) { return l_get_common(L, 1); }
+
+/* ---- stores ---- */
+
+/* exptime at idx: nil/false = 0; raises for a negative or non-number. */
+static double optexptime(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx) || (lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)))
+    return 0;
+  if (lua_type(L, idx) != LUA_TNUMBER || lua_tonumber(L, idx) < 0)
+    luaL_error(L, "bad \"exptime\" argument");
+  return (double)lua_tonumber(L, idx);
+}
+
+static uint32_t optflags(lua_State *L, int idx) {
+  lua_Number f;
+  if (lua_isnoneornil(L, idx) || (lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)))
+    return 0;
+  if (lua_type(L, idx) != LUA_TNUMBER) luaL_error(L, "bad \"flags\" argument");
+  f = lua_tonumber(L, idx);
+  if (!(f >= -2147483648.0 && f < 4294967296.0)) luaL_error(L, "bad \"flags\" argument");
+  return f < 0 ? (uint32_t)(int32_t)f : (uint32_t)f;
+}
+
+static int store(lua_State *L, int op, int safe) {
+  shm_dict *d = checkdict(L);
+  double exptime = optexptime(L, 4);
+  uint32_t flags = optflags(L, 5);
+  size_t kl;
+  const char *k;
+  unsigned char num[8];
+  dval v;
+  int r, forcible = 0;
+  if ((k = checkkey(L, 2, &kl, 0)) == NULL) return 2;
+  if (!tovalue(L, 3, &v, num, 0)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "bad value type");
+    return 2;
+  }
+  if (v.type == DV_NIL && op != OP_SET) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "attempt to add or replace nil values");
+    lua_pushboolean(L, 0);
+    return 3;
+  }
+  v.flags = flags;
+  r = shm_dict_store(d, op, safe, k, kl, &v, exptime, &forcible);
+  if (r == SHM_CORRUPT || r == SHM_ERRNO) return fail(L, d, r);
+  lua_pushboolean(L, r == SHM_OK);
+  switch (r) {
+  case SHM_OK: lua_pushnil(L); break;
+  case SHM_DICT_EXISTS: lua_pushliteral(L, "exists"); break;
+  case SHM_DICT_NOTFOUND: lua_pushliteral(L, "not found"); break;
+  case SHM_DICT_NOMEM: lua_pushliteral(L, "no memory"); break;
+  default: return fail(L, d, r);
+  }
+  lua_pushboolean(L, forcible);
+  return 3;
+}
+
+/***
+Store a value (`nil` deletes), evicting least recently used items when full.
+Values: strings (binary-safe), numbers (integers stay integers on Lua 5.3+),
+booleans, and plain tables of those (nested; no cycles, functions or userdata).
+@function dict:set
+@tparam string key
+@param value
+@tparam[opt=0] number exptime seconds (millisecond resolution); 0 never expires
+@tparam[opt=0] integer flags user flags, returned by `get`
+@treturn boolean ok
+@treturn string|nil err `"no memory"`
+@treturn boolean forcible: whether live items were evicted to make room
+@usage local ok, err, forcible = d:set("session:1", {user = "ann"}, 3600)
+*/
+static int l_set(lua_State *L) { return store(L, OP_SET, 0); }
+
+/***
+As `set`, but never evicts: `false, "no memory"` when full.
+@function dict:safe_set
+@usage assert(d:safe_set("k", "v"))
+*/
+static int l_safe_set(lua_State *L) { return store(L, OP_SET, 1); }
+
+/***
+As `set`, only if the key is missing (or expired): else `false, "exists"`.
+@function dict:add
+@usage if d:add("lock:job", true, 30) then run() end
+*/
+static int l_add(lua_State *L) { return store(L, OP_ADD, 0); }
+
+/***
+As `add`, but never evicts.
+@function dict:safe_add
+@usage d:safe_add("k", 1)
+*/
+static int l_safe_add(lua_State *L) { return store(L, OP_ADD, 1); }
+
+/***
+As `set`, only if the key is there (and live): else `false, "not found"`.
+@function dict:replace
+@usage d:replace("config", new)
+*/
+static int l_replace(lua_State *L) { return store(L, OP_REPLACE, 0); }
+
+/***
+Delete a key (as `set(key, nil)`).
+@function dict:delete
+@tparam string key
+@treturn boolean true
+@usage d:delete("session:1")
+*/
+static int l_delete(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  return store(L, OP_SET, 0);
+}
+
+/* A number at idx (numeric strings converted): 0 if none. */
+static int tonum(lua_State *L, int idx, dval *v, unsigned char *num) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    lua_Number n;
+#if LUA_VERSION_NUM >= 503
+    if (lua_stringtonumber(L, lua_tostring(L, idx)) != 0) {
+      lua_replace(L, idx);
+      return tovalue(L, idx, v, num, 1);
+    }
+    return 0;
+#else
+    if (!lua_isnumber(L, idx)) return 0;
+    n = lua_tonumber(L, idx);
+    lua_pushnumber(L, n);
+    lua_replace(L, idx);
+#endif
+    (void)n;
+  }
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  return tovalue(L, idx, v, num, 1);
+}
+
+/***
+Add `step` to a number: integers stay integers (Lua 5.3+), anything else adds as
+floats.  A missing (or expired) key is made `init + step` when `init` is given.
+@function dict:incr
+@tparam string key
+@tparam number step
+@tparam[opt] number init
+@tparam[opt] number init_ttl seconds, for a key made from `init`
+@treturn number the new value
+@treturn[opt] nil
+@treturn[opt] boolean forcible (when `init` is given)
+@treturn[2] nil
+@treturn[2] string `"not found"`, `"not a number"`, `"no memory"`
+@usage local hits = d:incr("hits", 1, 0)
+*/
+static int l_incr(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  size_t kl;
+  const char *k;
+  unsigned char sb[8], ib[8];
+  dval step, init;
+  int hasinit, r, forcible = 0;
+  double init_ttl = 0;
+  lua_settop(L, 5);
+  if ((k = checkkey(L, 2, &kl, 0)) == NULL) return 2;
+  if (!tonum(L, 3, &step, sb))
+    return luaL_error(L, "bad step arg: number expected, got %s", luaL_typename(L, 3));
+  hasinit = lua_toboolean(L, 4);
+  if (hasinit && !tonum(L, 4, &init, ib))
+    return luaL_error(L, "bad init arg: number expected, got %s", luaL_typename(L, 4));
+  if (!lua_isnil(L, 5)) {
+    if (lua_type(L, 5) != LUA_TNUMBER && !lua_isnumber(L, 5))
+      return luaL_error(L, "bad init_ttl arg: number expected, got %s", luaL_typename(L, 5));
+    init_ttl = (double)lua_tonumber(L, 5);
+    if (init_ttl < 0) return luaL_error(L, "bad \"init_ttl\" argument");
+    if (!hasinit) return luaL_error(L, "must provide \"init\" when providing \"init_ttl\"");
+  }
+  r = shm_dict_incr(d, k, kl, &step, hasinit ? &init : NULL, init_ttl, &forcible);
+  switch (r) {
+  case SHM_OK:
+    pushvalue(L, d, &step);
+    if (!hasinit) return 1;
+    lua_pushnil(L);
+    lua_pushboolean(L, forcible);
+    return 3;
+  case SHM_DICT_NOTFOUND: lua_pushnil(L); lua_pushliteral(L, "not found"); return 2;
+  case SHM_DICT_NOTNUM: lua_pushnil(L); lua_pushliteral(L, "not a number"); return 2;
+  case SHM_DICT_NOMEM: lua_pushnil(L); lua_pushliteral(L, "no memory"); return 2;
+  default: return fail(L, d, r);
+  }
+}
+
+/* ---- lists ---- */
+
+static void checkargs(lua_State *L, int n) {
+  int top = lua_gettop(L);
+  if (top != n) luaL_error(L, "expecting %d arguments, but only seen %d", n, top);
+}
+
+static int push(lua_State *L, int left) {
+  shm_dict *d;
+  size_t kl;
+  const char *k;
+  unsigned char num[8];
+  dval v;
+  uint32_t n = 0;
+  int r;
+  checkargs(L, 3);
+  d = checkdict(L);
+  if ((k = checkkey(L, 2, &kl, 1)) == NULL) return 2;
+  if (!tovalue(L, 3, &v, num, 1)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "bad value type");
+    return 2;
+  }
+  r = shm_dict_push(d, k, kl, left, &v, &n);
+  switch (r) {
+  case SHM_OK: lua_pushinteger(L, (lua_Integer)n); return 1;
+  case SHM_DICT_NOTLIST: lua_pushnil(L); lua_pushliteral(L, "value not a list"); return 2;
+  case SHM_DICT_NOMEM: lua_pushnil(L); lua_pushliteral(L, "no memory"); return 2;
+  default: return fail(L, d, r);
+  }
+}
+
+/***
+Push to the head of a list (made when missing); lists hold strings and numbers.
+@function dict:lpush
+@tparam string key
+@tparam string|number value
+@treturn integer the list's length
+@treturn[2] nil
+@treturn[2] string `"value not a list"`, `"bad value type"`, `"no memory"`
+@usage d:lpush("jobs", "job 1")
+*/
+static int l_lpush(lua_State *L) { return push(L, 1); }
+
+/***
+Push to the tail of a list.
+@function dict:rpush
+@usage d:rpush("jobs", "job 2")
+*/
+static int l_rpush(lua_State *L) { return push(L, 0); }
+
+static int pop(lua_State *L, int left) {
+  shm_dict *d;
+  size_t kl;
+  const char *k;
+  dval v;
+  int r, tries;
+  checkargs(L, 2);
+  d = checkdict(L);
+  if ((k = checkkey(L, 2, &kl, 1)) == NULL) return 2;
+  v.len = 0;
+  for (tries = 0;; tries++) {
+    char *buf = dictbuf(L, d, v.len);
+    r = shm_dict_pop(d, k, kl, left, &v, buf, d->bufsize);
+    if (r != SHM_DICT_BUFSMALL || tries > 16) break;
+  }
+  switch (r) {
+  case SHM_OK: pushvalue(L, d, &v); return 1;
+  case SHM_DICT_NOTFOUND: lua_pushnil(L); return 1;
+  case SHM_DICT_NOTLIST: lua_pushnil(L); lua_pushliteral(L, "value not a list"); return 2;
+  default: return fail(L, d, r);
+  }
+}
+
+/***
+Pop from the head of a list; the last element takes the key with it.
+@function dict:lpop
+@tparam string key
+@return the element, or `nil` when the list is empty or missing
+@usage local job = d:lpop("jobs")
+*/
+static int l_lpop(lua_State *L) { return pop(L, 1); }
+
+/***
+Pop from the tail of a list.
+@function dict:rpop
+@usage local last = d:rpop("jobs")
+*/
+static int l_rpop(lua_State *L) { return pop(L, 0); }
+
+/***
+The length of a list (0 when missing).  Takes no lock.
+@function dict:llen
+@tparam string key
+@treturn integer
+@usage print(d:llen("jobs"))
+*/
+static int l_llen(lua_State *L) {
+  shm_dict *d;
+  size_t kl;
+  const char *k;
+  uint32_t n = 0;
+  int r;
+  checkargs(L, 2);
+  d = checkdict(L);
+  if ((k = checkkey(L, 2, &kl, 1)) == NULL) return 2;
+  r = shm_dict_llen(d, k, kl, &n);
+  if (r == SHM_OK) {
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+  }
+  if (r == SHM_DICT_NOTLIST) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "value not a list");
+    return 2;
+  }
+  return fail(L, d, r);
+}
+
+/* ---- expiry ---- */
+
+/* seconds as an integer when whole (ttl 2^31 prints as ngx prints it) */
+static void pushseconds(lua_State *L, double s) {
+  if (s == floor(s) && fabs(s) < 9007199254740992.0) lua_pushinteger(L, (lua_Integer)s);
+  else lua_pushnumber(L, (lua_Number)s);
+}
+
+/***
+Seconds until a key expires (millisecond resolution): `0` if it never does; an
+expired key still in memory gives a negative number (as ngx).  Takes no lock.
+@function dict:ttl
+@tparam string key
+@treturn number
+@treturn[2] nil
+@treturn[2] string `"not found"`
+@usage local left = d:ttl("session:1")
+*/
+static int l_ttl(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  size_t kl;
+  const char *k = checkkey(L, 2, &kl, 0);
+  double t = 0;
+  int r;
+  if (k == NULL) return 2;
+  r = shm_dict_ttl(d, k, kl, &t);
+  if (r == SHM_OK) {
+    pushseconds(L, t);
+    return 1;
+  }
+  if (r == SHM_DICT_NOTFOUND) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not found");
+    return 2;
+  }
+  return fail(L, d, r);
+}
+
+/***
+Set a key's time to live (`0`: never expires).
+@function dict:expire
+@tparam string key
+@tparam number exptime seconds
+@treturn boolean true
+@treturn[2] nil
+@treturn[2] string `"not found"`
+@usage d:expire("session:1", 60)
+*/
+static int l_expire(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  size_t kl;
+  const char *k;
+  double t;
+  int r;
+  if (lua_isnoneornil(L, 3) || (lua_type(L, 3) == LUA_TBOOLEAN && !lua_toboolean(L, 3)) ||
+      !lua_isnumber(L, 3))
+    return luaL_error(L, "bad \"exptime\" argument");
+  t = (double)lua_tonumber(L, 3);
+  if ((k = checkkey(L, 2, &kl, 0)) == NULL) return 2;
+  r = shm_dict_expire(d, k, kl, t);
+  if (r == SHM_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (r == SHM_DICT_NOTFOUND) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not found");
+    return 2;
+  }
+  return fail(L, d, r);
+}
+
+/***
+Mark every item expired (`get_stale` still sees them until they are freed).
+@function dict:flush_all
+@usage d:flush_all()
+*/
+static int l_flush_all(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  int r = shm_dict_flush_all(d);
+  if (r != SHM_OK) return fail(L, d, r);
+  return 0;
+}
+
+/* the optional max of flush_expired and get_keys: count checked as ngx */
+static uint32_t optmax(lua_State *L, uint32_t def) {
+  int top = lua_gettop(L);
+  lua_Integer m;
+  if (top < 1 || top > 2) luaL_error(L, "expecting 1 or 2 argument(s), but saw %d", top);
+  if (top == 1) return def;
+  m = luaL_checkinteger(L, 2);
+  return m <= 0 ? 0 : m > (lua_Integer)UINT32_MAX ? UINT32_MAX : (uint32_t)m;
+}
+
+/***
+Free expired items.
+@function dict:flush_expired
+@tparam[opt=0] integer max at most this many (0: all)
+@treturn integer how many were freed
+@usage d:flush_expired()
+*/
+static int l_flush_expired(lua_State *L) {
+  uint32_t max = optmax(L, 0), n = 0;
+  shm_dict *d = checkdict(L);
+  int r = shm_dict_flush_expired(d, max, &n);
+  if (r != SHM_OK) return fail(L, d, r);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+/***
+Live keys, least recently used first.  The keys are copied out under the lock
+and turned into Lua strings after it is released.
+@function dict:get_keys
+@tparam[opt=1024] integer max at most this many (0: all)
+@treturn {string,...}
+@usage for _, k in ipairs(d:get_keys(0)) do print(k) end
+*/
+static int l_get_keys(lua_State *L) {
+  uint32_t max = optmax(L, 1024), n = 0, i;
+  shm_dict *d = checkdict(L);
+  size_t need = 0, at = 0;
+  int r, tries;
+  for (tries = 0;; tries++) {
+    char *buf = dictbuf(L, d, need);
+    r = shm_dict_keys(d, max, buf, d->bufsize, &need, &n);
+    if (r != SHM_DICT_BUFSMALL || tries > 16) break;
+  }
+  if (r != SHM_OK) return fail(L, d, r);
+  lua_createtable(L, (int)(n < 1u << 24 ? n : 1u << 24), 0);
+  for (i = 0; i < n && at + 2 <= need; i++) {
+    uint16_t kl;
+    memcpy(&kl, d->buf + at, 2);
+    if (at + 2 + kl > need) break;
+    lua_pushlstring(L, d->buf + at + 2, kl);
+    lua_rawseti(L, -2, (int)i + 1);
+    at += 2 + (size_t)kl;
+  }
+  return 1;
+}
+
+/***
+The dict's size in bytes (its segment's).
+@function dict:capacity
+@treturn integer
+@usage print(d:capacity())
+*/
+static int l_capacity(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  lua_pushinteger(L, (lua_Integer)d->size);
+  return 1;
+}
+
+/***
+Bytes in free blocks (a new dict's figure comes back when every key is deleted).
+@function dict:free_space
+@treturn integer
+@usage print(d:free_space())
+*/
+static int l_free_space(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  lua_pushinteger(L, (lua_Integer)((uint64_t)LOAD(&d->h->free_units) << D_UNITSHIFT));
+  return 1;
+}
+
+/***
+Figures: `count` (live keys), `capacity`, `free` (bytes), `evicted`, `expired`
+(items freed after expiring), `recovered` (locks taken over from a process that
+died holding them).
+@function dict:stat
+@treturn table
+@usage print(d:stat().count)
+*/
+static int l_stat(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  dstat st;
+  int r = shm_dict_stat(d, &st);
+  if (r != SHM_OK) return fail(L, d, r);
+  lua_createtable(L, 0, 6);
+  shm_setfield_int(L, "count", (lua_Integer)st.count);
+  shm_setfield_int(L, "capacity", (lua_Integer)st.capacity);
+  shm_setfield_int(L, "free", (lua_Integer)st.free);
+  shm_setfield_int(L, "evicted", (lua_Integer)st.evicted);
+  shm_setfield_int(L, "expired", (lua_Integer)st.expired);
+  shm_setfield_int(L, "recovered", (lua_Integer)st.recovered);
+  return 1;
+}
+
+/* d:remove(), d:detach(): the segment's own methods. */
+static int segcall(lua_State *L, const char *method) {
+  ldict *ld = (ldict *)lua_touserdata(L, 1);
+  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, 1, DICT_MT);
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  lua_getfield(L, -1, method);
+  lua_insert(L, -2);
+  lua_call(L, 1, LUA_MULTRET);
+  return lua_gettop(L) - 1;
+}
+
+/***
+Remove the dict's segment from the system (as `segment:remove`).
+@function dict:remove
+@usage d:remove()
+*/
+static int l_remove(lua_State *L) { return segcall(L, "remove"); }
+
+/***
+Detach the dict's segment (as `segment:detach`); `<close>` does this (Lua 5.4).
+@function dict:detach
+@usage d:detach()
+*/
+static int l_detach(lua_State *L) { return segcall(L, "detach"); }
+
+/***
+The segment the dict lives in.
+@function dict:segment
+@treturn segment
+@usage print(d:segment():stat().nattch)
+*/
+static int l_segment(lua_State *L) {
+  ldict *ld = (ldict *)lua_touserdata(L, 1);
+  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, 1, DICT_MT);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  ldict *ld = (ldict *)luaL_checkudata(L, 1, DICT_MT);
+  free(ld->d.buf);
+  ld->d.buf = NULL;
+  ld->d.bufsize = 0;
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  luaL_checkudata(L, 1, DICT_MT);
+  lua_getiuservalue(L, 1, 1);
+  lua_pushfstring(L, "shm.dict(%s)", luaL_tolstring(L, -1, NULL));
+  return 1;
+}
+
+/* ---- constructors ---- */
+
+/* "0x1234" or "/name" for messages */
+static const char *describe(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    char buf[24];
+    lua_Integer k = lua_tointeger(L, idx);
+    snprintf(buf, sizeof buf, "0x%x", (unsigned)((uint64_t)k & 0xffffffffu));
+    lua_pushstring(L, buf);
+    return lua_tostring(L, -1);
+  }
+  return luaL_tolstring(L, idx, NULL);
+}
+
+/* Call the module's function `fn` (upvalue 2) with the n values on top of
+ * the stack; leaves the segment and returns 1, or leaves nil, msg, errno
+ * with the message renamed to `who` and returns 0. */
+static int callseg(lua_State *L, const char *fn, int n, const char *who) {
+  int base = lua_gettop(L) - n;
+  lua_getfield(L, lua_upvalueindex(2), fn);
+  lua_insert(L, base + 1);
+  lua_call(L, n, 3);
+  if (!lua_isnil(L, base + 1)) {
+    lua_settop(L, base + 1);
+    return 1;
+  }
+  /* "shm.open(0x1234): ..." -> "shm.dict.open(0x1234): ..." */
+  {
+    const char *msg = lua_tostring(L, base + 2), *p = msg != NULL ? strchr(msg, '(') : NULL;
+    const char *hint = p != NULL ? strstr(p, " (pass a size to create it)") : NULL;
+    if (hint != NULL) { /* the dict's argument is its capacity */
+      lua_pushlstring(L, p, (size_t)(hint - p));
+      lua_pushfstring(L, "%s%s (pass a capacity to create it)", who, lua_tostring(L, -1));
+    } else {
+      lua_pushfstring(L, "%s%s", who, p != NULL ? p : "");
+    }
+    lua_replace(L, base + 2);
+    lua_settop(L, base + 3);
+  }
+  return 0;
+}
+
+/* Detach (and remove, if asked) the segment at idx after a failed wrap. */
+static void dropseg(lua_State *L, int idx, int remove) {
+  if (remove) {
+    lua_getfield(L, idx, "remove");
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 0);
+  }
+  lua_getfield(L, idx, "detach");
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 0);
+}
+
+/* Wrap the segment on top of the stack as a dict, formatting fresh memory
+ * when `init`; waits out another process's initialisation. */
+static int newdict(lua_State *L, int init, const char *who, int objidx) {
+  shm_segment *s = shm_checkopen(L, -1);
+  int seg = lua_gettop(L), tries;
+  dhdr *h = (dhdr *)(void *)s->addr;
+  const char *why = NULL;
+  shm_ctx *ctx = shm_getctx(L);
+  ldict *ld;
+  if (s->size < sizeof(dhdr)) why = "segment too small for a dict";
+  else if (s->readonly) why = "a dict needs read-write access"; /* even readers write (the lock) */
+  for (tries = 0; why == NULL && LOADACQ(&h->magic) != D_MAGIC; tries++) {
+    shm_deadline dl;
+    int r;
+    if (s->readonly || LOADACQ(&h->magic) != 0) {
+      why = "not a dict (bad magic)";
+      break;
+    }
+    /* fresh memory, or someone formatting it: the lock serialises that */
+    shm_deadline_after(&dl, 10);
+    r = shm_lock_acquire(&h->lock, shm_ctx_self(ctx), &dl);
+    if (r == SHM_TIMEOUT) { why = "initialisation timed out"; break; }
+    if (LOADACQ(&h->magic) == 0 && init) {
+      unsigned char *p = s->addr + D_CACHELINE * 2; /* everything after the lock line */
+      if (geometry(s->size, &(dgeom){0, 0, 0, 0, 0})) {
+        uint32_t seed = (uint32_t)now_ms() ^ (uint32_t)getpid() * 2654435761u;
+        memset(p, 0, sizeof(dhdr) - D_CACHELINE * 2);
+        dict_format(s->addr, s->size, seed);
+      } else {
+        why = "capacity out of range";
+      }
+    }
+    shm_lock_release(&h->lock);
+    if (why != NULL || LOADACQ(&h->magic) == D_MAGIC) break;
+    if (tries >= 100) { why = "not a dict (bad magic)"; break; }
+    /* created, not yet formatted by its creator: give it a moment */
+    shm_deadline_after(&dl, 0.01);
+    shm_futex_wait(shm_futex_word((int64_t *)(void *)&h->lock.word), 0, &dl);
+  }
+  ld = (ldict *)lua_newuserdatauv(L, sizeof *ld, 1);
+  memset(ld, 0, sizeof *ld);
+  if (why == NULL) why = dict_attach(&ld->d, s->addr, s->size);
+  if (why != NULL) {
+    const char *obj = describe(L, objidx);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s(%s): %s", who, obj, why);
+    lua_pushinteger(L, EINVAL);
+    return 3;
+  }
+  ld->d.ctx = ctx;
+  ld->seg = s;
+  luaL_setmetatable(L, DICT_MT);
+  lua_pushvalue(L, seg);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* a capacity argument, as a size the module's segment functions take */
+static void checkcapacity(lua_State *L, int idx) {
+  lua_Integer c = luaL_checkinteger(L, idx);
+  dgeom g;
+  if (c < (lua_Integer)D_MINCAP || !geometry((uint64_t)c, &g))
+    luaL_argerror(L, idx, lua_pushfstring(L, "capacity out of range (%d bytes to 16 GiB)", (int)D_MINCAP));
+}
+
+/***
+Make a dict in a new segment of `capacity` bytes (System V key or POSIX name, as
+`shm.create`).  ngx.shared.DICT's methods, for any processes.
+@function dict.create
+@tparam integer|string key_or_name
+@tparam integer capacity bytes (at least 16 KiB)
+@tparam[opt="0600"] integer|string mode
+@treturn dict
+@error `nil, message, errno` (`EEXIST` if it exists)
+@usage local d = assert(shm.dict.create("/cache", 16 * 1024 * 1024))
+*/
+static int l_create(lua_State *L) {
+  lua_settop(L, 3);
+  checkcapacity(L, 2);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  if (!callseg(L, "create", 3, "shm.dict.create")) return 3;
+  if (newdict(L, 1, "shm.dict.create", 1) == 1) return 1;
+  dropseg(L, 4, 1); /* not made: leave nothing behind */
+  return 3;
+}
+
+/***
+Attach a dict; with `capacity`, a missing one is created (racing processes end
+up on one dict, and one being initialised by another process is waited for).
+@function dict.open
+@tparam integer|string key_or_name
+@tparam[opt] integer capacity
+@tparam[opt="0600"] integer|string mode
+@treturn dict
+@error `nil, message, errno` (`ENOENT`; `EINVAL`: not a dict)
+@usage local d = assert(shm.dict.open("/cache", 16 * 1024 * 1024))
+*/
+static int l_open(lua_State *L) {
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 2)) checkcapacity(L, 2);
+  lua_pushvalue(L, 1);
+  lua_pushliteral(L, "rw");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  if (!callseg(L, "open", 4, "shm.dict.open")) return 3;
+  if (newdict(L, !lua_isnil(L, 2), "shm.dict.open", 1) == 1) return 1;
+  dropseg(L, 4, 0);
+  return 3;
+}
+
+/***
+A dict in a shared file map: it outlives every process (and a reboot, after
+`segment:sync`).  With `capacity` the file is created (or grown) and formatted
+when new.
+@function dict.map
+@tparam string path
+@tparam[opt] integer capacity
+@treturn dict
+@error `nil, message, errno`
+@usage local d = assert(shm.dict.map("/var/lib/app/cache.dict", 1024 * 1024))
+*/
+static int l_map(lua_State *L) {
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2)) checkcapacity(L, 2);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  if (!callseg(L, "map", 2, "shm.dict.map")) return 3;
+  if (newdict(L, !lua_isnil(L, 2), "shm.dict.map", 1) == 1) return 1;
+  dropseg(L, 3, 0);
+  return 3;
+}
+
+static const luaL_Reg dict_methods[] = {
+  {"get", l_get},         {"get_stale", l_get_stale},   {"set", l_set},
+  {"safe_set", l_safe_set}, {"add", l_add},             {"safe_add", l_safe_add},
+  {"replace", l_replace}, {"delete", l_delete},         {"incr", l_incr},
+  {"lpush", l_lpush},     {"rpush", l_rpush},           {"lpop", l_lpop},
+  {"rpop", l_rpop},       {"llen", l_llen},             {"ttl", l_ttl},
+  {"expire", l_expire},   {"flush_all", l_flush_all},   {"flush_expired", l_flush_expired},
+  {"get_keys", l_get_keys}, {"capacity", l_capacity},   {"free_space", l_free_space},
+  {"stat", l_stat},       {"remove", l_remove},         {"detach", l_detach},
+  {"segment", l_segment}, {NULL, NULL}};
+
+static const luaL_Reg dict_meta[] = {
+  {"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+
+static const luaL_Reg dict_funcs[] = {
+  {"create", l_create}, {"open", l_open}, {"map", l_map}, {NULL, NULL}};
+
+void shm_open_dict(lua_State *L, int module, int methods) {
+  int mt;
+  (void)methods;
+  shm_newclass(L, DICT_MT, NULL, dict_meta);
+  luaL_getmetatable(L, DICT_MT);
+  mt = lua_gettop(L);
+  lua_newtable(L); /* methods: upvalue 1 the metatable (the type check) */
+  lua_pushvalue(L, mt);
+  luaL_setfuncs(L, dict_methods, 1);
+  lua_setfield(L, mt, "__index");
+  /* __close/detach through the segment: their upvalue must be the metatable too */
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, l_detach, 1);
+#if LUA_VERSION_NUM >= 504
+  lua_setfield(L, mt, "__close");
+#else
+  lua_pop(L, 1);
+#endif
+  lua_newtable(L); /* shm.dict: upvalues the metatable and the module */
+  lua_pushvalue(L, mt);
+  lua_pushvalue(L, module);
+  luaL_setfuncs(L, dict_funcs, 2);
+  /* where things are, for tools and specs (shm.dict.layout) */
+  lua_createtable(L, 0, 8);
+  shm_setfield_int(L, "lock", (lua_Integer)offsetof(dhdr, lock));
+  shm_setfield_int(L, "seq", (lua_Integer)offsetof(dhdr, seq));
+  shm_setfield_int(L, "count", (lua_Integer)offsetof(dhdr, count));
+  shm_setfield_int(L, "lru_tail", (lua_Integer)offsetof(dhdr, lru_tail));
+  shm_setfield_int(L, "freelist", (lua_Integer)offsetof(dhdr, freelist));
+  shm_setfield_int(L, "jn", (lua_Integer)offsetof(dhdr, jn));
+  shm_setfield_int(L, "journal", (lua_Integer)offsetof(dhdr, journal));
+  shm_setfield_int(L, "heap_off", (lua_Integer)offsetof(dhdr, heap_off));
+  shm_setfield_int(L, "header", (lua_Integer)HDRSIZE);
+  shm_setfield_int(L, "entry", (lua_Integer)sizeof(dentry));
+  shm_setfield_int(L, "unit", (lua_Integer)D_UNIT);
+  lua_setfield(L, -2, "layout");
+  /* for the LuaJIT FFI path: the entry points, the codes and the types */
+  lua_pushlightuserdata(L, (void *)&dict_ffi);
+  lua_setfield(L, -2, "_ffi");
+  lua_createtable(L, 0, 24);
+  shm_setfield_int(L, "OK", SHM_OK);
+  shm_setfield_int(L, "CORRUPT", SHM_CORRUPT);
+  shm_setfield_int(L, "NOTFOUND", SHM_DICT_NOTFOUND);
+  shm_setfield_int(L, "EXISTS", SHM_DICT_EXISTS);
+  shm_setfield_int(L, "NOMEM", SHM_DICT_NOMEM);
+  shm_setfield_int(L, "NOTNUM", SHM_DICT_NOTNUM);
+  shm_setfield_int(L, "NOTLIST", SHM_DICT_NOTLIST);
+  shm_setfield_int(L, "ISLIST", SHM_DICT_ISLIST);
+  shm_setfield_int(L, "DETACHED", FFI_DETACHED);
+  shm_setfield_int(L, "OOM", FFI_NOMEM);
+  shm_setfield_int(L, "NIL", DV_NIL);
+  shm_setfield_int(L, "BOOL", DV_BOOL);
+  shm_setfield_int(L, "NUM", DV_NUM);
+  shm_setfield_int(L, "INT", DV_INT);
+  shm_setfield_int(L, "STR", DV_STR);
+  shm_setfield_int(L, "TABLE", DV_TABLE);
+  shm_setfield_int(L, "LIST", DV_LIST);
+  shm_setfield_int(L, "SET", OP_SET);
+  shm_setfield_int(L, "ADD", OP_ADD);
+  shm_setfield_int(L, "REPLACE", OP_REPLACE);
+  lua_setfield(L, -2, "_ffi_codes");
+  lua_setfield(L, module, "dict");
+  lua_pop(L, 1);
+}
