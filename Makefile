@@ -13,8 +13,9 @@ ifeq ($(LUA),luajit)
 LUA_VERSION ?= 5.1
 LUA_PC      ?= luajit
 LUA_INC_FALLBACK := -I/usr/include/luajit-2.1
-# Debian's LuaJIT or OpenResty's (luajit2, which nginx's Lua module needs): either will do
-LUA_DEB     ?= luajit,libluajit-5.1-dev|luajit2,libluajit2-5.1-dev
+# OpenResty's LuaJIT (luajit2, which nginx's Lua module needs) or Debian's: either
+# will do, the one installed is completed; on a machine with neither, luajit2
+LUA_DEB     ?= luajit2,libluajit2-5.1-dev|luajit,libluajit-5.1-dev
 else
 LUA_VERSION ?= $(patsubst lua%,%,$(LUA))
 LUA_PC      ?= $(LUA)
