@@ -476,6 +476,7 @@ static int corrupt(shm_dict *d, const char *why) {
 static void jw(shm_dict *d, uint32_t *p, uint32_t v) {
   dhdr *h = d->h;
   uint32_t n = d->jn;
+  if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
   if ((unsigned char *)p < d->base + HDRSIZE || (unsigned char *)p + 4 > d->base + d->size) {
     if (p < &h->flush_gen || p >= &h->jn) { /* a scribbled ref led here (the scratch words) */
       d->overflow = 1;
@@ -483,7 +484,6 @@ static void jw(shm_dict *d, uint32_t *p, uint32_t v) {
       return;
     }
   }
-  if (*p == v) return;
   if (!d->dirty) {
     STORE(&h->seq, h->seq + 1); /* odd: readers retry */
     __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -738,8 +738,9 @@ static int expire_tail(shm_dict *d, int n, uint64_t *now) {
   while (n-- > 0) {
     uint32_t ref = d->h->lru_tail, *link;
     if (ref == D_NIL) break;
-    if (!entryok(d, ref)) return corrupt(d, "bad LRU list");
+    /* (entryof is safe for any ref: a live tail, the common case, costs a look) */
     if (!expired(d, entryof(d, ref), now)) break;
+    if (!entryok(d, ref)) return corrupt(d, "bad LRU list");
     if ((link = linkto(d, ref)) == NULL) return corrupt(d, "bad hash chain");
     if (unlink_entry(d, ref, link) != SHM_OK) return SHM_CORRUPT;
     bump(d, &d->h->expired);
@@ -1484,7 +1485,10 @@ static const shm_dict_ffi_api dict_ffi = {1,       ffi_get,    ffi_store, ffi_in
  * upvalue: a type check by metatable identity without a registry lookup. */
 static shm_dict *checkdict(lua_State *L) {
   ldict *ld = (ldict *)lua_touserdata(L, 1);
-  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+  /* (identity of two tables: comparing their addresses is lua_rawequal's
+   * answer without its generality) */
+  if (ld == NULL || !lua_getmetatable(L, 1) ||
+      lua_topointer(L, -1) != lua_topointer(L, lua_upvalueindex(1)))
     luaL_typeerror(L, 1, DICT_MT);
   lua_pop(L, 1);
   if (ld->seg->addr == NULL || ld->seg->addr != ld->d.base)
