@@ -94,6 +94,18 @@ build/bench/%: bench/%.c
 bench-deps:
 	@[ "$(BENCH_QUICK)" = 1 ] || sh bench/deps.sh
 
+# make bench-compare BASE=rev: this build beside rev's (built from git into
+# build/bench/base), the small-op, queue and round-trip loops interleaved in
+# one run (bench/compare.lua; BENCH_ROUNDS, default 5).
+BASE ?= HEAD~1
+BENCH_BASE := build/bench/base
+.PHONY: bench-compare
+bench-compare: $(LIB)
+	rm -rf $(BENCH_BASE) && mkdir -p $(BENCH_BASE)
+	git archive $(BASE) | tar -x -C $(BENCH_BASE)
+	$(MAKE) -s -C $(BENCH_BASE) LUA=$(LUA) >/dev/null
+	LUA_PATH="$(CURDIR)/bench/?.lua;;" $(LUA) bench/compare.lua $(abspath $(BENCH_BASE)) $(CURDIR) $(or $(BENCH_ROUNDS),5)
+
 bench: $(LIB) $(BENCH_BINS) bench-deps
 	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/run.lua
 
