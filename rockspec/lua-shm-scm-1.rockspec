@@ -35,6 +35,7 @@ build = {
         "src/compat.c",
         "src/core.c",
         "src/dict.c",
+        "src/ffi.c",
         "src/file.c",
         "src/futex.c",
         "src/lock.c",

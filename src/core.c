@@ -122,7 +122,7 @@ static void open_queue(lua_State *L, int module, int methods) {
 }
 
 static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, open_mutex, open_queue,
-                                  shm_open_dict, NULL};
+                                  shm_open_dict, shm_open_ffi, NULL};
 
 int luaopen_shm_core(lua_State *L) {
   int i, methods, module;
