@@ -27,6 +27,7 @@ build = {
   type = "builtin",
   modules = {
     shm = "lua/shm.lua",
+    ["shm.ffi"] = "lua/shm/ffi.lua",
     ["shm.core"] = {
       sources = {
         "src/args.c",
