@@ -160,8 +160,8 @@ try("set", function() return id(d:set(string.rep("k", 65536), 1)) end)
 try("set", function() return id(d:set(12, "twelve")) end)
 try("set", function() return id(d:set("big", string.rep("v", 70000))) end)
 for _, k in ipairs({ "s", "n", "i", "b", "f", "t", "x", 12, "12", "big", "missing", "", false }) do
-  try("get " .. tostring(k), function() local v, f = d:get(k) return type(v) == "string" and #v > 100 and #v or v, f end)
-  try("get_stale " .. tostring(k), function() local v, f, st = d:get_stale(k) return type(v) == "table" and "table" or v, f, st end)
+  try("get " .. tostring(k), function() return id(d:get(k)) end)
+  try("get_stale " .. tostring(k), function() return id(d:get_stale(k)) end)
 end
 try("get t", function() return id(d:get("t")[1][1]) end)
 try("add", function() return id(d:add("s", 1)) end)
@@ -344,7 +344,7 @@ describe("the FFI fast paths #luajit", function()
   it("refuse forged objects: a userdata or table posing as a segment, dict or queue", function()
     local seg = assert(shm.create(shm.PRIVATE, 4096))
     seg:remove()
-    local proxy = newproxy(true)
+    local proxy = rawget(_G, "newproxy")(true)
     getmetatable(proxy).__metatable = "shm.segment"
     assert.equal(getmetatable(seg), getmetatable(proxy))
     local fakes = { proxy, setmetatable({}, { __metatable = "shm.segment" }), io.stdout }

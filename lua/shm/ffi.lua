@@ -307,7 +307,7 @@ local function dicts(core, reg)
   local function store(op, safe, self, key, v, exptime, flags)
     if not ((known[self] or check(self)) and goodkey(key)) then return end
     if exptime == nil or exptime == false then exptime = 0
-    elseif type(exptime) ~= "number" or not (exptime >= 0) then return end
+    elseif type(exptime) ~= "number" or exptime ~= exptime or exptime < 0 then return end
     if flags == nil or flags == false then flags = 0
     elseif type(flags) ~= "number" or flags ~= floor(flags) then return
     elseif flags < 0 and flags >= -2147483648 then flags = flags + 4294967296
