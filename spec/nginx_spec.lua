@@ -2,7 +2,7 @@
 -- lua5.4 process outside nginx share a shm.dict and a shm.queue.  The
 -- outside process pushes jobs that the workers pop and serve; counters move
 -- with incr from both sides (the workers' HTTP requests and the outside
--- process); the totals add up.  nginx runs from a temporary directory on a
+-- process); the totals add up, and still do after a reload (HUP).  nginx runs from a temporary directory on a
 -- free loopback port with the module of build/luajit, and is stopped by its
 -- pid.  Pending where nginx, its Lua module or curl is missing.
 --
@@ -229,12 +229,22 @@ describe("lua-shm inside nginx #nginx", function()
     assert.equal(0, jobs:stat().count)
     assert.is_nil(errorlog():find("%[error%]"), errorlog())
     assert.is_nil(errorlog():find("%[alert%]"), errorlog())
-    -- stopped by its pid: the workers detach, the objects stay for us to remove
+    -- a reload (HUP): new workers reopen the objects, which kept everything
     local pid = master()
+    H.kill(pid, "HUP")
+    assert.is_true(H.until_true(function() return d:get("workers") == 4 end, 10), errorlog())
+    assert.is_true(jobs:push("1000000"))
+    hits = H.sh("curl -s 'http://127.0.0.1:" .. port .. "/hit?[1-" .. M .. "]'")
+    _, lines = hits:gsub("%d+\n", "")
+    assert.equal(M, lines, hits)
+    assert.is_true(H.until_true(function() return d:get("served") == N + 1 end, 10), errorlog())
+    assert.equal(N * (N + 1) / 2 + 1000000, d:get("sum"))
+    assert.equal(N + 2 * M, d:get("hits"))
+    -- stopped by its pid: the workers detach, the objects stay for us to remove
     H.kill(pid, "QUIT")
     assert.is_true(H.until_true(function() return H.state(pid) == nil end, 10))
     pidfile = nil
-    assert.equal(N + M, d:get("hits"))
+    assert.equal(N + 2 * M, d:get("hits"))
     d:remove() d:detach()
     jobs:remove() jobs:detach()
   end)
