@@ -236,7 +236,8 @@ try("detached pop", function() return id(q:pop(0)) end)
 ro:detach()
 local ffi = package.loaded["shm.ffi"]
 io.write("fallbacks:")
-for _, m in ipairs({ "read", "load", "set", "get", "incr", "push", "pop" }) do
+for _, m in ipairs({ "segment:read", "segment:load", "dict:set", "dict:get", "dict:incr", "queue:push",
+                    "queue:pop" }) do
   io.write(" ", m, "=", ffi and ffi.fallbacks[m] or "-")
 end
 print()
@@ -306,9 +307,10 @@ describe("the FFI fast paths #luajit", function()
     for k, v in pairs(before) do assert.equal(v, fb[k], k .. " went to the C API") end
     -- a table value, a numeric string: the C API's
     d:set("t", { 1 })
-    assert.equal(before.set + 1, fb.set)
+    assert.equal(before["dict:set"] + 1, fb["dict:set"])
     assert.equal(3, seg:load("0") + 3)
-    assert.equal(before.load + 1, fb.load)
+    assert.equal(before["segment:load"] + 1, fb["segment:load"])
+    assert.equal(before["segment:add"], fb["segment:add"])
     q:detach() d:detach() seg:detach()
   end)
 
@@ -327,8 +329,9 @@ describe("the FFI fast paths #luajit", function()
     for l in without:gmatch("[^\n]+") do b[#b + 1] = l:gsub("\"/[^\"]-:(%d+):", "\"script:%1:") end
     assert.is_true(#a > 300, #a .. " lines")
     local last = table.remove(a)
-    assert.equal("fallbacks: read=- load=- set=- get=- incr=- push=- pop=-", table.remove(b))
-    assert.matches("^fallbacks: read=%d+ load=%d+", last)
+    assert.equal("fallbacks: segment:read=- segment:load=- dict:set=- dict:get=- dict:incr=- queue:push=-"
+      .. " queue:pop=-", table.remove(b))
+    assert.matches("^fallbacks: segment:read=%d+ segment:load=%d+", last)
     assert.same(b, a)
     -- errors of every kind are in there, and the C API's own wording
     assert.truthy(with:find("attempt to use a detached segment", 1, true))

@@ -72,7 +72,8 @@ end
 -- other code go to the C API method
 local ST_OK, ST_TIMEOUT, ST_CLOSED, ST_INTERRUPTED, ST_CORRUPT = 0, 1, 2, 3, 4
 
--- calls each method handed to its C API counterpart, by name (for specs)
+-- calls each method handed to its C API counterpart ("segment:read",
+-- "dict:get", ...), for specs
 M.fallbacks = {}
 local fallbacks = M.fallbacks
 
@@ -94,12 +95,12 @@ local function checker(test)
   end
 end
 
--- Install fn as methods[name] (with its C API counterpart c as fallback) when
--- methods[name] is still the C function.
-local function install(methods, name, make)
+-- Replace methods[name] by make(c), c being the C API method it falls back
+-- on, when methods[name] is still the C function.
+local function install(methods, class, name, make)
   local c = cfunction(methods, name)
   if c == nil then return end
-  fallbacks[name] = fallbacks[name] or 0
+  fallbacks[class .. ":" .. name] = fallbacks[class .. ":" .. name] or 0
   rawset(methods, name, make(c))
 end
 
@@ -136,7 +137,7 @@ local function segments(core, reg)
   local a_read, a_write, a_fill = api.read, api.write, api.fill
   local a_load, a_store, a_add, a_cas = api.load, api.store, api.add, api.cas
 
-  install(methods, "read", function(c)
+  install(methods, "segment", "read", function(c)
     return function(...)
       local self, off, len = ...
       if (known[self] or check(self)) and (off == nil or type(off) == "number")
@@ -144,12 +145,12 @@ local function segments(core, reg)
         local n = a_read(self, off or 0, len or -1, p_ptr)
         if n >= 0 then return ffi_string(p_ptr[0], n) end
       end
-      fallbacks.read = fallbacks.read + 1
+      fallbacks["segment:read"] = fallbacks["segment:read"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "write", function(c)
+  install(methods, "segment", "write", function(c)
     return function(...)
       local self, data, off = ...
       if (known[self] or check(self)) and type(data) == "string"
@@ -157,12 +158,12 @@ local function segments(core, reg)
           and a_write(self, data, #data, off or 0) == 0 then
         return self
       end
-      fallbacks.write = fallbacks.write + 1
+      fallbacks["segment:write"] = fallbacks["segment:write"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "fill", function(c)
+  install(methods, "segment", "fill", function(c)
     return function(...)
       local self, byte, off, len = ...
       if type(byte) == "string" and #byte == 1 then byte = byte:byte() end
@@ -172,47 +173,47 @@ local function segments(core, reg)
           and a_fill(self, byte, off or 0, len or -1) == 0 then
         return self
       end
-      fallbacks.fill = fallbacks.fill + 1
+      fallbacks["segment:fill"] = fallbacks["segment:fill"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "load", function(c)
+  install(methods, "segment", "load", function(c)
     return function(...)
       local self, off = ...
       if (known[self] or check(self)) and type(off) == "number" and a_load(self, off, p_num) == 0 then
         return p_num[0]
       end
-      fallbacks.load = fallbacks.load + 1
+      fallbacks["segment:load"] = fallbacks["segment:load"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "store", function(c)
+  install(methods, "segment", "store", function(c)
     return function(...)
       local self, off, v = ...
       if (known[self] or check(self)) and type(off) == "number" and type(v) == "number"
           and a_store(self, off, v) == 0 then
         return self
       end
-      fallbacks.store = fallbacks.store + 1
+      fallbacks["segment:store"] = fallbacks["segment:store"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "add", function(c)
+  install(methods, "segment", "add", function(c)
     return function(...)
       local self, off, d = ...
       if (known[self] or check(self)) and type(off) == "number" and type(d) == "number"
           and a_add(self, off, d, p_num) == 0 then
         return p_num[0]
       end
-      fallbacks.add = fallbacks.add + 1
+      fallbacks["segment:add"] = fallbacks["segment:add"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "cas", function(c)
+  install(methods, "segment", "cas", function(c)
     return function(...)
       local self, off, e, d = ...
       if (known[self] or check(self)) and type(off) == "number" and type(e) == "number"
@@ -220,7 +221,7 @@ local function segments(core, reg)
         local r = a_cas(self, off, e, d, p_num)
         if r >= 0 then return r == 1, p_num[0] end
       end
-      fallbacks.cas = fallbacks.cas + 1
+      fallbacks["segment:cas"] = fallbacks["segment:cas"] + 1
       return c(...)
     end
   end)
@@ -299,8 +300,8 @@ local function dicts(core, reg)
       end
     end
   end
-  install(methods, "get", getter(0, "get"))
-  install(methods, "get_stale", getter(1, "get_stale"))
+  install(methods, "dict", "get", getter(0, "dict:get"))
+  install(methods, "dict", "get_stale", getter(1, "dict:get_stale"))
 
   -- The store: ok, err, forcible; or nothing when the C API must answer; or
   -- nil, nil, nil, the message of the error to raise.
@@ -347,23 +348,23 @@ local function dicts(core, reg)
       end
     end
   end
-  install(methods, "set", storer(SET, 0, "set"))
-  install(methods, "safe_set", storer(SET, 1, "safe_set"))
-  install(methods, "add", storer(ADD, 0, "add"))
-  install(methods, "safe_add", storer(ADD, 1, "safe_add"))
-  install(methods, "replace", storer(REPLACE, 0, "replace"))
-  install(methods, "delete", function(c)
+  install(methods, "dict", "set", storer(SET, 0, "dict:set"))
+  install(methods, "dict", "safe_set", storer(SET, 1, "dict:safe_set"))
+  install(methods, "dict", "add", storer(ADD, 0, "dict:add"))
+  install(methods, "dict", "safe_add", storer(ADD, 1, "dict:safe_add"))
+  install(methods, "dict", "replace", storer(REPLACE, 0, "dict:replace"))
+  install(methods, "dict", "delete", function(c)
     return function(...)
       local self, key = ...
       local ok, err, forcible, raise = store(SET, 0, self, key, nil, nil, nil)
       if ok ~= nil then return ok, err, forcible end
       if raise then error(raise, 2) end
-      fallbacks.delete = fallbacks.delete + 1
+      fallbacks["dict:delete"] = fallbacks["dict:delete"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "incr", function(c)
+  install(methods, "dict", "incr", function(c)
     return function(...)
       local self, key, step, init, init_ttl = ...
       local hasinit = init ~= nil and init ~= false
@@ -386,12 +387,12 @@ local function dicts(core, reg)
         if r == NOMEM then return nil, "no memory" end
         if r ~= DETACHED then error(failure(self, r), 2) end
       end
-      fallbacks.incr = fallbacks.incr + 1
+      fallbacks["dict:incr"] = fallbacks["dict:incr"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "ttl", function(c)
+  install(methods, "dict", "ttl", function(c)
     return function(...)
       local self, key = ...
       if (known[self] or check(self)) and goodkey(key) then
@@ -404,12 +405,12 @@ local function dicts(core, reg)
         if r == NOTFOUND then return nil, "not found" end
         if r ~= DETACHED then error(failure(self, r), 2) end
       end
-      fallbacks.ttl = fallbacks.ttl + 1
+      fallbacks["dict:ttl"] = fallbacks["dict:ttl"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "expire", function(c)
+  install(methods, "dict", "expire", function(c)
     return function(...)
       local self, key, exptime = ...
       if (known[self] or check(self)) and type(exptime) == "number" and goodkey(key) then
@@ -418,7 +419,7 @@ local function dicts(core, reg)
         if r == NOTFOUND then return nil, "not found" end
         if r ~= DETACHED then error(failure(self, r), 2) end
       end
-      fallbacks.expire = fallbacks.expire + 1
+      fallbacks["dict:expire"] = fallbacks["dict:expire"] + 1
       return c(...)
     end
   end)
@@ -449,7 +450,7 @@ local function queues(core, reg)
     return nil
   end
 
-  install(methods, "push", function(c)
+  install(methods, "queue", "push", function(c)
     return function(...)
       local self, msg, t = ...
       t = timeout(t)
@@ -460,12 +461,12 @@ local function queues(core, reg)
         if why then return false, why end
         if r == ST_CORRUPT then error(corrupt(), 2) end
       end
-      fallbacks.push = fallbacks.push + 1
+      fallbacks["queue:push"] = fallbacks["queue:push"] + 1
       return c(...)
     end
   end)
 
-  install(methods, "pop", function(c)
+  install(methods, "queue", "pop", function(c)
     return function(...)
       local self, t = ...
       t = timeout(t)
@@ -476,7 +477,7 @@ local function queues(core, reg)
         if why then return nil, why end
         if r == ST_CORRUPT then error(corrupt(), 2) end
       end
-      fallbacks.pop = fallbacks.pop + 1
+      fallbacks["queue:pop"] = fallbacks["queue:pop"] + 1
       return c(...)
     end
   end)
