@@ -45,8 +45,11 @@ if why then
   return
 end
 
--- OpenResty's libluajit beside the module (a dpkg -x root), for nginx's master
-local ld = lua_root ~= "" and ("LD_LIBRARY_PATH=" .. q(lua_root .. ARCH) .. " ") or ""
+-- nginx's environment: OpenResty's libluajit beside the module (a dpkg -x
+-- root); never the sanitizer runtime make check-asan preloads (nginx and
+-- its LuaJIT are not built for it, and a worker spins under it)
+local ld = "env -u LD_PRELOAD " .. (lua_root ~= "" and ("LD_LIBRARY_PATH=" .. q(lua_root .. ARCH) .. " ") or "")
+local curl = "curl -s --max-time 30 "
 local resty_path = resty:gsub("resty/core%.lua$", "?.lua")
 
 local CONF = [[
@@ -146,11 +149,14 @@ describe("lua-shm inside nginx #nginx", function()
     return s
   end
 
+  local workers = {} -- pids, as the workers wrote them in the dict
+
   after_each(function()
     local pid = master()
     if pid then
       H.kill(pid, "QUIT")
       if not H.until_true(function() return H.state(pid) == nil end, 10) then
+        for _, w in ipairs(workers) do H.kill(w, "KILL") end
         H.kill(pid, "KILL")
       end
     end
@@ -198,13 +204,14 @@ describe("lua-shm inside nginx #nginx", function()
     assert.is_true(started, "nginx did not start: " .. tostring(out) .. errorlog())
     -- both workers attached
     assert.is_true(H.until_true(function() return d:get("workers") == 2 end, 10), errorlog())
-    local stat = H.sh("curl -s http://127.0.0.1:" .. port .. "/stat")
+    for _, k in ipairs(d:get_keys(0)) do workers[#workers + 1] = k:match("^worker:(%d+)$") end
+    local stat = H.sh(curl .. "http://127.0.0.1:" .. port .. "/stat")
     local ffi = os.getenv("SHM_NO_FFI") ~= "1"
     assert.equal("ffi=" .. tostring(ffi) .. " jit=true\n", stat:gsub(" jit=true.*", " jit=true\n"))
     -- the outside process pushes while HTTP requests count hits in the workers
     local env = { LUA_PATH = H.env.LUA_PATH, LUA_CPATH = H.root .. "/build/lua5.4/?.so;;" }
     local outside = H.spawn(OUTSIDE, { dkey, qkey, N }, { interpreter = "lua5.4", env = env })
-    local hits = H.sh("curl -s 'http://127.0.0.1:" .. port .. "/hit?[1-" .. M .. "]'")
+    local hits = H.sh(curl .. "'http://127.0.0.1:" .. port .. "/hit?[1-" .. M .. "]'")
     local o, rc = outside:finish()
     assert.equal(0, rc, o)
     assert.matches("pushed " .. N .. ", Lua 5.4", o)
@@ -215,17 +222,17 @@ describe("lua-shm inside nginx #nginx", function()
       "served " .. tostring(d:get("served")) .. errorlog())
     assert.equal(N * (N + 1) / 2, d:get("sum"))
     assert.equal(N + M, d:get("hits"))
-    local workers, total = 0, 0
+    local serving, total = 0, 0
     for _, k in ipairs(d:get_keys(0)) do
       local pid = k:match("^by:(%d+)$")
       if pid then
-        workers = workers + 1
+        serving = serving + 1
         total = total + d:get(k)
         assert.is_true(d:get("worker:" .. pid), k)
       end
     end
     assert.equal(N, total)
-    assert.equal(2, workers, "jobs served by one worker only")
+    assert.equal(2, serving, "jobs served by one worker only")
     assert.equal(0, jobs:stat().count)
     assert.is_nil(errorlog():find("%[error%]"), errorlog())
     assert.is_nil(errorlog():find("%[alert%]"), errorlog())
@@ -233,8 +240,9 @@ describe("lua-shm inside nginx #nginx", function()
     local pid = master()
     H.kill(pid, "HUP")
     assert.is_true(H.until_true(function() return d:get("workers") == 4 end, 10), errorlog())
+    for _, k in ipairs(d:get_keys(0)) do workers[#workers + 1] = k:match("^worker:(%d+)$") end
     assert.is_true(jobs:push("1000000"))
-    hits = H.sh("curl -s 'http://127.0.0.1:" .. port .. "/hit?[1-" .. M .. "]'")
+    hits = H.sh(curl .. "'http://127.0.0.1:" .. port .. "/hit?[1-" .. M .. "]'")
     _, lines = hits:gsub("%d+\n", "")
     assert.equal(M, lines, hits)
     assert.is_true(H.until_true(function() return d:get("served") == N + 1 end, 10), errorlog())
