@@ -47,9 +47,9 @@ end
 
 -- nginx's environment: OpenResty's libluajit beside the module (a dpkg -x
 -- root); never the sanitizer runtime make check-asan preloads (nginx and
--- its LuaJIT are not built for it, and a worker spins under it)
+-- its LuaJIT are not built for it; curl hangs under it)
 local ld = "env -u LD_PRELOAD " .. (lua_root ~= "" and ("LD_LIBRARY_PATH=" .. q(lua_root .. ARCH) .. " ") or "")
-local curl = "curl -s --max-time 30 "
+local curl = "env -u LD_PRELOAD curl -s --max-time 30 "
 local resty_path = resty:gsub("resty/core%.lua$", "?.lua")
 
 local CONF = [[
