@@ -261,14 +261,20 @@ describe("the FFI fast paths #luajit", function()
 
   local ffi_mod = require "shm.ffi"
 
-  it("replace the hot methods by Lua functions of shm/ffi.lua", function()
-    assert.is_true(ffi_mod.active)
+  -- a segment, a dict and a queue, already removed (they go with detach)
+  local function objects()
     local seg = assert(shm.create(shm.PRIVATE, 4096))
     seg:remove()
     local d = assert(shm.dict.create(H.key(), 65536))
     d:remove()
-    local q = assert(shm.queue.create(H.key(), 64))
+    local q = assert(shm.queue.create(H.key(), 1024))
     q:remove()
+    return seg, d, q
+  end
+
+  it("replace the hot methods by Lua functions of shm/ffi.lua", function()
+    assert.is_true(ffi_mod.active)
+    local seg, d, q = objects()
     for class, obj in pairs({ segment = seg, dict = d, queue = q }) do
       for _, m in ipairs(HOT[class]) do
         local info = debug.getinfo(methods(obj)[m], "S")
@@ -284,12 +290,7 @@ describe("the FFI fast paths #luajit", function()
 
   it("handle ordinary calls without the C API, and hand it the others", function()
     local fb = ffi_mod.fallbacks
-    local seg = assert(shm.create(shm.PRIVATE, 4096))
-    seg:remove()
-    local d = assert(shm.dict.create(H.key(), 65536))
-    d:remove()
-    local q = assert(shm.queue.create(H.key(), 1024))
-    q:remove()
+    local seg, d, q = objects()
     local before = {}
     for k, v in pairs(fb) do before[k] = v end
     for i = 1, 100 do
