@@ -27,6 +27,7 @@ build = {
   type = "builtin",
   modules = {
     shm = "lua/shm.lua",
+    ["shm.ffi"] = "lua/shm/ffi.lua",
     ["shm.core"] = {
       sources = {
         "src/args.c",
@@ -35,6 +36,7 @@ build = {
         "src/compat.c",
         "src/core.c",
         "src/dict.c",
+        "src/ffi.c",
         "src/file.c",
         "src/futex.c",
         "src/lock.c",

@@ -802,6 +802,46 @@ static void pushlayout(lua_State *L) {
   shm_setfield_int(L, "head", (lua_Integer)offsetof(qhdr, head));
 }
 
+/* ---- FFI entry points (lua/shm/ffi.lua under LuaJIT) ----
+ * push and pop as plain C functions, reached through a table of function
+ * pointers (shm.queue._ffi, a light userdata).  `ud` is a queue's userdata
+ * (the caller checked its class).  A timeout < 0 means none (wait forever).
+ * They return an shm_status (or Q_TOOBIG), or SHM_FFI_FALLBACK having done
+ * nothing, for a call l_push/l_pop must answer (detached, read-only). */
+static int ffi_push(void *ud, const char *msg, size_t len, double timeout, const char **why) {
+  shm_queue *q = (shm_queue *)ud;
+  shm_deadline d;
+  if (q->seg->addr == NULL || q->seg->readonly) return SHM_FFI_FALLBACK;
+  if (timeout < 0) d.forever = 1;
+  else shm_deadline_after(&d, timeout);
+  *why = NULL;
+  return q_push(&q->core, msg, len, &d, shm_ctx_self(q->ctx), why);
+}
+
+static int ffi_pop(void *ud, double timeout, const char **p, size_t *len, const char **why) {
+  shm_queue *q = (shm_queue *)ud;
+  shm_deadline d;
+  int st;
+  if (q->seg->addr == NULL || q->seg->readonly) return SHM_FFI_FALLBACK;
+  if (timeout < 0) d.forever = 1;
+  else shm_deadline_after(&d, timeout);
+  *why = NULL;
+  *len = 0;
+  st = q_pop(&q->core, &q->buf, len, &d, why);
+  if (st == SHM_ERRNO) return SHM_FFI_FALLBACK; /* nothing taken: l_pop says why */
+  *p = q->buf.p;
+  return st;
+}
+
+/* Keep in step with the cdef in lua/shm/ffi.lua. */
+typedef struct shm_queue_ffi_api {
+  int version;
+  int (*push)(void *, const char *, size_t, double, const char **);
+  int (*pop)(void *, double, const char **, size_t *, const char **);
+} shm_queue_ffi_api;
+
+static const shm_queue_ffi_api queue_ffi = {1, ffi_push, ffi_pop};
+
 void shm_open_queue(lua_State *L, int module, int methods) {
   (void)methods;
   int mt;
@@ -827,5 +867,7 @@ void shm_open_queue(lua_State *L, int module, int methods) {
   lua_setfield(L, -2, "open");
   pushlayout(L);
   lua_setfield(L, -2, "layout");
+  lua_pushlightuserdata(L, (void *)&queue_ffi); /* for lua/shm/ffi.lua */
+  lua_setfield(L, -2, "_ffi");
   lua_setfield(L, module, "queue");
 }

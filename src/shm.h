@@ -255,6 +255,13 @@ void shm_open_dict(lua_State *L, int module, int methods);
 /* ---- pack.c: string.pack formats in place ---- */
 void shm_open_pack(lua_State *L, int module, int methods);
 
+/* ---- ffi.c: the segment's hot methods for LuaJIT's FFI (shm._ffi, a light
+ * userdata pointing at a const table of function pointers; lua/shm/ffi.lua).
+ * They return SHM_FFI_FALLBACK, having done nothing, for any call the Lua C
+ * API method must answer (it raises the error). ---- */
+#define SHM_FFI_FALLBACK (-1)
+void shm_open_ffi(lua_State *L, int module, int methods);
+
 #pragma GCC visibility pop
 
 #endif
