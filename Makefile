@@ -13,8 +13,9 @@ ifeq ($(LUA),luajit)
 LUA_VERSION ?= 5.1
 LUA_PC      ?= luajit
 LUA_INC_FALLBACK := -I/usr/include/luajit-2.1
-# Debian's LuaJIT or OpenResty's (luajit2, which nginx's Lua module needs): either will do
-LUA_DEB     ?= luajit,libluajit-5.1-dev|luajit2,libluajit2-5.1-dev
+# OpenResty's LuaJIT (luajit2, which nginx's Lua module needs) or Debian's: either
+# will do, the one installed is completed; on a machine with neither, luajit2
+LUA_DEB     ?= luajit2,libluajit2-5.1-dev|luajit,libluajit-5.1-dev
 else
 LUA_VERSION ?= $(patsubst lua%,%,$(LUA))
 LUA_PC      ?= $(LUA)
@@ -86,7 +87,26 @@ build/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
 
-bench: $(LIB) $(BENCH_BINS)
+# make bench-deps: nginx + ngx_http_lua + lua-resty-core and redis for the dict
+# section's baselines (installed with --no-remove when root, never a removal;
+# see bench/deps.sh). BENCH_QUICK=1 needs none of them.
+.PHONY: bench-deps
+bench-deps:
+	@[ "$(BENCH_QUICK)" = 1 ] || sh bench/deps.sh
+
+# make bench-compare BASE=rev: this build beside rev's (built from git into
+# build/bench/base), the small-op, queue and round-trip loops interleaved in
+# one run (bench/compare.lua; BENCH_ROUNDS, default 5).
+BASE ?= HEAD~1
+BENCH_BASE := build/bench/base
+.PHONY: bench-compare
+bench-compare: $(LIB)
+	rm -rf $(BENCH_BASE) && mkdir -p $(BENCH_BASE)
+	git archive $(BASE) | tar -x -C $(BENCH_BASE)
+	$(MAKE) -s -C $(BENCH_BASE) LUA=$(LUA) >/dev/null
+	LUA_PATH="$(CURDIR)/bench/?.lua;;" $(LUA) bench/compare.lua $(abspath $(BENCH_BASE)) $(CURDIR) $(or $(BENCH_ROUNDS),5)
+
+bench: $(LIB) $(BENCH_BINS) bench-deps
 	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/run.lua
 
 # lua/ is exactly what is installed; lshm runs under the interpreter it was installed for
@@ -130,7 +150,7 @@ $(BUILD)/asan/obj/%.o: src/%.c src/*.h Makefile
 $(ASAN_LIB): $(ASAN_OBJS)
 	@mkdir -p $(@D)
 	$(CC) -shared $(SAN_FLAGS) -o $@ $(ASAN_OBJS)
-check-asan: $(ASAN_LIB) $(LIB)
+check-asan: deps $(ASAN_LIB) $(LIB)
 	SHM_CPATH="$(CURDIR)/$(BUILD)/asan/?.so" \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -143,7 +163,7 @@ endif
 
 # The whole suite in-process under valgrind memcheck (children run natively):
 # any memory error fails it, and so does a definitely-lost block.
-check-valgrind: $(LIB)
+check-valgrind: deps $(LIB)
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=$(CURDIR)/.ci/valgrind.supp \
 	  $(LUA) $$(command -v busted) --ignore-lua $(BUSTED_ARGS)

@@ -5,6 +5,12 @@
 local lib = require "lib"
 
 local QUICK = os.getenv("BENCH_QUICK") == "1"
+local LOAD0 = (function() -- the machine's load when we start: other work skews the figures
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("*l") or "?"
+  if f then f:close() end
+  return s:match("^(%S+ %S+ %S+)") or s
+end)()
 local ROUNDS = QUICK and 1 or tonumber(os.getenv("BENCH_ROUNDS") or "5")
 local SCALE = QUICK and 0.02 or 1
 local LUA = arg[-1] or "lua5.4"
@@ -24,10 +30,17 @@ local function sh(cmd)
   return out, ok
 end
 
-local function number(cmd)
+-- a command's output: one or more numbers (the default), or what `parse` finds
+local function plain(out)
+  if not out:match("^%s*[%d.][%d.%s]*$") then return nil end
+  local t = {}
+  for x in out:gmatch("[%d.]+") do t[#t + 1] = tonumber(x) end
+  return t
+end
+local function numbers(cmd, parse)
   local out, ok = sh(cmd)
-  local v = tonumber(out:match("^%s*([%d.]+)%s*$"))
-  if not ok or not v then error("bench: `" .. cmd .. "` failed:\n" .. out, 0) end
+  local v = ok and (parse or plain)(out)
+  if not v then error("bench: `" .. cmd .. "` failed:\n" .. out, 0) end
   return v
 end
 
@@ -46,8 +59,8 @@ end
 
 -- the cases: name -> command printing one number
 local cases, order = {}, {}
-local function case(name, cmd)
-  cases[name] = { cmd = cmd, values = {} }
+local function case(name, cmd, parse)
+  cases[name] = { cmd = cmd, parse = parse, values = {} }
   order[#order + 1] = name
 end
 
@@ -80,15 +93,103 @@ end
 case("pingpong queue", lua("pingpong.lua", "client", "queue", n(1e5)))
 case("pingpong fifo", lua("pingpong.lua", "client", "fifo", n(5e4)))
 
--- run: every case once per round, in a fixed interleaved order
-for r = 1, ROUNDS do
-  io.stderr:write(string.format("bench: round %d of %d\n", r, ROUNDS))
-  for _, name in ipairs(order) do
-    local c = cases[name]
-    c.values[#c.values + 1] = number(c.cmd)
+-- 4. the shared dictionary, its baselines in servers we start (and stop,
+-- whatever happens: every server's stopper runs before any error goes on)
+local dictloops = require "dictloops"
+local servers = require "servers"
+local has_dict = (function()
+  local ok, shm = pcall(require, "shm")
+  return ok and shm.dict ~= nil
+end)()
+local NA_DICT = "n/a (shm.dict not built)"
+local DICT_ORDER = { "set16", "get16", "set1k", "get1k", "set10k", "get10k", "incr" } -- Redis: SET before GET
+local REDIS = { set16 = "-t set -d 16", get16 = "-t get -d 16", set1k = "-t set -d 1024", get1k = "-t get -d 1024",
+  set10k = "-t set -d 16 -r 10000", get10k = "-t get -d 16 -r 10000", incr = "-t incr" }
+local PAIR_DUR = QUICK and 0.05 or 0.5
+local ngx_srv, redis_srv, ngx_why, redis_why
+local stoppers = {}
+local function stop_servers()
+  for i = #stoppers, 1, -1 do
+    pcall(stoppers[i])
+    stoppers[i] = nil
   end
 end
-local function med(name) return lib.median(cases[name].values) end
+-- redis-benchmark --csv: "GET","31250.00",... -> microseconds per request of one client
+local function redis_us(clients)
+  return function(out)
+    local rps = tonumber(out:match('\n"[%u]+","([%d.]+)"'))
+    return rps and rps > 0 and { 1e6 * clients / rps } or nil
+  end
+end
+
+local function measure()
+  if QUICK then
+    ngx_why, redis_why = "skipped (BENCH_QUICK)", "skipped (BENCH_QUICK)"
+  else
+    local bench_dir = (HERE:sub(1, 1) == "/" and HERE or (sh("pwd"):gsub("%s+$", "") .. "/" .. HERE))
+    ngx_srv, ngx_why = servers.nginx(bench_dir, dictloops.CAPACITY)
+    if ngx_srv then stoppers[#stoppers + 1] = ngx_srv.stop end
+    redis_srv, redis_why = servers.redis()
+    if redis_srv then stoppers[#stoppers + 1] = redis_srv.stop end
+  end
+  for _, why in ipairs({ ngx_srv and "" or "ngx.shared.DICT rows skipped: " .. ngx_why,
+                         redis_srv and "" or "Redis rows skipped: " .. redis_why,
+                         has_dict and "" or "shm.dict rows: " .. NA_DICT }) do
+    if why ~= "" then io.stderr:write("bench: " .. why .. "\n") end
+  end
+  local N = n(1e6)
+  for _, op in ipairs(DICT_ORDER) do
+    case("dict table " .. op, lua("dict.lua", "table", op, N))
+    if has_dict then case("dict shm " .. op, lua("dict.lua", "dict", op, N)) end
+    if jit then
+      case("dict table " .. op .. " nojit", lua("dict.lua", "table", op, N, "nojit"))
+      if has_dict then case("dict shm " .. op .. " nojit", lua("dict.lua", "dict", op, N, "nojit")) end
+    end
+    if ngx_srv then
+      case("dict ngx " .. op, "curl -sS --max-time 600 " .. q(ngx_srv.url .. "/op?op=" .. op .. "&n=" .. N))
+      if jit then
+        case("dict ngx " .. op .. " nojit", "curl -sS --max-time 600 " ..
+          q(ngx_srv.url .. "/op?op=" .. op .. "&n=" .. n(2e5) .. "&jit=off"))
+      end
+    end
+    if redis_srv then
+      case("dict redis " .. op, "redis-benchmark -s " .. q(redis_srv.sock) .. " -c 1 -P 1 -n " .. n(50000) ..
+        " --csv " .. REDIS[op], redis_us(1))
+    end
+  end
+  for _, mode in ipairs({ "getset", "getget" }) do
+    if has_dict then case("pair shm " .. mode, lua("dict.lua", "pair", mode, PAIR_DUR)) end
+    if ngx_srv then
+      case("pair ngx " .. mode, "curl -sS --max-time 60 " .. q(ngx_srv.url .. "/pair?mode=" .. mode ..
+        "&dur=" .. PAIR_DUR))
+    end
+  end
+  if redis_srv then
+    case("pair redis getget", "redis-benchmark -s " .. q(redis_srv.sock) .. " -c 2 -P 1 -n " .. n(100000) ..
+      " --csv -t get -d 16", redis_us(2))
+  end
+
+  -- run: every case once per round, in a fixed interleaved order
+  for r = 1, ROUNDS do
+    io.stderr:write(string.format("bench: round %d of %d\n", r, ROUNDS))
+    for _, name in ipairs(order) do
+      local c = cases[name]
+      c.values[#c.values + 1] = numbers(c.cmd, c.parse)
+    end
+  end
+end
+local ok, err = pcall(measure)
+stop_servers()
+if not ok then error(err, 0) end
+
+-- the median of field i (default 1) of a case's outputs; nil if not measured
+local function med(name, i)
+  local c = cases[name]
+  if not c then return nil end
+  local xs = {}
+  for r, v in ipairs(c.values) do xs[r] = v[i or 1] end
+  return lib.median(xs)
+end
 
 -- system calls per small operation (strace): the difference between a run of
 -- N+100000 calls and one of N, over 100000
@@ -122,6 +223,9 @@ line("")
 line(string.format("Machine: %s, %s cores, Linux %s, %s. Medians of %d interleaved rounds%s.",
   cpu(), (sh("nproc"):gsub("%s", "")), (sh("uname -r"):gsub("%s", "")), jit and jit.version or _VERSION, ROUNDS,
   QUICK and " (QUICK: tiny counts, figures not meaningful)" or ""))
+line("")
+line("Load average (1, 5, 15 min) when the run started: " .. LOAD0 .. ". The machine is shared: other work on " ..
+  "its cores slows every figure, the two-process ones (queue, round trips, two processes on one key) most.")
 line("")
 line("## 1. Bulk copy into and out of a System V segment, against C memcpy")
 line("")
@@ -203,8 +307,85 @@ line(string.format("Round trip (64 B there and back): shm.queue %.2f µs, FIFO w
 line("")
 line("Every message is checked byte for byte and in order (1024 distinct messages, each with its index).")
 
+line("")
+line("## 4. Shared dictionary: shm.dict against ngx.shared.DICT, Redis and a Lua table")
+line("")
+line("The same loops (bench/dictloops.lua) for shm.dict in this interpreter, for `ngx.shared.DICT` inside an " ..
+  "nginx worker (our own nginx on a loopback port: Debian's `nginx`, `libnginx-mod-http-lua` and " ..
+  "`lua-resty-core`, timed in the worker with `clock_gettime(CLOCK_MONOTONIC)`), and for a plain Lua table " ..
+  "(the floor); every value read is checked, every write read back. Redis: our own `redis-server` on a unix " ..
+  "socket, `redis-benchmark`, one client, no pipelining, so one round trip per operation (16 B or 1 KiB values, " ..
+  "`-r 10000` for 10,000 keys).")
+line("")
+if ngx_srv then
+  line("nginx workers: " .. ngx_srv.info .. ", from " .. ngx_srv.source .. ". So ngx.shared.DICT's " ..
+    "get/set/incr are FFI calls that LuaJIT compiles into the worker's loop, not Lua C API calls.")
+else
+  line("ngx.shared.DICT: " .. tostring(ngx_why) .. ".")
+end
+if not redis_srv then line("") line("Redis: " .. tostring(redis_why) .. ".") end
+if not has_dict then line("") line("shm.dict: " .. NA_DICT .. " (`require(\"shm\").dict` is nil).") end
+line("")
+line("Goals (issue 13), under Lua 5.4: get and set within 1.5x of ngx.shared.DICT; two processes on one key: " ..
+  "reads no slower than ngx.shared.DICT's; at least 100x faster than a Redis GET round trip.")
+line("")
+local DLABEL = { get16 = "`get`, 16 B value, one hot key", set16 = "`set`, 16 B value, one hot key",
+  get1k = "`get`, 1 KiB value", set1k = "`set`, 1 KiB value", get10k = "`get` over 10,000 keys (16 B)",
+  set10k = "`set` over 10,000 keys (16 B)", incr = "`incr(k, 1)`" }
+local function ns(v) return v and string.format("%.1f ns", v) or "n/a" end
+local function ratio(a, b) return (a and b) and string.format("%.2f", a / b) or "-" end
+line("| op | shm.dict | ngx.shared.DICT | shm.dict / ngx | Redis round trip | Redis / shm.dict | Lua table (floor) " ..
+  "| shm.dict / floor |")
+line("|---|---|---|---|---|---|---|---|")
+for _, op in ipairs(dictloops.OPS) do
+  local d, x, r, t = med("dict shm " .. op), med("dict ngx " .. op), med("dict redis " .. op), med("dict table " .. op)
+  line(string.format("| %s | %s | %s | %s | %s | %s | %s | %s |", DLABEL[op], has_dict and ns(d) or NA_DICT,
+    ngx_srv and ns(x) or "skipped", ratio(d, x), r and string.format("%.2f µs", r) or "skipped",
+    ratio(r and r * 1000, d), ns(t), ratio(d, t)))
+end
+if jit then
+  line("")
+  line("The same loops with the JIT off (`jit.off()`, and in the nginx worker `jit.off()` `jit.flush()` " ..
+    "around the loop): what the calls cost interpreted; lua-resty-core's FFI calls are slow when interpreted.")
+  line("")
+  line("| op | shm.dict, JIT off | JIT off / on | ngx.shared.DICT, JIT off | JIT off / on | " ..
+    "shm.dict / ngx, JIT off | Lua table, JIT off | shm.dict / floor, JIT off |")
+  line("|---|---|---|---|---|---|---|---|")
+  for _, op in ipairs(dictloops.OPS) do
+    local d, don, t = med("dict shm " .. op .. " nojit"), med("dict shm " .. op), med("dict table " .. op .. " nojit")
+    local x, xon = med("dict ngx " .. op .. " nojit"), med("dict ngx " .. op)
+    line(string.format("| %s | %s | %s | %s | %s | %s | %s | %s |", DLABEL[op], has_dict and ns(d) or NA_DICT,
+      ratio(d, don), ngx_srv and ns(x) or "skipped", ratio(x, xon), ratio(d, x), ns(t), ratio(d, t)))
+  end
+end
+line("")
+line(string.format("Two processes hammering one key (16 B values) for %g s at once, started together through " ..
+  "the dict itself: operations per second of each (shm.dict: two processes of this interpreter; " ..
+  "ngx.shared.DICT: the two workers of one nginx).", PAIR_DUR))
+line("")
+line("| processes | shm.dict: 1 (get) | shm.dict: 2 | ngx.shared.DICT: 1 (get) | ngx.shared.DICT: 2 | " ..
+  "reads, shm.dict / ngx |")
+line("|---|---|---|---|---|---|")
+local function ops(v) return v and string.format("%.0f", v) or "n/a" end
+for _, mode in ipairs({ "getset", "getget" }) do
+  local s1, s2 = med("pair shm " .. mode, 1), med("pair shm " .. mode, 2)
+  local x1, x2 = med("pair ngx " .. mode, 1), med("pair ngx " .. mode, 2)
+  line(string.format("| %s | %s | %s | %s | %s | %s |",
+    mode == "getset" and "one getter + one setter" or "two getters",
+    has_dict and ops(s1) or NA_DICT, has_dict and (ops(s2) .. (mode == "getset" and " (set)" or " (get)")) or NA_DICT,
+    ngx_srv and ops(x1) or "skipped", ngx_srv and (ops(x2) .. (mode == "getset" and " (set)" or " (get)")) or "skipped",
+    ratio(s1, x1)))
+end
+if redis_srv then
+  local r = med("pair redis getget")
+  line("")
+  line(string.format("Redis, two clients doing GET at once: %.2f µs per round trip, %.0f GETs per second each.",
+    r, 1e6 / r))
+end
+
 local report = table.concat(out, "\n") .. "\n"
 io.write(report)
+io.stdout:flush()
 if not QUICK then
   local f = assert(io.open(RESULTS, "w"))
   f:write(report)

@@ -19,20 +19,28 @@ local function value(k, v)
 end
 ]]
 
-local WRITER = VALUE .. [[
+-- acked(path): the last acknowledged version of each key in a writer's log
+-- ("key version ." lines; a torn last line is ignored), in writers and here
+local ACKED = [[
+local function acked(path)
+  local ver = {}
+  local f = io.open(path)
+  if f then
+    for line in f:lines() do
+      local k, v = line:match("^(%S+) (%d+) %.$")
+      if k then ver[k] = tonumber(v) end
+    end
+    f:close()
+  end
+  return ver
+end
+]]
+
+local WRITER = VALUE .. ACKED .. [[
 local shm = require "shm"
 local key, w, logpath = tonumber(arg[1]), arg[2], arg[3]
 local d = assert(shm.dict.open(key))
--- resume from the acknowledged log ("key version ." lines; a torn last line is ignored)
-local ver = {}
-local f = io.open(logpath)
-if f then
-  for line in f:lines() do
-    local k, v = line:match("^(%S+) (%d+) %.$")
-    if k then ver[k] = tonumber(v) end
-  end
-  f:close()
-end
+local ver = acked(logpath) -- resume from the acknowledged log
 -- compacted (a temp file renamed over it: a kill here loses nothing)
 local tmp = assert(io.open(logpath .. ".tmp", "w"))
 for k, v in pairs(ver) do tmp:write(k, " ", v, " .\n") end
@@ -40,7 +48,7 @@ tmp:close()
 assert(os.rename(logpath .. ".tmp", logpath))
 local log = assert(io.open(logpath, "a"))
 log:setvbuf("no")
-print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+print("ready") io.stdout:flush()
 math.randomseed(os.time() + tonumber(w) * 1000 + #logpath)
 while true do
   local k = "w" .. w .. ":" .. math.random(1, ]] .. KEYS .. [[)
@@ -59,7 +67,7 @@ end
 local READER = VALUE .. [[
 local shm = require "shm"
 local d = assert(shm.dict.open(tonumber(arg[1])))
-print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+print("ready") io.stdout:flush()
 local reads = 0
 while true do
   for w = 1, ]] .. W .. [[ do
@@ -81,19 +89,7 @@ while true do
 end
 ]]
 
--- the last acknowledged version of each key in a writer's log
-local function acked(path)
-  local ver = {}
-  local f = io.open(path)
-  if f then
-    for line in f:lines() do
-      local k, v = line:match("^(%S+) (%d+) %.$")
-      if k then ver[k] = tonumber(v) end
-    end
-    f:close()
-  end
-  return ver
-end
+local acked = H.load(ACKED .. "return acked")()
 
 describe("shm.dict under kill -9", function()
   after_each(H.cleanup)
@@ -107,7 +103,7 @@ describe("shm.dict under kill -9", function()
     local logs, writers, readers = {}, {}, {}
     local function spawn_writer(w)
       local h = H.spawn(WRITER, { key, w, logs[w] })
-      h.pid = tonumber(h:line())
+      assert(h:line() == "ready")
       writers[w] = h
     end
     for w = 1, W do
@@ -116,7 +112,7 @@ describe("shm.dict under kill -9", function()
     end
     for r = 1, 2 do
       local h = H.spawn(READER, { key })
-      h.pid = tonumber(h:line())
+      assert(h:line() == "ready")
       readers[r] = h
     end
     finally(function()
@@ -133,6 +129,7 @@ describe("shm.dict under kill -9", function()
       H.kill(writers[w].pid)
       writers[w]:finish()
       kills = kills + 1
+      d:stat() -- recovers if it died holding the lock, then checks the whole structure
       spawn_writer(w)
     end
     -- and once on purpose inside a method: stop a writer until it holds the lock

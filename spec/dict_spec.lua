@@ -258,10 +258,11 @@ describe("shm.dict", function()
       assert.same({}, d:get_keys())
       assert.equal(1, d:flush_expired()) -- flush_all freed the 3 least recently used
       assert.equal(0, d:flush_expired())
-      for i = 1, 100 do d:set("e" .. i, i, 0.001) end
+      -- (long enough that no store sweeps them while the loop runs, even under valgrind)
+      for i = 1, 100 do d:set("e" .. i, i, 0.5) end
       d:set("live1", 1)
       d:set("live2", 2)
-      pause(0.01)
+      pause(0.6)
       assert.equal(42, d:flush_expired(42))
       assert.equal(58, d:flush_expired())
       assert.equal(2, #d:get_keys(0))
@@ -480,12 +481,49 @@ describe("shm.dict", function()
     end)
   end)
 
+  describe("no Lua while the lock is held", function()
+    it("get_keys(0) of 100,000 keys copies them out and makes the strings after unlocking", function()
+      local big = newdict(32 * 1024 * 1024)
+      for i = 1, 100000 do assert(big:safe_set("key:" .. i, i)) end
+      local keys = big:get_keys(0)
+      assert.equal(100000, #keys)
+      local seen = {}
+      for _, k in ipairs(keys) do seen[k] = true end
+      assert.is_true(seen["key:1"] and seen["key:100000"])
+      big:detach()
+    end)
+
+    it("a finalizer that uses the dict never deadlocks it (lua-nginx-module #1207)", function()
+      local out, rc = H.run([[
+        local shm = require "shm"
+        local d = assert(shm.dict.create(shm.PRIVATE, 1024 * 1024)) d:remove()
+        local fired = 0
+        local function gc() d:set("gc", fired) d:incr("n", 1, 0) fired = fired + 1 end
+        -- garbage with a finalizer: tables on 5.2+, userdata (newproxy) on 5.1/LuaJIT
+        local finalizable = newproxy and function()
+          local p = newproxy(true)
+          getmetatable(p).__gc = gc
+        end or function() setmetatable({}, { __gc = gc }) end
+        for i = 1, 20000 do
+          finalizable()                         -- all the time
+          d:set("k" .. i % 100, { i, tostring(i) }) -- allocating calls: the GC runs inside them
+          d:get("k" .. (i + 1) % 100)
+        end
+        collectgarbage()
+        io.write(fired > 0 and d:get("n") == fired and "ok" or ("fired " .. fired))
+      ]], nil, { interpreter = "timeout 60 " .. H.lua })
+      assert.equal(0, rc, out)
+      assert.equal("ok", out)
+    end)
+  end)
+
   describe("the object", function()
     it("opens, creates when asked, and refuses what is not a dict", function()
       local key = H.key()
       local d1, msg, en = shm.dict.open(key)
       assert.is_nil(d1)
-      assert.equal(string.format("shm.dict.open(0x%x): No such file or directory (pass a capacity to create it)", key), msg)
+      assert.equal(string.format("shm.dict.open(0x%x): No such file or directory"
+        .. " (pass a capacity to create it)", key), msg)
       assert.equal(2, en)
       d1 = assert(shm.dict.open(key, 64 * 1024))
       d1:set("a", 1)

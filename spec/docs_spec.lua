@@ -38,10 +38,7 @@ describe("the API reference #slow", function()
     assert.is_nil(remove:find('href="#unlink"', 1, true))
   end)
 
-  -- PENDING until src/atomic.c, src/pack.c and src/mutex.c open a `@type segment`
-  -- block after their `@module shm` instead of tagging methods `@within segment`
-  -- (an ad-hoc section "segment" beside "Class segment"); then make this `docit`.
-  pending("lists each class once in the contents", function()
+  docit("lists each class once in the contents", function()
     local contents = html:match("<h2>Contents</h2>(.-)</ul>")
     local seen = {}
     for name in contents:gmatch('<a href="#[^"]*">([^<]*)</a>') do
@@ -49,10 +46,10 @@ describe("the API reference #slow", function()
       assert.is_nil(seen[class], "twice in the contents: " .. class)
       seen[class] = true
     end
-    assert.truthy(seen.segment and seen.queue and seen.mutex)
+    assert.truthy(seen.segment and seen.queue and seen.mutex and seen.dict)
   end)
 
-  docit("covers every function of the module, segments, mutexes and queues", function()
+  docit("covers every function of the module, segments, mutexes, queues and dicts", function()
     local documented = {}
     for name in html:gmatch('<a name = "([^"]+)"></a>') do documented[name] = true end
     local functions = 0
@@ -66,6 +63,7 @@ describe("the API reference #slow", function()
     end
     check("", shm)
     check("queue.", shm.queue)
+    check("dict.", shm.dict)
     local seg = assert(shm.create(shm.PRIVATE, 4096))
     local _ = seg.size -- (an attached segment's metatable is its own after the first index)
     check("segment:", debug.getmetatable(seg).__index) -- (getmetatable: the class name only)
@@ -73,6 +71,9 @@ describe("the API reference #slow", function()
     local q = assert(shm.queue.create(H.key(), 64))
     check("queue:", debug.getmetatable(q).__index)
     q:remove() q:detach()
+    local d = assert(shm.dict.create(shm.PRIVATE, 64 * 1024))
+    check("dict:", debug.getmetatable(d).__index)
+    d:remove() d:detach()
     seg:remove() seg:detach()
     -- and each says what it takes and gives, with an example
     local _, params = html:gsub("<h3>Parameters:</h3>", "")

@@ -1,13 +1,19 @@
 -- A randomized driver with a fixed seed (FUZZ_SEED, FUZZ_CALLS to vary it):
 -- random arguments of every type and range into every function, and random
--- bytes scribbled over queue headers and rings.  It runs in a child process so
--- that a crash shows as a signal in the exit status; every call is pcall'ed,
--- and errors are fine: only a crash (or a hang) fails.
+-- bytes scribbled over queue headers and rings, words written over lock and
+-- state words (mutexes, the queue's writers' lock, fresh-queue init state)
+-- between lock operations, and every method of every class called with a
+-- `self` of another class (or io.stdout, a table, nil: these must raise).  It
+-- runs in a child process so that a crash shows as a signal in the exit status,
+-- in a scratch working directory (a number taken as a path makes no file in
+-- the checkout); every call is pcall'ed, and errors are fine: only a crash (or
+-- a hang) fails.
 local H = require "helpers"
 
 local DRIVER = [=[
 local shm = require "shm"
 local seed, calls, keys, names, paths = tonumber(arg[1]), tonumber(arg[2]), {}, {}, {}
+local deadpid = tonumber(arg[6])
 for k in arg[3]:gmatch("%d+") do keys[#keys + 1] = tonumber(k) end
 for n in arg[4]:gmatch("%S+") do names[#names + 1] = n end
 for p in arg[5]:gmatch("%S+") do paths[#paths + 1] = p end
@@ -40,11 +46,79 @@ local function value(seg)
   return string.rep(string.char(R(0, 255)), R(0, 100))
 end
 
-local segs, queues, made, failed = {}, {}, 0, 0
+local segs, queues, mutexes, made, failed = {}, {}, {}, 0, 0
+local restore -- undoes a live lock word written over a queue's lock
+local accepted = {} -- wrong-self calls that did not raise
 local function call(f, ...)
   made = made + 1
   local ok = pcall(f, ...)
   if not ok then failed = failed + 1 end
+end
+
+-- lock words (pid | flags, tag) and mutex state words worth writing
+local function starttag(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  local t = {}
+  for w in f:read("*a"):match("%) (.*)$"):gmatch("%S+") do t[#t + 1] = w end
+  f:close()
+  local v = tonumber(t[20]) % 2 ^ 32
+  return v == 0 and 1 or v
+end
+local mypid = io.open("/proc/self/stat"):read("*n")
+local mytag, inittag = starttag(mypid), starttag(1)
+local function lockword(live)
+  local r = R(live and 9 or 7)
+  if r == 1 then return 0, 0 end
+  if r == 2 then return deadpid, R(0, 2 ^ 32 - 1) end
+  if r == 3 then return 0x3fffff00, 16 + 32 + 128 + 2 end
+  if r == 4 then return 2 ^ 31 + R(0, 1) * 2 ^ 30, R(0, 9) end
+  if r == 5 then return 1, inittag + 1 end
+  if r == 6 then return mypid, 0 end
+  if r == 7 then return R(0, 2 ^ 32 - 1), R(0, 2 ^ 32 - 1) end
+  if r == 8 then return 1, inittag end         -- a live holder: waits time out
+  return mypid, mytag                          -- this very process
+end
+local states = { "\0\0\0\0\0\0\0\0", "YDERMHSL", "\1\0\0\0MHSL", "x\0\0\0MHSL", "\255\255\255\255\255\255\255\255" }
+local function stateword()
+  local st = pick(states)
+  if st:sub(1, 1) == "x" then st = string.pack and string.pack("<I4", mypid) .. "MHSL" or states[3] end
+  return R(6) == 1 and string.char(R(0, 255)):rep(8) or st
+end
+
+-- every method of every class, called with a self of another kind
+local classes = {
+  segment = { "read", "write", "fill", "pack", "unpack", "stat", "remove", "detach", "sync",
+              "chmod", "chown", "load", "store", "add", "cas", "wait", "notify", "mutex" },
+  queue = { "push", "pop", "close", "stat", "remove", "detach", "segment" },
+  mutex = { "lock", "trylock", "unlock" },
+  dict = { "get", "get_stale", "set", "safe_set", "add", "safe_add", "replace", "delete", "incr",
+           "lpush", "rpush", "lpop", "rpop", "llen", "ttl", "expire", "flush_all", "flush_expired",
+           "get_keys", "capacity", "free_space", "stat", "remove", "detach", "segment" },
+}
+local instances = {} -- class -> a live object of it
+local function wrongself()
+  local kinds = {}
+  for k in pairs(instances) do kinds[#kinds + 1] = k end
+  table.sort(kinds)
+  if #kinds == 0 then return end
+  local kind = pick(kinds)
+  local obj = instances[kind]
+  local name = pick(classes[kind])
+  local ok, f = pcall(function() return obj[name] end)
+  if not ok or type(f) ~= "function" then return end
+  local selves = { io.stdout, {}, "x", 42, false, coroutine.create(function() end) }
+  for k, o in pairs(instances) do if k ~= kind then selves[#selves + 1] = o end end
+  local bad = selves[R(#selves + 1)] -- (one past the end: nil)
+  made = made + 1
+  if pcall(f, bad, value(), value(), 0) then accepted[#accepted + 1] = kind .. ":" .. name .. "(" .. type(bad) .. ")"
+  else failed = failed + 1 end
+  -- the metamethods, where a metatable is reachable (never through debug)
+  local mt = getmetatable(obj)
+  if type(mt) == "table" then
+    for _, mm in ipairs({ "__gc", "__close", "__tostring", "__len", "__index" }) do
+      if type(rawget(mt, mm)) == "function" then call(rawget(mt, mm), bad, "size") end
+    end
+  end
 end
 
 local function newseg()
@@ -53,16 +127,23 @@ local function newseg()
   if r == 1 then s = shm.open(pick(keys), "rw", R(8, 9000))
   elseif r == 2 then s = shm.open(pick(names), "rw", R(8, 9000))
   else s = shm.map(pick(paths), R(8, 9000)) end
-  if s then segs[#segs + 1] = s end
+  if s then
+    segs[#segs + 1] = s
+    instances.segment = s
+  end
 end
 
 local seg_methods = { "read", "write", "fill", "pack", "unpack", "stat", "load", "store", "add",
   "cas", "wait", "notify", "mutex", "sync", "chmod", "detach" }
+if shm.dict then -- a dict, for the wrong-self calls
+  local ok, d = pcall(shm.dict.create, shm.PRIVATE, 65536)
+  if ok and d then pcall(d.remove, d) instances.dict = d end
+end
 for i = 1, calls do
   if #segs < 3 or R(50) == 1 then newseg() end
   local s = segs[R(#segs)]
   local r = R(100)
-  if r <= 70 and s then
+  if r <= 62 and s then
     local m = pick(seg_methods)
     local a, b, c = value(s), value(s), value(s)
     if m == "wait" then c = R(0, 1) * 0.001 end            -- never block for long
@@ -83,7 +164,7 @@ for i = 1, calls do
     end
     call(function() return s[pick({ "size", "kind", "readonly", "key", "id", "name", "path" })] end)
     call(function() return #s, tostring(s) end)
-  elseif r <= 80 then
+  elseif r <= 72 then
     -- module functions: keys and names only from our own pool (never someone else's)
     local f = pick({ "create", "open", "unlink", "attach", "map", "ftok", "list" })
     -- (a random integer or "/name" could be somebody else's segment: not those)
@@ -96,16 +177,38 @@ for i = 1, calls do
       local x = shm[f](k, f == "open" and pick({ "rw", "r", "w", 1 }) or size, f == "open" and size or value())
       if type(x) == "userdata" then segs[#segs + 1] = x end
     end)
-  elseif r <= 95 then
+  elseif r <= 84 then
     -- queues, and random bytes scribbled into their headers and rings
     if #queues < 2 then
       local q = shm.queue.open(pick(keys)) or shm.queue.create(pick(keys), R(16, 3000))
-      if q then queues[#queues + 1] = { q = q, raw = assert(q:segment()) } end
+        or shm.queue.open(pick(names), R(16, 3000))
+      if q then
+        queues[#queues + 1] = { q = q, raw = assert(q:segment()) }
+        instances.queue = q
+      end
     end
     local e = queues[R(math.max(1, #queues))]
     if e then
-      if R(4) == 1 then
+      local L = shm.queue.layout
+      local w = R(8)
+      if w == 1 then
         call(function() e.raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
+      elseif w == 2 then -- the writers' lock word, between lock operations (a live
+        -- holder only on a queue with a magic, until the end of this step: openers
+        -- of a fresh queue (magic 0) wait 5 s for it, as for an initialiser)
+        call(function()
+          e.raw:pack(L.lock, "<I4I4", lockword(e.raw:unpack(L.magic, "<I8") ~= 0))
+        end)
+        restore = function() e.raw:pack(L.lock, "<I4I4", 0, 0) end
+      elseif w == 3 then -- init state: a fresh header, the lock word naming nobody alive
+        call(function()
+          e.raw:pack(L.magic, "<I8", 0)
+          e.raw:pack(L.lock, "<I4I4", lockword(false))
+        end)
+        call(function()
+          local q = shm.queue.open(e.raw.key or e.raw.name, R(2) == 1 and R(16, 3000) or nil)
+          if q then q:detach() end
+        end)
       end
       local op = pick({ "push", "push", "pop", "pop", "stat", "close" })
       -- every blocking call with a zero timeout: a scribbled lock word may
@@ -113,8 +216,34 @@ for i = 1, calls do
       call(function() return e.q[op](e.q, (op == "push" and value()) or 0, 0) end)
       call(function() return e.q:pop(0) end)
       call(function() return shm.queue.open(pick(keys)) end)
+      if restore then call(restore) restore = nil end
       if R(30) == 1 then call(function() e.q:remove() end) e.q:detach() table.remove(queues, 1) end
     end
+  elseif r <= 91 and s then
+    -- mutexes, with words written over their state and lock words between lock operations
+    call(function()
+      -- (in a queue's header only now and then, and never on its lock word: a
+      -- live lock word there makes openers of a fresh queue wait 5 s for an
+      -- initialiser)
+      local off = 8 * R(0, 40) + (R(4) == 1 and 0 or 1024)
+      if off + 8 == shm.queue.layout.lock then off = off + 8 end
+      local mu = s:mutex(off)
+      mutexes[#mutexes + 1] = { m = mu, s = s, off = off }
+      instances.mutex = mu
+      if #mutexes > 8 then table.remove(mutexes, 1) end
+    end)
+    local e = mutexes[R(math.max(1, #mutexes))]
+    if e then
+      local op = R(6)
+      if op == 1 then call(function() return e.m:lock(pick({ 0, 0.001 })) end)
+      elseif op == 2 then call(function() return e.m:trylock() end)
+      elseif op == 3 then call(function() return e.m:unlock() end)
+      elseif op == 4 then call(function() e.s:pack(e.off + 8, "<I4I4", lockword(e.off >= 1024)) end)
+      elseif op == 5 then call(function() e.s:write(stateword(), e.off) end)
+      else call(function() return e.s:mutex(e.off) end) end -- init on whatever is there
+    end
+  elseif r <= 96 then
+    wrongself()
   else
     collectgarbage("step")
     if #segs > 6 then
@@ -124,9 +253,12 @@ for i = 1, calls do
     end
   end
 end
+mutexes, instances = nil, nil
+collectgarbage()
 for _, e in ipairs(queues) do pcall(e.q.remove, e.q) pcall(e.q.detach, e.q) end
 for _, s in ipairs(segs) do pcall(s.remove, s) pcall(s.detach, s) end
 collectgarbage()
+io.write("accepted: ", table.concat(accepted, " "), "\n")
 io.write(string.format("calls=%d raised=%d", made, failed))
 ]=]
 
@@ -139,9 +271,18 @@ describe("fuzzing", function()
     local keys, names, paths = {}, {}, {}
     for i = 1, 4 do keys[i] = H.key() names[i] = H.name() end
     for i = 1, 2 do paths[i] = H.tmpfile() end
+    -- the pid of a process that has exited, for lock words naming a dead owner
+    local deadpid = tonumber((H.run([[io.write(io.open("/proc/self/stat"):read("*n"))]])))
+    -- a scratch working directory, removed afterwards
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(H.exec("mkdir -m 0700 " .. H.shellquote(dir)))
+    finally(function() H.exec("rm -rf " .. H.shellquote(dir)) end)
     local out, rc = H.run(DRIVER, { seed, calls, table.concat(keys, " "), table.concat(names, " "),
-                                    table.concat(paths, " ") })
+                                    table.concat(paths, " "), deadpid },
+                          { interpreter = "sh -c 'cd " .. dir .. " && exec \"$0\" \"$@\"' " .. H.lua })
     assert.equal(0, rc, out:sub(-2000))
+    assert.equal("accepted: ", out:match("accepted: [^\n]*"), "methods that took a wrong self")
     local made, raised = out:match("calls=(%d+) raised=(%d+)$")
     assert.is_truthy(made, out:sub(-500))
     assert.is_true(tonumber(made) >= calls, "too few calls ran")

@@ -93,6 +93,69 @@ describe("shm.queue", function()
     seg:remove() seg:detach()
   end)
 
+  it("creates when missing with a capacity: racing openers all end up on one working queue", function()
+    -- 4 processes run through the same 25 fresh keys, each doing
+    -- open(key, capacity) and a push: every key must end up one queue
+    -- holding 4 messages, with no failure anywhere
+    local keys, names = {}, {}
+    for i = 1, 20 do keys[i] = H.key() end
+    for i = 1, 5 do names[i] = H.name() end
+    local all = {}
+    for _, k in ipairs(keys) do all[#all + 1] = tostring(k) end
+    for _, n in ipairs(names) do all[#all + 1] = n end
+    local gate = assert(shm.create(shm.PRIVATE, 16))
+    local kids = {}
+    for c = 1, 4 do
+      kids[c] = H.spawn([[
+        local shm = require "shm"
+        local id, c, list = ...
+        local gate = assert(shm.attach(tonumber(id)))
+        gate:add(8, 1)                    -- ready
+        gate:wait(0, 0, 10)               -- all start together
+        local failures = 0
+        for k in list:gmatch("%S+") do
+          local q, msg = shm.queue.open(tonumber(k) or k, 4096)
+          if q and q:push("from " .. c, 5) then q:detach()
+          else failures = failures + 1 io.stderr:write(tostring(msg), "\n") end
+        end
+        io.write("failures=", failures)
+      ]], { gate.id, c, table.concat(all, " ") })
+    end
+    assert.is_true(H.until_true(function() return gate:load(8) == 4 end))
+    gate:store(0, 1)
+    gate:notify(0)
+    gate:remove()
+    gate:detach()
+    for c = 1, 4 do
+      local out, rc = kids[c]:finish()
+      assert.equal(0, rc, out)
+      assert.equal("failures=0", out)
+    end
+    for i, k in ipairs(all) do
+      local q = assert(shm.queue.open(i <= #keys and tonumber(k) or k))
+      local st = q:stat()
+      assert.equal(4096, st.capacity)
+      assert.equal(4, st.count, "messages on " .. k)
+      assert.equal(0, st.recovered)
+      q:remove()
+      q:detach()
+    end
+  end)
+
+  it("opens an existing queue with its own capacity, and refuses a capacity out of range", function()
+    local key = H.key()
+    local q = assert(shm.queue.create(key, 128))
+    local q2 = assert(shm.queue.open(key, 64)) -- exists: kept as it is
+    assert.equal(128, q2:stat().capacity)
+    assert.error_matches(function() shm.queue.open(key, 8) end, "capacity out of range")
+    assert.error_matches(function() shm.queue.open(key, 1.5) end, "integer capacity expected")
+    assert.is_nil(rawget(shm, "queue_new"), "no internal entry point")
+    assert.is_nil(rawget(shm, "QUEUE_HEADER"))
+    q2:detach()
+    q:remove()
+    q:detach()
+  end)
+
   -- Lua 5.4 only (versions_spec checks there is no __close before); compiled
   -- from a string, so that this file parses in 5.1-5.3
   if H.lua54 then it("detaches on <close>", function()
@@ -126,10 +189,11 @@ describe("shm.queue", function()
     local child = H.spawn([[
       local shm = require "shm"
       local q = assert(shm.queue.open(tonumber((...))))
-      print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+      print("ready") io.stdout:flush()
       print(q:pop())
     ]], { key })
-    local pid = tonumber(child:line())
+    assert(child:line() == "ready")
+    local pid = child.pid
     assert.is_true(H.until_true(function() return H.state(pid) == "S" end))
     local before = H.cputicks(pid)
     q:segment():wait(q:segment().size - 8, 0, 0.2) -- 0.2 s in which the reader must sleep
@@ -225,7 +289,7 @@ describe("shm.queue", function()
         local q = assert(shm.queue.open(tonumber((...))))
         local msgs = {}
         for k = 0, 15 do msgs[k] = string.format("%08d", k) .. string.rep(string.char(65 + k), 60000) end
-        print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+        print("ready") io.stdout:flush()
         local seq = 0
         while true do
           seq = seq + 1
@@ -233,7 +297,8 @@ describe("shm.queue", function()
           if seq % 2 == 0 then q:pop() q:pop() end
         end
       ]], { key })
-      local pid = tonumber(writer:line())
+      assert(writer:line() == "ready")
+      local pid = writer.pid
       finally(function() H.kill(pid, "KILL") end) -- never leave it running
       -- stop it until it is caught holding the writers' lock, then kill it there
       local caught = false

@@ -106,10 +106,11 @@ describe("wait and notify", function()
     local child = H.spawn([[
       local shm = require "shm"
       local seg = assert(shm.attach(tonumber((...))))
-      print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+      print("ready") io.stdout:flush()
       print(seg:wait(0, 0))
     ]], { seg.id })
-    local pid = tonumber(child:line())
+    assert(child:line() == "ready")
+    local pid = child.pid
     assert.is_true(H.until_true(function() return H.state(pid) == "S" end))
     local before = H.cputicks(pid)
     seg:wait(8, 0, 0.3) -- let it sleep 0.3 s (nobody notifies slot 8)
@@ -128,10 +129,11 @@ describe("wait and notify", function()
       kids[i] = H.spawn([[
         local shm = require "shm"
         local seg = assert(shm.attach(tonumber((...))))
-        print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+        print("ready") io.stdout:flush()
         print(seg:wait(0, 0, 30))
       ]], { seg.id })
-      pids[i] = tonumber(kids[i]:line())
+      assert(kids[i]:line() == "ready")
+      pids[i] = kids[i].pid
     end
     -- all three asleep (after printing, the only place a child blocks is the futex)
     assert.is_true(H.until_true(function()
@@ -253,10 +255,11 @@ describe("mutex", function()
       local seg = assert(shm.attach(tonumber((...))))
       local m = seg:mutex(0)
       m:lock()
-      print(io.open("/proc/self/stat"):read("*n")) io.stdout:flush()
+      print("ready") io.stdout:flush()
       seg:wait(128, 0)                 -- hold it until killed
     ]], { seg.id })
-    local pid = tonumber(child:line())
+    assert(child:line() == "ready")
+    local pid = child.pid
     local m = seg:mutex(0)
     assert.same({ false, "busy" }, { m:trylock() })
     H.kill(pid, "KILL")

@@ -175,19 +175,22 @@ const char *shm_checkpath(lua_State *L, int arg) {
   return path;
 }
 
-/* An offset in [0, size]: required. */
-size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s) {
-  lua_Integer off;
-  if (lua_isnoneornil(L, arg)) luaL_typeerror(L, arg, "number"); /* as luaL_checkinteger */
-  off = checkint(L, arg, "offset");
+static size_t offsetarg(lua_State *L, int arg, const shm_segment *s) {
+  lua_Integer off = checkint(L, arg, "offset");
   if (off < 0 || (lua_Unsigned)off > s->size)
     luaL_argerror(L, arg, lua_pushfstring(L, "offset %I out of range (segment size %I)",
                                           off, (lua_Integer)s->size));
   return (size_t)off;
 }
 
+/* An offset in [0, size]: required. */
+size_t shm_checkoffset(lua_State *L, int arg, const shm_segment *s) {
+  if (lua_isnoneornil(L, arg)) luaL_typeerror(L, arg, "number"); /* as luaL_checkinteger */
+  return offsetarg(L, arg, s);
+}
+
 size_t shm_optoffset(lua_State *L, int arg, const shm_segment *s, size_t def) {
-  return lua_isnoneornil(L, arg) ? def : shm_checkoffset(L, arg, s);
+  return lua_isnoneornil(L, arg) ? def : offsetarg(L, arg, s);
 }
 
 /* A length that fits from `off` to the end; none/nil: to the end. */

@@ -5,6 +5,9 @@
 /***
 @module shm
 */
+/***
+@type segment
+*/
 #include "shm.h"
 
 #include <errno.h>
@@ -29,7 +32,6 @@ static int64_t *checkslot(lua_State *L, shm_segment *s, int arg) {
 Atomically read the 64-bit signed integer at an 8-byte aligned offset
 (sequentially consistent, like all the atomics).
 @function segment:load
-@within segment
 @tparam integer offset
 @treturn integer
 @usage local n = seg:load(8)
@@ -43,7 +45,6 @@ static int a_load(lua_State *L) {
 /***
 Atomically write a 64-bit integer.  Send `notify` if someone may `wait` on it.
 @function segment:store
-@within segment
 @tparam integer offset
 @tparam integer value
 @treturn segment itself
@@ -60,7 +61,6 @@ static int a_store(lua_State *L) {
 /***
 Atomically add (wrapping around like Lua integers).
 @function segment:add
-@within segment
 @tparam integer offset
 @tparam integer delta
 @treturn integer the new value
@@ -78,7 +78,6 @@ static int a_add(lua_State *L) {
 /***
 Compare and swap.
 @function segment:cas
-@within segment
 @tparam integer offset
 @tparam integer expected
 @tparam integer desired
@@ -102,7 +101,6 @@ static int a_cas(lua_State *L) {
 Sleep in the kernel (a futex, no busy loop) while the value at `offset` equals
 `expected`.
 @function segment:wait
-@within segment
 @tparam integer offset
 @tparam integer expected
 @tparam[opt] number timeout seconds; `nil` waits forever
@@ -141,7 +139,6 @@ static int a_wait(lua_State *L) {
 /***
 Wake up waiters on `offset`.
 @function segment:notify
-@within segment
 @tparam integer offset
 @tparam[opt] integer n default: all
 @treturn integer how many were woken

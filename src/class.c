@@ -39,3 +39,32 @@ void *shm_checkclass(lua_State *L, int idx, const char *name) {
   if (p == NULL) luaL_typeerror(L, idx, name);
   return p;
 }
+
+/* ---- objects that live in a segment (queues, dicts), which is their first
+ * user value: each checks the class, then works on the segment ---- */
+
+/* obj:remove(), obj:detach(): the segment's own method, its results. */
+int shm_inseg_call(lua_State *L, const char *name, const char *method) {
+  shm_checkclass(L, 1, name);
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  lua_getfield(L, -1, method);
+  lua_insert(L, -2);
+  lua_call(L, 1, LUA_MULTRET);
+  return lua_gettop(L) - 1;
+}
+
+/* obj:segment() */
+int shm_inseg_segment(lua_State *L, const char *name) {
+  shm_checkclass(L, 1, name);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+/* tostring(obj): "shm.queue(shm.segment(...))" */
+int shm_inseg_tostring(lua_State *L, const char *name) {
+  shm_checkclass(L, 1, name);
+  lua_getiuservalue(L, 1, 1);
+  lua_pushfstring(L, "%s(%s)", name, luaL_tolstring(L, -1, NULL));
+  return 1;
+}

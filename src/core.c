@@ -9,8 +9,9 @@
 #include <unistd.h>
 
 /***
-Shared memory for Lua: System V, POSIX and file segments, atomics, a robust mutex
-and a message queue.  `local shm = require "shm"`.
+Shared memory for Lua: System V, POSIX and file segments, atomics, a robust mutex,
+a message queue (`shm.queue`) and a dictionary with ngx.shared.DICT's API
+(`shm.dict`).  `local shm = require "shm"`.
 
 Conventions: offsets are 0-based and lengths in bytes; a failing system call
 returns `nil, message, errno` (the message names the call and the object); misuse
@@ -113,15 +114,7 @@ static const luaL_Reg funcs[] = {
 
 /* The parts that add to the module and to the segment's methods, each
  * opened with the same arguments (as luasocket's mod[]). */
-static void open_mutex(lua_State *L, int module, int methods) {
-  shm_open_mutex(L, methods, module); /* (mutex.c: its own argument order) */
-}
-static void open_queue(lua_State *L, int module, int methods) {
-  (void)methods;
-  shm_open_queue(L, module);
-}
-
-static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, open_mutex, open_queue,
+static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, shm_open_mutex, shm_open_queue,
                                   shm_open_dict, shm_open_ffi, NULL};
 
 int luaopen_shm_core(lua_State *L) {

@@ -72,6 +72,7 @@
 #define D_MAXEVICT 30                 /* LRU items evicted at most per store */
 #define D_SECONDCHANCE 64             /* read items moved to the head at most per eviction */
 #define D_CACHELINE 64
+#define D_PAD 64 /* bytes after the heap: a block header read at the last unit stays inside */
 #define D_MINCAP (16u * 1024u)
 #define D_INPLACE 256u               /* a value of the same length up to this is overwritten in place */
 #define A8(n) (((size_t)(n) + 7) & ~(size_t)7)
@@ -194,6 +195,8 @@ typedef struct shm_dict {
   unsigned char *refs;
   unsigned char *heap;
   uint32_t nbuckets, mask, nunits, maxorder, seed;
+  size_t heapbytes;    /* nunits * D_UNIT; a D_PAD guard follows in the segment */
+  uint32_t scratch[16]; /* where a ref out of the heap points (never the segment) */
   /* a transaction (valid while the lock is held) */
   uint32_t jn;
   int dirty;           /* seq made odd by this transaction */
@@ -266,8 +269,8 @@ static int geometry(uint64_t size, dgeom *g) {
   g->nbuckets = (uint32_t)nb;
   g->refs_off = HDRSIZE + 4 * nb;
   g->heap_off = (g->refs_off + nb + D_CACHELINE - 1) & ~(uint64_t)(D_CACHELINE - 1);
-  if (g->heap_off >= size) return 0;
-  rest = (size - g->heap_off) >> D_UNITSHIFT;
+  if (g->heap_off + D_PAD >= size) return 0;
+  rest = (size - g->heap_off - D_PAD) >> D_UNITSHIFT;
   if (rest < 2 || rest > 0xfffffff0u) return 0;
   g->nunits = (uint32_t)rest;
   g->maxorder = floorlog2(rest);
@@ -297,6 +300,7 @@ static const char *dict_attach(shm_dict *d, unsigned char *base, size_t size) {
   d->nunits = g.nunits;
   d->maxorder = g.maxorder;
   d->seed = h->seed;
+  d->heapbytes = (size_t)g.nunits << D_UNITSHIFT;
   return NULL;
 }
 
@@ -346,7 +350,11 @@ static void dict_format(unsigned char *base, size_t size, uint32_t seed) {
 
 /* ---- refs into the heap, validated ---- */
 
+/* A block's words.  A ref outside the heap (scribbled after it was
+ * checked) points at the handle's scratch words instead: every header read
+ * or write stays inside memory we own, and jw refuses to journal it. */
 static uint32_t *blockw(shm_dict *d, uint32_t ref) {
+  if (ref >= d->nunits) return d->scratch;
   return (uint32_t *)(void *)(d->heap + ((size_t)ref << D_UNITSHIFT));
 }
 
@@ -362,39 +370,67 @@ static int blockok(shm_dict *d, uint32_t ref, uint32_t kind, int order) {
   return 1;
 }
 
-static size_t blockbytes(shm_dict *d, uint32_t ref) {
-  return (size_t)D_UNIT << BORDER(LOAD(blockw(d, ref)));
-}
-
 static dentry *entryof(shm_dict *d, uint32_t ref) { return (dentry *)(void *)blockw(d, ref); }
 static dnode *nodeof(shm_dict *d, uint32_t ref) { return (dnode *)(void *)blockw(d, ref); }
 
-/* An entry's key and value, checked to lie inside its block. */
-static int entryok(shm_dict *d, uint32_t ref) {
+/* An entry as read once: every length it uses was read a single time and
+ * checked against its block, which was checked against the heap; the key
+ * and value pointers come from those reads only (a writer that changes the
+ * entry meanwhile can make the copy stale, never make it leave the block). */
+typedef struct dview {
   dentry *e;
-  uint32_t meta, type;
-  if (!blockok(d, ref, B_ENTRY, -1)) return 0;
-  e = entryof(d, ref);
-  meta = LOAD(&e->meta);
-  type = MTYPE(meta);
-  if (MKLEN(meta) == 0 || type < DV_BOOL || type > DV_LIST) return 0;
-  if (type == DV_LIST) return sizeof(dentry) + A8(MKLEN(meta)) + sizeof(dlist) <= blockbytes(d, ref);
-  return sizeof(dentry) + A8(MKLEN(meta)) + A4((uint64_t)LOAD(&e->vlen)) <= blockbytes(d, ref);
+  uint32_t klen, type, vlen, flags;
+  const char *key;
+  unsigned char *val;
+} dview;
+
+static int viewof(shm_dict *d, uint32_t ref, dview *v) {
+  uint32_t w, o, meta;
+  size_t bytes, voff;
+  if (ref >= d->nunits) return 0;
+  w = LOAD(blockw(d, ref));
+  o = BORDER(w);
+  if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != B_ENTRY || o > d->maxorder) return 0;
+  if ((ref & ((1u << o) - 1)) != 0 || (uint64_t)ref + (1u << o) > d->nunits) return 0;
+  bytes = (size_t)D_UNIT << o;
+  v->e = (dentry *)(void *)blockw(d, ref);
+  meta = LOAD(&v->e->meta);
+  v->klen = MKLEN(meta);
+  v->type = MTYPE(meta);
+  v->vlen = v->type == DV_LIST ? (uint32_t)sizeof(dlist) : LOAD(&v->e->vlen);
+  if (v->klen == 0 || v->type < DV_BOOL || v->type > DV_LIST) return 0;
+  voff = sizeof(dentry) + A8(v->klen);
+  if (voff + A4((uint64_t)v->vlen) > bytes) return 0;
+  v->key = (const char *)v->e + sizeof(dentry);
+  v->val = (unsigned char *)v->e + voff;
+  v->flags = LOAD(&v->e->flags);
+  return 1;
 }
 
-static const char *keyof(dentry *e) { return (const char *)(e + 1); }
-static unsigned char *valueof(dentry *e) {
-  return (unsigned char *)(e + 1) + A8(MKLEN(LOAD(&e->meta)));
+static int entryok(shm_dict *d, uint32_t ref) {
+  dview v;
+  return viewof(d, ref, &v);
+}
+
+/* A list element, read once as an entry is (its type and length). */
+static int nodeview(shm_dict *d, uint32_t ref, uint32_t *type, uint32_t *len) {
+  uint32_t w, o;
+  dnode *n;
+  if (ref >= d->nunits) return 0;
+  w = LOAD(blockw(d, ref));
+  o = BORDER(w);
+  if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != B_NODE || o > d->maxorder) return 0;
+  if ((ref & ((1u << o) - 1)) != 0 || (uint64_t)ref + (1u << o) > d->nunits) return 0;
+  n = (dnode *)(void *)blockw(d, ref);
+  *type = LOAD(&n->meta);
+  *len = LOAD(&n->vlen);
+  if (*type != DV_NUM && *type != DV_STR && *type != DV_INT) return 0;
+  return sizeof(dnode) + (uint64_t)*len <= ((size_t)D_UNIT << o);
 }
 
 static int nodeok(shm_dict *d, uint32_t ref) {
-  dnode *n;
-  uint32_t t;
-  if (!blockok(d, ref, B_NODE, -1)) return 0;
-  n = nodeof(d, ref);
-  t = LOAD(&n->meta);
-  if (t != DV_NUM && t != DV_STR && t != DV_INT) return 0;
-  return sizeof(dnode) + (uint64_t)LOAD(&n->vlen) <= blockbytes(d, ref);
+  uint32_t t, l;
+  return nodeview(d, ref, &t, &l);
 }
 
 static int expired(shm_dict *d, dentry *e, uint64_t *now) {
@@ -405,25 +441,28 @@ static int expired(shm_dict *d, dentry *e, uint64_t *now) {
   return x <= *now;
 }
 
-/* Find key in its chain.  *ref is the entry (D_NIL if absent), *link the
- * word that points at it (the bucket or the previous entry's next).
- * Bounded by the number of units; 0 on a bad chain. */
-static int lookup(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
-                  uint32_t **link) {
+/* Find key in its chain.  *ref is the entry (D_NIL if absent) and *v its
+ * view, *link the word that points at it (the bucket or the previous
+ * entry's next).  Bounded by the number of units; 0 on a bad chain. */
+static int lookupv(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
+                   uint32_t **link, dview *v) {
   uint32_t *at = &d->buckets[hash & d->mask];
   uint32_t r = LOAD(at), steps = 0;
   while (r != D_NIL) {
-    dentry *e;
-    if (++steps > d->nunits || !entryok(d, r)) return 0;
-    e = entryof(d, r);
-    if (LOAD(&e->hash) == hash && MKLEN(LOAD(&e->meta)) == kl && memcmp(keyof(e), k, kl) == 0)
-      break;
-    at = &e->next;
+    if (++steps > d->nunits || !viewof(d, r, v)) return 0;
+    if (LOAD(&v->e->hash) == hash && v->klen == kl && memcmp(v->key, k, kl) == 0) break;
+    at = &v->e->next;
     r = LOAD(at);
   }
   *ref = r;
   if (link != NULL) *link = at;
   return 1;
+}
+
+static int lookup(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
+                  uint32_t **link) {
+  dview v;
+  return lookupv(d, k, kl, hash, ref, link, &v);
 }
 
 /* ---- transactions: the lock, the journal, recovery ---- */
@@ -437,7 +476,14 @@ static int corrupt(shm_dict *d, const char *why) {
 static void jw(shm_dict *d, uint32_t *p, uint32_t v) {
   dhdr *h = d->h;
   uint32_t n = d->jn;
-  if (*p == v) return;
+  if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
+  if ((unsigned char *)p < d->base + HDRSIZE || (unsigned char *)p + 4 > d->base + d->size) {
+    if (p < &h->flush_gen || p >= &h->jn) { /* a scribbled ref led here (the scratch words) */
+      d->overflow = 1;
+      d->why = "bad reference";
+      return;
+    }
+  }
   if (!d->dirty) {
     STORE(&h->seq, h->seq + 1); /* odd: readers retry */
     __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -445,12 +491,21 @@ static void jw(shm_dict *d, uint32_t *p, uint32_t v) {
   }
   if (n >= D_JMAX) {
     d->overflow = 1;
+    d->why = "journal overflow";
     return;
   }
   h->journal[n].word = (uint32_t)(((unsigned char *)p - d->base) >> 2);
   h->journal[n].old = *p;
   d->jn = n + 1;
   __atomic_store_n(&h->jn, n + 1, __ATOMIC_RELEASE);
+  STORE(p, v);
+}
+
+/* Journal a word as it is, for writes made to it without the journal (a
+ * fresh block's first words were its free-list links). */
+static void jsave(shm_dict *d, uint32_t *p) {
+  uint32_t v = LOAD(p);
+  jw(d, p, v ^ 1u); /* (a change, so that it is journalled) */
   STORE(p, v);
 }
 
@@ -467,7 +522,7 @@ static void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
 static const char *rollback(shm_dict *d) {
   dhdr *h = d->h;
   uint32_t n = LOAD(&h->jn);
-  size_t lo = offsetof(dhdr, count), hi = offsetof(dhdr, jn);
+  size_t lo = offsetof(dhdr, flush_gen), hi = offsetof(dhdr, jn);
   if (n > D_JMAX) return "bad journal length";
   while (n-- > 0) {
     size_t off = (size_t)h->journal[n].word << 2;
@@ -499,6 +554,7 @@ static int txn_begin(shm_dict *d) {
   d->jn = 0;
   d->dirty = 0;
   d->overflow = 0;
+  d->why = NULL;
   if (r == SHM_OWNERDIED) {
     const char *why = rollback(d);
     if (why != NULL) {
@@ -517,7 +573,7 @@ static int txn_begin(shm_dict *d) {
  * journal) changed since the last commit, commit the rest, unlock.
  * Returns the status to report. */
 static int txn_end(shm_dict *d, int r) {
-  if (d->overflow && r == SHM_OK) r = corrupt(d, "journal overflow");
+  if (d->overflow && r == SHM_OK) r = corrupt(d, d->why != NULL ? d->why : "journal overflow");
   if (r != SHM_OK) { /* a failed operation changes nothing (evictions were committed) */
     if (d->jn > 0) rollback(d);
     d->jn = 0;
@@ -578,6 +634,9 @@ static int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref) {
     if (!fl_push(d, r + (1u << j), j)) return corrupt(d, "bad free list");
   }
   jw(d, blockw(d, r), BHDR(kind, k));
+  /* its free-list links: the caller fills the block without the journal */
+  jsave(d, &blockw(d, r)[1]);
+  jsave(d, &blockw(d, r)[2]);
   jw(d, &d->h->free_units, d->h->free_units - (1u << k));
   *ref = r;
   return SHM_OK;
@@ -634,10 +693,10 @@ static void lru_touch(shm_dict *d, uint32_t ref) {
 }
 
 /* Free a list's element blocks. */
-static int free_nodes(shm_dict *d, dentry *e) {
+static int free_nodes(shm_dict *d, const dview *v) {
   dlist l;
   uint32_t r, steps = 0;
-  memcpy(&l, valueof(e), sizeof l);
+  memcpy(&l, v->val, sizeof l);
   for (r = l.head; r != D_NIL;) {
     uint32_t next;
     if (++steps > d->nunits || !nodeok(d, r)) return corrupt(d, "bad list");
@@ -651,8 +710,9 @@ static int free_nodes(shm_dict *d, dentry *e) {
 /* Remove the entry at ref, which *link points at. */
 static int unlink_entry(shm_dict *d, uint32_t ref, uint32_t *link) {
   dentry *e = entryof(d, ref);
-  if (!lru_ok(d, ref)) return corrupt(d, "bad LRU list");
-  if (MTYPE(e->meta) == DV_LIST && free_nodes(d, e) != SHM_OK) return SHM_CORRUPT;
+  dview v;
+  if (!viewof(d, ref, &v) || !lru_ok(d, ref)) return corrupt(d, "bad LRU list");
+  if (v.type == DV_LIST && free_nodes(d, &v) != SHM_OK) return SHM_CORRUPT;
   jw(d, link, e->next);
   lru_unlink(d, ref);
   jw(d, &d->h->count, d->h->count - 1);
@@ -678,8 +738,9 @@ static int expire_tail(shm_dict *d, int n, uint64_t *now) {
   while (n-- > 0) {
     uint32_t ref = d->h->lru_tail, *link;
     if (ref == D_NIL) break;
-    if (!entryok(d, ref)) return corrupt(d, "bad LRU list");
+    /* (entryof is safe for any ref: a live tail, the common case, costs a look) */
     if (!expired(d, entryof(d, ref), now)) break;
+    if (!entryok(d, ref)) return corrupt(d, "bad LRU list");
     if ((link = linkto(d, ref)) == NULL) return corrupt(d, "bad hash chain");
     if (unlink_entry(d, ref, link) != SHM_OK) return SHM_CORRUPT;
     bump(d, &d->h->expired);
@@ -733,6 +794,16 @@ static int alloc_evicting(shm_dict *d, size_t bytes, uint32_t kind, int safe, ui
 
 /* ---- the core operations ---- */
 
+/* The start of every write (after txn_begin): free up to two expired items
+ * from the LRU tail (as ngx does on every store), then find the key. */
+static int write_begin(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint64_t *now,
+                       uint32_t *ref, uint32_t **link, dview *v) {
+  int r = expire_tail(d, D_EXPIRE_ON_STORE, now);
+  if (r != SHM_OK) return r;
+  if (!lookupv(d, k, kl, hash, ref, link, v)) return corrupt(d, "bad hash chain");
+  return SHM_OK;
+}
+
 enum { OP_SET = 0, OP_ADD = 1, OP_REPLACE = 2 };
 
 /* ms from now for an exptime in seconds, as ngx: truncated, <= 0 ms = never */
@@ -781,12 +852,13 @@ static int new_entry(shm_dict *d, const char *k, size_t kl, uint32_t hash, int t
   e->expires = expires;
   e->meta = MKMETA(kl, type);
   e->pad = 0;
-  memcpy((char *)(e + 1), k, kl);
+  /* (the block holds all of it: its size came from these lengths) */
+  memcpy((char *)e + sizeof(dentry), k, kl);
   if (type == DV_LIST) {
     dlist l = {D_NIL, D_NIL};
-    memcpy(valueof(e), &l, sizeof l);
+    memcpy((char *)e + sizeof(dentry) + A8(kl), &l, sizeof l);
   } else {
-    memcpy(valueof(e), v, vlen);
+    memcpy((char *)e + sizeof(dentry) + A8(kl), v, vlen);
   }
   return link_entry(d, ref, k, kl, hash);
 }
@@ -795,10 +867,14 @@ static int new_entry(shm_dict *d, const char *k, size_t kl, uint32_t hash, int t
  * rounded up to words inside the block: entryok checked it). */
 static void jcopy(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
   size_t i;
-  for (i = 0; i < n; i += 4) {
-    uint32_t w;
+  uint32_t w;
+  for (i = 0; i + 4 <= n; i += 4) {
+    memcpy(&w, (const char *)src + i, 4);
+    jw(d, (uint32_t *)(void *)(dst + i), w);
+  }
+  if (i < n) { /* the last word: the value's bytes, then what was there */
     memcpy(&w, dst + i, 4);
-    memcpy(&w, (const char *)src + i, n - i < 4 ? n - i : 4);
+    memcpy(&w, (const char *)src + i, n - i);
     jw(d, (uint32_t *)(void *)(dst + i), w);
   }
 }
@@ -807,14 +883,11 @@ static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t k
                           const dval *v, double exptime, int *forcible) {
   uint32_t hash = dict_hash(d->seed, k, kl), old, *link;
   uint64_t now = 0;
+  dview ov;
   int r, live;
   *forcible = 0;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookup(d, k, kl, hash, &old, &link)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
+  if ((r = write_begin(d, k, kl, hash, &now, &old, &link, &ov)) != SHM_OK) goto done;
   live = old != D_NIL && !expired(d, entryof(d, old), &now);
   if ((op == OP_ADD && live) || (op == OP_REPLACE && !live)) {
     r = live ? SHM_DICT_EXISTS : SHM_DICT_NOTFOUND;
@@ -825,10 +898,12 @@ static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t k
     goto done;
   }
   if (old != D_NIL) {
-    dentry *e = entryof(d, old);
-    if (MTYPE(e->meta) != DV_LIST && e->vlen == v->len && v->len <= D_INPLACE && lru_ok(d, old)) {
-      /* same length: in place, every word journalled */
-      jcopy(d, valueof(e), v->ptr, v->len);
+    dentry *e = ov.e;
+    if (ov.type != DV_LIST && ov.vlen == v->len && v->len <= D_INPLACE &&
+        (d->h->lru_head == old || lru_ok(d, old))) {
+      /* same length: in place, every word journalled (the view checked the
+       * value's words lie in the block) */
+      jcopy(d, ov.val, v->ptr, v->len);
       jw(d, &e->meta, MKMETA(kl, v->type));
       jw(d, &e->flags, v->flags);
       jw(d, &e->gen, d->h->flush_gen);
@@ -843,15 +918,14 @@ done:
   return txn_end(d, r);
 }
 
-/* Copy the value of e out (the caller checks the sequence word after). */
-static int copyout(dentry *e, dval *out, char *buf, size_t cap) {
-  uint32_t meta = LOAD(&e->meta);
-  out->type = (int)MTYPE(meta);
-  out->flags = LOAD(&e->flags);
+/* Copy a value out (the caller checks the sequence word after). */
+static int copyout(const dview *v, dval *out, char *buf, size_t cap) {
+  out->type = (int)v->type;
+  out->flags = v->flags;
   if (out->type == DV_LIST) return SHM_DICT_ISLIST;
-  out->len = LOAD(&e->vlen);
+  out->len = v->vlen;
   if (out->len > cap) return SHM_DICT_BUFSMALL;
-  memcpy(buf, valueof(e), out->len);
+  memcpy(buf, v->val, out->len);
   out->ptr = buf;
   return SHM_OK;
 }
@@ -859,10 +933,11 @@ static int copyout(dentry *e, dval *out, char *buf, size_t cap) {
 /* A read: looks the key up and runs `what` on the entry, first without the
  * lock (the result is kept only if no writer moved meanwhile), after
  * D_SPINS tries under the lock. */
-typedef int (*readfn)(shm_dict *d, dentry *e, uint64_t *now, void *arg);
+typedef int (*readfn)(shm_dict *d, const dview *v, uint64_t *now, void *arg);
 
 static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
   uint32_t hash = dict_hash(d->seed, k, kl), ref;
+  dview v;
   int tries, r;
   for (tries = 0; tries < D_SPINS; tries++) {
     uint64_t s1 = LOADACQ(&d->h->seq), now = 0;
@@ -870,8 +945,8 @@ static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *a
       cpu_relax();
       continue;
     }
-    if (!lookup(d, k, kl, hash, &ref, NULL)) r = -1;
-    else r = ref == D_NIL ? SHM_DICT_NOTFOUND : what(d, entryof(d, ref), &now, arg);
+    if (!lookupv(d, k, kl, hash, &ref, NULL, &v)) r = -1;
+    else r = ref == D_NIL ? SHM_DICT_NOTFOUND : what(d, &v, &now, arg);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (LOAD(&d->h->seq) != s1) continue;
     if (r == -1) return corrupt(d, "bad hash chain");
@@ -885,8 +960,8 @@ static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *a
   if ((r = txn_begin(d)) != SHM_OK) return r;
   {
     uint64_t now = 0;
-    if (!lookup(d, k, kl, hash, &ref, NULL)) r = corrupt(d, "bad hash chain");
-    else r = ref == D_NIL ? SHM_DICT_NOTFOUND : what(d, entryof(d, ref), &now, arg);
+    if (!lookupv(d, k, kl, hash, &ref, NULL, &v)) r = corrupt(d, "bad hash chain");
+    else r = ref == D_NIL ? SHM_DICT_NOTFOUND : what(d, &v, &now, arg);
   }
   return txn_end(d, r);
 }
@@ -898,12 +973,12 @@ typedef struct getarg {
   int stale;
 } getarg;
 
-static int read_get(shm_dict *d, dentry *e, uint64_t *now, void *arg) {
+static int read_get(shm_dict *d, const dview *v, uint64_t *now, void *arg) {
   getarg *a = (getarg *)arg;
-  int x = expired(d, e, now);
+  int x = expired(d, v->e, now);
   if (x && !a->stale) return SHM_DICT_NOTFOUND;
   a->out->stale = x;
-  return copyout(e, a->out, a->buf, a->cap);
+  return copyout(v, a->out, a->buf, a->cap);
 }
 
 /* get / get_stale: SHM_OK (out), NOTFOUND, ISLIST, BUFSMALL (out->len), CORRUPT */
@@ -918,9 +993,9 @@ static int shm_dict_get(shm_dict *d, const char *k, size_t kl, int stale, dval *
 }
 
 /* ttl of an entry that is there, expired or not (expired: negative, as ngx) */
-static int read_ttl(shm_dict *d, dentry *e, uint64_t *now, void *arg) {
-  uint64_t x = LOAD(&e->expires);
-  if (LOAD(&e->gen) != LOAD(&d->h->flush_gen)) x = 1; /* flushed */
+static int read_ttl(shm_dict *d, const dview *v, uint64_t *now, void *arg) {
+  uint64_t x = LOAD(&v->e->expires);
+  if (LOAD(&v->e->gen) != LOAD(&d->h->flush_gen)) x = 1; /* flushed */
   if (x == 0) {
     *(double *)arg = 0;
   } else {
@@ -934,10 +1009,10 @@ static int shm_dict_ttl(shm_dict *d, const char *k, size_t kl, double *ttl) {
   return dict_read(d, k, kl, read_ttl, ttl);
 }
 
-static int read_llen(shm_dict *d, dentry *e, uint64_t *now, void *arg) {
-  if (expired(d, e, now)) return SHM_DICT_NOTFOUND;
-  if (MTYPE(LOAD(&e->meta)) != DV_LIST) return SHM_DICT_NOTLIST;
-  *(uint32_t *)arg = LOAD(&e->vlen);
+static int read_llen(shm_dict *d, const dview *v, uint64_t *now, void *arg) {
+  if (expired(d, v->e, now)) return SHM_DICT_NOTFOUND;
+  if (v->type != DV_LIST) return SHM_DICT_NOTLIST;
+  *(uint32_t *)arg = LOAD(&v->e->vlen);
   return SHM_OK;
 }
 
@@ -1002,15 +1077,12 @@ static int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const 
   uint32_t hash = dict_hash(d->seed, k, kl), ref;
   uint64_t now = 0;
   unsigned char nv[8];
+  dview v;
   int r;
   *forcible = 0;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookup(d, k, kl, hash, &ref, NULL)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
-  if (ref == D_NIL || expired(d, entryof(d, ref), &now)) {
+  if ((r = write_begin(d, k, kl, hash, &now, &ref, NULL, &v)) != SHM_OK) goto done;
+  if (ref == D_NIL || expired(d, v.e, &now)) {
     int t;
     if (init == NULL) {
       r = SHM_DICT_NOTFOUND;
@@ -1021,9 +1093,9 @@ static int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const 
     r = new_entry(d, k, kl, hash, t, nv, 8, 0, expiry(init_ttl, &now), 0, ref, forcible);
     io->type = t;
   } else {
-    dentry *e = entryof(d, ref);
-    uint32_t type = MTYPE(e->meta);
-    if ((type != DV_NUM && type != DV_INT) || e->vlen != 8) {
+    dentry *e = v.e;
+    uint32_t type = v.type;
+    if ((type != DV_NUM && type != DV_INT) || v.vlen != 8) {
       r = SHM_DICT_NOTNUM;
       goto done;
     }
@@ -1031,8 +1103,8 @@ static int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const 
       r = corrupt(d, "bad LRU list");
       goto done;
     }
-    io->type = num_add((int)type, valueof(e), io->type, (const unsigned char *)io->ptr, nv);
-    jcopy(d, valueof(e), nv, 8);
+    io->type = num_add((int)type, v.val, io->type, (const unsigned char *)io->ptr, nv);
+    jcopy(d, v.val, nv, 8);
     if ((uint32_t)io->type != type) jw(d, &e->meta, MKMETA(kl, io->type));
     lru_touch(d, ref);
   }
@@ -1041,8 +1113,6 @@ done:
   return txn_end(d, r);
 }
 
-/* The list head of a list entry (aligned words in the value). */
-static uint32_t *listof(dentry *e) { return (uint32_t *)(void *)valueof(e); }
 
 /* lpush/rpush: the new length in *n.  Lists never evict (as ngx). */
 static int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const dval *v,
@@ -1052,17 +1122,14 @@ static int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const 
   int r, forcible = 0;
   dentry *e;
   dnode *nd;
+  dview lv;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookup(d, k, kl, hash, &ref, &link)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
+  if ((r = write_begin(d, k, kl, hash, &now, &ref, &link, &lv)) != SHM_OK) goto done;
   if (ref != D_NIL) {
     int x;
-    e = entryof(d, ref);
+    e = lv.e;
     x = expired(d, e, &now);
-    if (!x && MTYPE(e->meta) != DV_LIST) {
+    if (!x && lv.type != DV_LIST) {
       r = SHM_DICT_NOTLIST;
       goto done;
     }
@@ -1074,15 +1141,15 @@ static int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const 
   if (ref == D_NIL) {
     r = new_entry(d, k, kl, hash, DV_LIST, NULL, 0, 0, 0, 1, D_NIL, &forcible);
     if (r != SHM_OK) goto done;
-    if (!lookup(d, k, kl, hash, &ref, NULL) || ref == D_NIL) {
-      r = corrupt(d, "bad hash chain");
-      goto done;
-    }
   }
   if ((r = alloc_evicting(d, sizeof(dnode) + v->len, B_NODE, 1, ref, &node, &forcible)) != SHM_OK)
     goto done;
-  e = entryof(d, ref);
-  lw = listof(e);
+  if (!lookupv(d, k, kl, hash, &ref, NULL, &lv) || ref == D_NIL || lv.type != DV_LIST) {
+    r = corrupt(d, "bad hash chain");
+    goto done;
+  }
+  e = lv.e;
+  lw = (uint32_t *)(void *)lv.val; /* 8-aligned, inside the block (the view checked) */
   end = left ? lw[0] : lw[1];
   if (end != D_NIL && !nodeok(d, end)) {
     r = corrupt(d, "bad list");
@@ -1111,35 +1178,32 @@ done:
  * takes the key with it (as ngx). */
 static int shm_dict_pop(shm_dict *d, const char *k, size_t kl, int left, dval *out, char *buf,
                         size_t cap) {
-  uint32_t hash = dict_hash(d->seed, k, kl), ref, *link, node, other, *lw;
+  uint32_t hash = dict_hash(d->seed, k, kl), ref, *link, node, other, *lw, ntype, nlen;
   uint64_t now = 0;
   int r;
   dentry *e;
   dnode *nd;
+  dview lv;
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((r = expire_tail(d, D_EXPIRE_ON_STORE, &now)) != SHM_OK) goto done;
-  if (!lookup(d, k, kl, hash, &ref, &link)) {
-    r = corrupt(d, "bad hash chain");
-    goto done;
-  }
-  if (ref == D_NIL || expired(d, entryof(d, ref), &now)) {
+  if ((r = write_begin(d, k, kl, hash, &now, &ref, &link, &lv)) != SHM_OK) goto done;
+  if (ref == D_NIL || expired(d, lv.e, &now)) {
     r = SHM_DICT_NOTFOUND;
     goto done;
   }
-  e = entryof(d, ref);
-  if (MTYPE(e->meta) != DV_LIST) {
+  e = lv.e;
+  if (lv.type != DV_LIST) {
     r = SHM_DICT_NOTLIST;
     goto done;
   }
-  lw = listof(e);
+  lw = (uint32_t *)(void *)lv.val;
   node = left ? lw[0] : lw[1];
-  if (node == D_NIL || !nodeok(d, node) || !lru_ok(d, ref)) {
+  if (node == D_NIL || !nodeview(d, node, &ntype, &nlen) || !lru_ok(d, ref)) {
     r = corrupt(d, "bad list");
     goto done;
   }
   nd = nodeof(d, node);
-  out->type = (int)nd->meta;
-  out->len = nd->vlen;
+  out->type = (int)ntype;
+  out->len = nlen;
   out->flags = 0;
   if (out->len > cap) {
     r = SHM_DICT_BUFSMALL;
@@ -1221,16 +1285,17 @@ static int shm_dict_keys(shm_dict *d, uint32_t max, char *buf, size_t cap, size_
   if ((r = txn_begin(d)) != SHM_OK) return r;
   for (ref = d->h->lru_tail; ref != D_NIL && (max == 0 || *nkeys < max);) {
     dentry *e;
-    if (++steps > d->nunits || !entryok(d, ref)) {
+    dview v;
+    if (++steps > d->nunits || !viewof(d, ref, &v)) {
       r = corrupt(d, "bad LRU list");
       break;
     }
-    e = entryof(d, ref);
+    e = v.e;
     if (!expired(d, e, &now)) {
-      uint16_t kl = (uint16_t)MKLEN(e->meta);
+      uint16_t kl = (uint16_t)v.klen;
       if (used + 2 + kl <= cap) {
         memcpy(buf + used, &kl, 2);
-        memcpy(buf + used + 2, keyof(e), kl);
+        memcpy(buf + used + 2, v.key, kl);
       }
       used += 2 + (size_t)kl;
       (*nkeys)++;
@@ -1246,22 +1311,41 @@ typedef struct dstat {
   uint64_t count, evicted, expired, recovered, capacity, free;
 } dstat;
 
+/* Check the whole structure (under the lock): the free lists hold
+ * free_units units of well-formed, doubly linked free blocks; the LRU list
+ * holds count entries, doubly linked.  NULL, or what is wrong. */
+static const char *check(shm_dict *d) {
+  uint64_t units = 0;
+  uint32_t o, ref, prev, n = 0, steps;
+  for (o = 0; o <= d->maxorder; o++) {
+    for (prev = D_NIL, ref = d->h->freelist[o], steps = 0; ref != D_NIL; prev = ref, ref = blockw(d, ref)[1]) {
+      if (++steps > d->nunits || !blockok(d, ref, B_FREE, (int)o)) return "bad free list";
+      if (blockw(d, ref)[2] != prev) return "bad free list links";
+      units += 1u << o;
+    }
+  }
+  if (units != d->h->free_units) return "free space does not add up";
+  for (prev = D_NIL, ref = d->h->lru_head, steps = 0; ref != D_NIL; prev = ref, ref = entryof(d, ref)->lru_next) {
+    if (++steps > d->nunits || !entryok(d, ref)) return "bad LRU list";
+    if (entryof(d, ref)->lru_prev != prev) return "bad LRU links";
+    n++;
+  }
+  if (prev != d->h->lru_tail) return "bad LRU tail";
+  if (n != d->h->count) return "entry count does not add up";
+  return NULL;
+}
+
+/* stat: the figures, after checking the whole structure. */
 static int shm_dict_stat(shm_dict *d, dstat *st) {
   uint64_t now = 0;
-  uint32_t ref, steps = 0;
+  uint32_t ref;
+  const char *why;
   int r;
   memset(st, 0, sizeof *st);
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  for (ref = d->h->lru_head; ref != D_NIL;) {
-    dentry *e;
-    if (++steps > d->nunits || !entryok(d, ref)) {
-      r = corrupt(d, "bad LRU list");
-      break;
-    }
-    e = entryof(d, ref);
-    if (!expired(d, e, &now)) st->count++;
-    ref = e->lru_next;
-  }
+  if ((why = check(d)) != NULL) return txn_end(d, corrupt(d, why));
+  for (ref = d->h->lru_head; ref != D_NIL; ref = entryof(d, ref)->lru_next)
+    if (!expired(d, entryof(d, ref), &now)) st->count++;
   st->evicted = d->h->evicted;
   st->expired = d->h->expired;
   st->recovered = d->h->recovered;
@@ -1401,7 +1485,10 @@ static const shm_dict_ffi_api dict_ffi = {1,       ffi_get,    ffi_store, ffi_in
  * upvalue: a type check by metatable identity without a registry lookup. */
 static shm_dict *checkdict(lua_State *L) {
   ldict *ld = (ldict *)lua_touserdata(L, 1);
-  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+  /* (identity of two tables: comparing their addresses is lua_rawequal's
+   * answer without its generality) */
+  if (ld == NULL || !lua_getmetatable(L, 1) ||
+      lua_topointer(L, -1) != lua_topointer(L, lua_upvalueindex(1)))
     luaL_typeerror(L, 1, DICT_MT);
   lua_pop(L, 1);
   if (ld->seg->addr == NULL || ld->seg->addr != ld->d.base)
@@ -1725,6 +1812,22 @@ static int fail(lua_State *L, shm_dict *d, int r) {
   return luaL_error(L, "shm.dict: unexpected status %d", r);
 }
 
+/* nil and ngx's message for a status that is a result; raises otherwise. */
+static int nilerr(lua_State *L, shm_dict *d, int r) {
+  const char *msg;
+  switch (r) {
+  case SHM_DICT_NOTFOUND: msg = "not found"; break;
+  case SHM_DICT_NOTNUM: msg = "not a number"; break;
+  case SHM_DICT_NOMEM: msg = "no memory"; break;
+  case SHM_DICT_NOTLIST: msg = "value not a list"; break;
+  case SHM_DICT_ISLIST: msg = "value is a list"; break;
+  default: return fail(L, d, r);
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  return 2;
+}
+
 /* ---- reads ---- */
 
 static int l_get_common(lua_State *L, int stale) {
@@ -1750,12 +1853,8 @@ static int l_get_common(lua_State *L, int stale) {
   case SHM_DICT_NOTFOUND:
     lua_pushnil(L);
     return 1;
-  case SHM_DICT_ISLIST:
-    lua_pushnil(L);
-    lua_pushliteral(L, "value is a list");
-    return 2;
   default:
-    return fail(L, d, r);
+    return nilerr(L, d, r);
   }
 }
 
@@ -1817,7 +1916,6 @@ static int store(lua_State *L, int op, int safe) {
   unsigned char num[8];
   dval v;
   int r, forcible = 0;
-  lua_settop(L, 5);
   if ((k = checkkey(L, 2, &kl, 0)) == NULL) return 2;
   if (!tovalue(L, 3, &v, num, 0)) {
     lua_pushnil(L);
@@ -1971,10 +2069,7 @@ static int l_incr(lua_State *L) {
     lua_pushnil(L);
     lua_pushboolean(L, forcible);
     return 3;
-  case SHM_DICT_NOTFOUND: lua_pushnil(L); lua_pushliteral(L, "not found"); return 2;
-  case SHM_DICT_NOTNUM: lua_pushnil(L); lua_pushliteral(L, "not a number"); return 2;
-  case SHM_DICT_NOMEM: lua_pushnil(L); lua_pushliteral(L, "no memory"); return 2;
-  default: return fail(L, d, r);
+  default: return nilerr(L, d, r);
   }
 }
 
@@ -2004,9 +2099,7 @@ static int push(lua_State *L, int left) {
   r = shm_dict_push(d, k, kl, left, &v, &n);
   switch (r) {
   case SHM_OK: lua_pushinteger(L, (lua_Integer)n); return 1;
-  case SHM_DICT_NOTLIST: lua_pushnil(L); lua_pushliteral(L, "value not a list"); return 2;
-  case SHM_DICT_NOMEM: lua_pushnil(L); lua_pushliteral(L, "no memory"); return 2;
-  default: return fail(L, d, r);
+  default: return nilerr(L, d, r);
   }
 }
 
@@ -2047,8 +2140,7 @@ static int pop(lua_State *L, int left) {
   switch (r) {
   case SHM_OK: pushvalue(L, d, &v); return 1;
   case SHM_DICT_NOTFOUND: lua_pushnil(L); return 1;
-  case SHM_DICT_NOTLIST: lua_pushnil(L); lua_pushliteral(L, "value not a list"); return 2;
-  default: return fail(L, d, r);
+  default: return nilerr(L, d, r);
   }
 }
 
@@ -2089,12 +2181,7 @@ static int l_llen(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
   }
-  if (r == SHM_DICT_NOTLIST) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "value not a list");
-    return 2;
-  }
-  return fail(L, d, r);
+  return nilerr(L, d, r);
 }
 
 /* ---- expiry ---- */
@@ -2127,12 +2214,7 @@ static int l_ttl(lua_State *L) {
     pushseconds(L, t);
     return 1;
   }
-  if (r == SHM_DICT_NOTFOUND) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not found");
-    return 2;
-  }
-  return fail(L, d, r);
+  return nilerr(L, d, r);
 }
 
 /***
@@ -2161,12 +2243,7 @@ static int l_expire(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (r == SHM_DICT_NOTFOUND) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not found");
-    return 2;
-  }
-  return fail(L, d, r);
+  return nilerr(L, d, r);
 }
 
 /***
@@ -2265,7 +2342,9 @@ static int l_free_space(lua_State *L) {
 /***
 Figures: `count` (live keys), `capacity`, `free` (bytes), `evicted`, `expired`
 (items freed after expiring), `recovered` (locks taken over from a process that
-died holding them).
+died holding them).  It checks the whole structure first (free lists against
+the free space, the LRU list against the count): an inconsistency raises
+`shm.dict: corrupted dict (...)`.
 @function dict:stat
 @treturn table
 @usage print(d:stat().count)
@@ -2285,32 +2364,19 @@ static int l_stat(lua_State *L) {
   return 1;
 }
 
-/* d:remove(), d:detach(): the segment's own methods. */
-static int segcall(lua_State *L, const char *method) {
-  ldict *ld = (ldict *)lua_touserdata(L, 1);
-  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
-    luaL_typeerror(L, 1, DICT_MT);
-  lua_settop(L, 1);
-  lua_getiuservalue(L, 1, 1);
-  lua_getfield(L, -1, method);
-  lua_insert(L, -2);
-  lua_call(L, 1, LUA_MULTRET);
-  return lua_gettop(L) - 1;
-}
-
 /***
 Remove the dict's segment from the system (as `segment:remove`).
 @function dict:remove
 @usage d:remove()
 */
-static int l_remove(lua_State *L) { return segcall(L, "remove"); }
+static int l_remove(lua_State *L) { return shm_inseg_call(L, DICT_MT, "remove"); }
 
 /***
 Detach the dict's segment (as `segment:detach`); `<close>` does this (Lua 5.4).
 @function dict:detach
 @usage d:detach()
 */
-static int l_detach(lua_State *L) { return segcall(L, "detach"); }
+static int l_detach(lua_State *L) { return shm_inseg_call(L, DICT_MT, "detach"); }
 
 /***
 The segment the dict lives in.
@@ -2318,13 +2384,7 @@ The segment the dict lives in.
 @treturn segment
 @usage print(d:segment():stat().nattch)
 */
-static int l_segment(lua_State *L) {
-  ldict *ld = (ldict *)lua_touserdata(L, 1);
-  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
-    luaL_typeerror(L, 1, DICT_MT);
-  lua_getiuservalue(L, 1, 1);
-  return 1;
-}
+static int l_segment(lua_State *L) { return shm_inseg_segment(L, DICT_MT); }
 
 static int l_gc(lua_State *L) {
   ldict *ld = (ldict *)luaL_checkudata(L, 1, DICT_MT);
@@ -2334,12 +2394,7 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
-static int l_tostring(lua_State *L) {
-  luaL_checkudata(L, 1, DICT_MT);
-  lua_getiuservalue(L, 1, 1);
-  lua_pushfstring(L, "shm.dict(%s)", luaL_tolstring(L, -1, NULL));
-  return 1;
-}
+static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, DICT_MT); }
 
 /* ---- constructors ---- */
 
@@ -2541,7 +2596,7 @@ static const luaL_Reg dict_methods[] = {
   {"segment", l_segment}, {NULL, NULL}};
 
 static const luaL_Reg dict_meta[] = {
-  {"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+  {"__gc", l_gc}, SHM_CLOSE_ENTRY(l_detach) {"__tostring", l_tostring}, {NULL, NULL}};
 
 static const luaL_Reg dict_funcs[] = {
   {"create", l_create}, {"open", l_open}, {"map", l_map}, {NULL, NULL}};
@@ -2556,14 +2611,6 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   lua_pushvalue(L, mt);
   luaL_setfuncs(L, dict_methods, 1);
   lua_setfield(L, mt, "__index");
-  /* __close/detach through the segment: their upvalue must be the metatable too */
-  lua_pushvalue(L, mt);
-  lua_pushcclosure(L, l_detach, 1);
-#if LUA_VERSION_NUM >= 504
-  lua_setfield(L, mt, "__close");
-#else
-  lua_pop(L, 1);
-#endif
   lua_newtable(L); /* shm.dict: upvalues the metatable and the module */
   lua_pushvalue(L, mt);
   lua_pushvalue(L, module);

@@ -112,7 +112,7 @@ int shm_file_map(lua_State *L) {
                     path, have, size);
   }
   if (have > size) size = have;
-  en = readonly ? 0 : shm_fd_reserve(fd, size, have);
+  en = readonly ? 0 : shm_fd_reserve(fd, size, &st);
   if (en != 0) {
     discard(fd, path, created);
     return shm_fail(L, en, "shm.map(%s): reserving %zu bytes", path, size);

@@ -18,6 +18,9 @@
 /***
 @module shm
 */
+/***
+@type segment
+*/
 #include "shm.h"
 
 #include <unistd.h>
@@ -51,7 +54,6 @@ A robust inter-process mutex living at `offset` (`shm.MUTEX_SIZE` bytes,
 fresh zeroed memory at once: it is initialised exactly once.  Any bytes there
 later (a peer's scribble) cost a timeout or a takeover, never a crash.
 @function segment:mutex
-@within segment
 @tparam integer offset
 @treturn mutex
 @raise if the memory there holds something else (`offset N does not hold a lua-shm mutex`)
@@ -210,7 +212,7 @@ static const luaL_Reg mutex_methods[] = {
 static const luaL_Reg mutex_meta[] = {
   {"__gc", m_gc}, SHM_CLOSE_ENTRY(m_gc) {"__tostring", m_tostring}, {NULL, NULL}};
 
-void shm_open_mutex(lua_State *L, int methods, int module) {
+void shm_open_mutex(lua_State *L, int module, int methods) {
   shm_newclass(L, MUTEX_MT, mutex_methods, mutex_meta);
   lua_pushcfunction(L, seg_mutex);
   lua_setfield(L, methods, "mutex");

@@ -11,6 +11,9 @@
 /***
 @module shm
 */
+/***
+@type segment
+*/
 #include "shm.h"
 
 #include <limits.h>
@@ -247,7 +250,6 @@ Write values with a `string.pack` format straight into the segment.  Alignment
 (`!`, `X`) is relative to the segment start.  Checks everything first: a failing
 pack writes nothing.
 @function segment:pack
-@within segment
 @tparam integer offset
 @tparam string fmt
 @param ... the values
@@ -269,7 +271,6 @@ static int seg_pack(lua_State *L) {
 Read values with a `string.unpack` format straight out of the segment.  Lengths
 read from the segment are checked against its end.
 @function segment:unpack
-@within segment
 @tparam integer offset
 @tparam string fmt
 @return the values, then the offset after the last byte read

@@ -39,8 +39,10 @@ int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly) {
  * reserve, glibc's emulation writes a zero byte into every block that reads
  * zero, which races with the writers of an object already in use.
  * @see fallocate(2) */
-int shm_fd_reserve(int fd, size_t size, size_t have) {
+int shm_fd_reserve(int fd, size_t size, const struct stat *st) {
+  size_t have = st != NULL ? (size_t)st->st_size : 0;
   int r, en;
+  if (st != NULL && size <= have && (size_t)st->st_blocks * 512 >= size) return 0; /* all there */
   do r = fallocate(fd, 0, 0, (off_t)size);
   while (r != 0 && errno == EINTR);
   if (r == 0) return 0;
@@ -192,7 +194,7 @@ int shm_posix_create(lua_State *L) {
   if (fd < 0) return fail_fd(L, errno, -1, NULL, "shm.create", name);
   /* the mode asked for, not the one the umask leaves */
   if (fchmod(fd, (mode_t)mode) != 0) return fail_fd(L, errno, fd, name, "shm.create", name);
-  en = shm_fd_reserve(fd, size, 0);
+  en = shm_fd_reserve(fd, size, NULL);
   if (en == 0) en = shm_fd_map(s, fd, size, 0);
   if (en != 0) return fail_fd(L, en, fd, name, "shm.create", name);
   return 1;
@@ -251,7 +253,7 @@ int shm_posix_open(lua_State *L) {
    * pages of a writable mapping are reserved: a sparse object on a full
    * tmpfs is an error here, never SIGBUS at the first write. */
   if (have >= size) size = have;
-  en = readonly ? 0 : shm_fd_reserve(fd, size, have);
+  en = readonly ? 0 : shm_fd_reserve(fd, size, &st);
   if (en != 0 && created == NULL) {
     discard(fd, NULL);
     return shm_fail(L, en, "shm.open(%s): reserving its %zu bytes", name, size);

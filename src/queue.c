@@ -269,7 +269,8 @@ static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t 
     if (cap == 0) { /* open only: wait while somebody initialises */
       if (LOAD(&h->writers.lock.word) != 0) st = shm_lock_wait(&h->writers.lock, self, &d);
     } else {
-      st = shm_lock_acquire(&h->writers.lock, self, &d);
+      st = shm_lock_try(&h->writers.lock, self); /* looks at a holder at once */
+      if (st == SHM_BUSY) st = shm_lock_acquire(&h->writers.lock, self, &d);
       if (st != SHM_TIMEOUT) {
         if (LOAD(&h->magic) == 0) init_locked(h, cap);
         else if (st == SHM_OWNERDIED && readconfig(h, size, &q->cap) == NULL)
@@ -607,16 +608,6 @@ static int l_stat(lua_State *L) {
 }
 
 /* q:remove(), q:detach(): the segment's own methods. */
-static int segcall(lua_State *L, const char *method) {
-  shm_checkclass(L, 1, QUEUE_MT);
-  lua_settop(L, 1);
-  lua_getiuservalue(L, 1, 1);
-  lua_getfield(L, -1, method);
-  lua_insert(L, -2);
-  lua_call(L, 1, LUA_MULTRET);
-  return lua_gettop(L) - 1;
-}
-
 /***
 Remove the queue's segment from the system (as `segment:remove`).
 @function queue:remove
@@ -628,8 +619,8 @@ Detach the queue's segment (as `segment:detach`); `<close>` does this too (Lua 5
 @function queue:detach
 @usage q:detach()
 */
-static int l_remove(lua_State *L) { return segcall(L, "remove"); }
-static int l_detach(lua_State *L) { return segcall(L, "detach"); }
+static int l_remove(lua_State *L) { return shm_inseg_call(L, QUEUE_MT, "remove"); }
+static int l_detach(lua_State *L) { return shm_inseg_call(L, QUEUE_MT, "detach"); }
 
 /***
 The segment the queue lives in.
@@ -637,11 +628,7 @@ The segment the queue lives in.
 @treturn segment
 @usage print(q:segment():stat().nattch)
 */
-static int l_segment(lua_State *L) {
-  shm_checkclass(L, 1, QUEUE_MT);
-  lua_getiuservalue(L, 1, 1);
-  return 1;
-}
+static int l_segment(lua_State *L) { return shm_inseg_segment(L, QUEUE_MT); }
 
 static int l_gc(lua_State *L) {
   shm_queue *q = (shm_queue *)shm_checkclass(L, 1, QUEUE_MT);
@@ -651,12 +638,7 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
-static int l_tostring(lua_State *L) {
-  shm_checkclass(L, 1, QUEUE_MT);
-  lua_getiuservalue(L, 1, 1);
-  lua_pushfstring(L, "shm.queue(%s)", luaL_tolstring(L, -1, NULL));
-  return 1;
-}
+static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, QUEUE_MT); }
 
 /* ---- constructors ---- */
 
@@ -860,7 +842,8 @@ typedef struct shm_queue_ffi_api {
 
 static const shm_queue_ffi_api queue_ffi = {1, ffi_push, ffi_pop};
 
-void shm_open_queue(lua_State *L, int module) {
+void shm_open_queue(lua_State *L, int module, int methods) {
+  (void)methods;
   int mt;
   shm_newclass(L, QUEUE_MT, NULL, queue_meta);
   luaL_getmetatable(L, QUEUE_MT);

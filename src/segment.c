@@ -28,26 +28,19 @@ shm_segment *shm_newsegment(lua_State *L, const shm_ops *ops) {
  * metatable of its own at its first indexing, whose __index is a plain table
  * of the methods and its fields, so that `seg:read(...)` costs a table
  * lookup rather than a call of an __index function (bench: small read64 and
- * pack, 60-80% dearer with the function).  Those own metatables have a
- * metatable themselves: the marker table kept in the registry under
- * &segment_key.  No Lua code can reach the class metatable, an own metatable
- * or the marker (__metatable hides them all), so the type check below rests
- * on identities Lua cannot forge. */
+ * pack, 60-80% dearer with the function).  Every one of those metatables,
+ * and the class's, holds mt[&segment_key] = true: a light-userdata key that
+ * Lua code cannot make, in tables Lua code cannot reach (__metatable hides
+ * them: getmetatable gives the class name).  So the check below is as
+ * unforgeable as a comparison of identities (both fall only to the debug
+ * library, which can set any metatable), at the cost of one lookup. */
 static const char segment_key = 0;
 
 shm_segment *shm_checksegment(lua_State *L, int idx) {
   void *p = lua_touserdata(L, idx);
   if (p != NULL && lua_getmetatable(L, idx)) {
-    int ok;
-    if (lua_getmetatable(L, -1)) { /* an own metatable? */
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &segment_key);
-      ok = lua_rawequal(L, -1, -2);
-      lua_pop(L, 3);
-    } else {                       /* the class's? */
-      luaL_getmetatable(L, SHM_SEGMENT_MT);
-      ok = lua_rawequal(L, -1, -2);
-      lua_pop(L, 2);
-    }
+    int ok = lua_rawgetp(L, -1, &segment_key) == LUA_TBOOLEAN;
+    lua_pop(L, 2);
     if (ok) return (shm_segment *)p;
   }
   luaL_typeerror(L, idx, SHM_SEGMENT_MT);
@@ -321,8 +314,7 @@ static void copyfields(lua_State *L, int from, int to) {
   }
 }
 
-/* __index of the class metatable (upvalues: the methods, the metatable, the
- * marker).  An attached segment gets its own metatable here; a detached one
+/* __index of the class metatable (upvalues: the methods, the metatable).  An attached segment gets its own metatable here; a detached one
  * finds its methods (which raise when called) and raises for its fields. */
 static int seg_index(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
@@ -345,9 +337,7 @@ static int seg_index(lua_State *L) {
     lua_setfield(L, 4, fieldnames[i]);
   }
   lua_pushvalue(L, 4);
-  lua_setfield(L, 3, "__index");
-  lua_pushvalue(L, lua_upvalueindex(3));
-  lua_setmetatable(L, 3);                  /* the marker */
+  lua_setfield(L, 3, "__index");           /* (the key came with the class's fields) */
   lua_pushvalue(L, 3);
   lua_setmetatable(L, 1);
   lua_pushvalue(L, 2);
@@ -371,16 +361,12 @@ static const luaL_Reg seg_meta[] = {
 void shm_open_segment(lua_State *L) {
   shm_newclass(L, SHM_SEGMENT_MT, NULL, seg_meta);
   luaL_getmetatable(L, SHM_SEGMENT_MT);
+  lua_pushboolean(L, 1);
+  lua_rawsetp(L, -2, &segment_key);
   luaL_newlib(L, seg_methods);
   lua_pushvalue(L, -1);
   lua_pushvalue(L, -3);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &segment_key) != LUA_TTABLE) { /* the marker */
-    lua_pop(L, 1);     /* (a second require of the module keeps the first one's) */
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &segment_key);
-  }
-  lua_pushcclosure(L, seg_index, 3);
+  lua_pushcclosure(L, seg_index, 2);
   lua_setfield(L, -3, "__index");
   lua_remove(L, -2); /* metatable */
 }

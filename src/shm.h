@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -39,9 +40,6 @@ __attribute__((visibility("default"))) int luaopen_shm_core(lua_State *L);
 
 #include "compat.h"
 
-/* Every declaration here is hidden by the pragma; the mark stays (empty) for
- * declarations written with it. */
-#define SHM_HIDDEN
 
 /* A luaL_Reg entry for __close, on the Luas that have to-be-closed variables. */
 #if LUA_VERSION_NUM >= 504
@@ -51,7 +49,7 @@ __attribute__((visibility("default"))) int luaopen_shm_core(lua_State *L);
 #endif
 
 #define SHM_SEGMENT_MT "shm.segment"
-#define SHM_VERSION "lua-shm 0.1.0"
+#define SHM_VERSION "lua-shm 0.2.0"
 
 /* The kind a key_or_name argument names (shm_checkkind). */
 enum shm_kind { SHM_SYSV = 0, SHM_POSIX = 1, SHM_FILE = 2 };
@@ -149,11 +147,12 @@ int shm_posix_unlink(lua_State *L); /* (name) */
 int shm_posix_list(lua_State *L, int t, lua_Integer *n);
 /* Map `size` bytes of fd into s (which then owns fd); 0 or errno. */
 int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly);
-/* Back bytes [0, size) of fd with real pages or blocks (growing it from
- * `have` bytes if size is more), so that a full tmpfs or disk is an error
- * now, never SIGBUS at the first touch; 0 or errno.  Where the file system
- * cannot reserve (EOPNOTSUPP) it only grows the file. */
-int shm_fd_reserve(int fd, size_t size, size_t have);
+/* Back bytes [0, size) of fd with real pages or blocks (growing it if it is
+ * smaller), so that a full tmpfs or disk is an error now, never SIGBUS at the
+ * first touch; 0 or errno.  st: what fstat said of it (NULL for a new, empty
+ * one); an object whose blocks already cover `size` costs nothing.  Where the
+ * file system cannot reserve (EOPNOTSUPP) it only grows the file. */
+int shm_fd_reserve(int fd, size_t size, const struct stat *st);
 /* The descriptor-backed operations, the same for both kinds. */
 int shm_fd_unmap(shm_segment *s);
 void shm_fd_describe(lua_State *L, shm_segment *s);
@@ -213,19 +212,19 @@ typedef struct shm_lock {
 } shm_lock;
 /* Per Lua state: who this process is (recomputed after fork). */
 typedef struct shm_ctx shm_ctx;
-SHM_HIDDEN void shm_open_ctx(lua_State *L);          /* luaopen: make the state's context */
-SHM_HIDDEN shm_ctx *shm_getctx(lua_State *L);        /* the state's context (a registry lookup) */
-SHM_HIDDEN uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this process */
+void shm_open_ctx(lua_State *L);          /* luaopen: make the state's context */
+shm_ctx *shm_getctx(lua_State *L);        /* the state's context (a registry lookup) */
+uint64_t shm_ctx_self(shm_ctx *c);        /* the owner word of this process */
 /* SHM_OK, SHM_OWNERDIED (now ours), SHM_TIMEOUT */
-SHM_HIDDEN shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
+shm_status shm_lock_acquire(shm_lock *l, uint64_t self, const shm_deadline *d);
 /* SHM_OK, SHM_OWNERDIED (now ours), SHM_BUSY */
-SHM_HIDDEN shm_status shm_lock_try(shm_lock *l, uint64_t self);
+shm_status shm_lock_try(shm_lock *l, uint64_t self);
 /* Wait without taking it until the lock is free (SHM_OK) or its owner dead
  * (SHM_OWNERDIED), or SHM_TIMEOUT; the word is never written. */
-SHM_HIDDEN shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
-SHM_HIDDEN void shm_lock_release(shm_lock *l);
+shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
+void shm_lock_release(shm_lock *l);
 /* Does the word name `self` as the owner? */
-SHM_HIDDEN int shm_lock_owned(const shm_lock *l, uint64_t self);
+int shm_lock_owned(const shm_lock *l, uint64_t self);
 
 /* ---- class.c: one way to define and check a class (as luasocket's
  * auxiliar): the type check rests on metatable identity, and no metatable is
@@ -234,16 +233,21 @@ void shm_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                              const luaL_Reg *meta);
 void *shm_testclass(lua_State *L, int idx, const char *name);
 void *shm_checkclass(lua_State *L, int idx, const char *name);
+/* Objects that live in a segment (queue, dict; the segment is user value 1):
+ * remove/detach through the segment's method, segment(), tostring. */
+int shm_inseg_call(lua_State *L, const char *name, const char *method);
+int shm_inseg_segment(lua_State *L, const char *name);
+int shm_inseg_tostring(lua_State *L, const char *name);
 
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
 void shm_open_atomics(lua_State *L, int module, int methods);
 
 /* ---- mutex.c: seg:mutex, a robust mutex on a shm_lock ---- */
 #define SHM_MUTEX_SIZE 64
-SHM_HIDDEN void shm_open_mutex(lua_State *L, int methods, int module);
+void shm_open_mutex(lua_State *L, int module, int methods);
 
 /* ---- queue.c: bounded MPMC message queue in a segment (shm.queue) ---- */
-SHM_HIDDEN void shm_open_queue(lua_State *L, int module);
+void shm_open_queue(lua_State *L, int module, int methods);
 
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
 void shm_open_dict(lua_State *L, int module, int methods);

@@ -6,10 +6,10 @@
 -- methods table (found once, with the debug library, in the registry) and
 -- keeps the C API one for everything it does not handle itself:
 --
---  * The type check rests on metatable identity, as in C: the first call
---    with an object compares its metatable (debug.getmetatable) with the
---    class's, or for an attached segment its own metatable's metatable with
---    the segment marker; an object that passes is remembered in a weak-keyed
+--  * The type check rests on what the C check rests on: the first call with
+--    an object compares its metatable (debug.getmetatable) with the class's
+--    (queues, dicts), or for a segment looks in it for the light-userdata key
+--    that only segment metatables hold; an object that passes is remembered in a weak-keyed
 --    table, so later calls cost one table lookup.  Lua code cannot forge
 --    those metatables (__metatable hides them); anything not recognised goes
 --    to the C API method, which raises its usual error.
@@ -128,11 +128,16 @@ local function segments(core, reg)
   local index = class and rawget(class, "__index")
   if type(index) ~= "function" then return end
   local _, methods = debug.getupvalue(index, 1)
-  local _, marker = debug.getupvalue(index, 3)
-  if type(methods) ~= "table" or type(marker) ~= "table" then return end
+  -- the class's metatable and every attached segment's own one hold
+  -- mt[key] = true for a light-userdata key no Lua code can make
+  local key
+  for k, v in pairs(class) do
+    if type(k) == "userdata" and v == true then key = k end
+  end
+  if type(methods) ~= "table" or key == nil then return end
   local known, check = checker(function(obj)
     local mt = getmetatable(obj)
-    return mt ~= nil and (mt == class or getmetatable(mt) == marker)
+    return mt ~= nil and rawget(mt, key) == true
   end)
   local a_read, a_write, a_fill = api.read, api.write, api.fill
   local a_load, a_store, a_add, a_cas = api.load, api.store, api.add, api.cas

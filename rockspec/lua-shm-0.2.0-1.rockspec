@@ -3,10 +3,10 @@
 -- source rock that luarocks installs offline).
 rockspec_format = "3.0"
 package = "lua-shm"
-version = "0.1.0-1"
+version = "0.2.0-1"
 source = {
-  url = "lua-shm-0.1.0.tar.gz", -- the tarball beside this rockspec (make rock)
-  dir = "lua-shm-0.1.0",
+  url = "lua-shm-0.2.0.tar.gz", -- the tarball beside this rockspec (make rock)
+  dir = "lua-shm-0.2.0",
 }
 description = {
   summary = "Shared memory for Lua: System V, POSIX and file segments, atomics, mutexes, queues",
