@@ -36,6 +36,9 @@ local function ops()
   local d = assert(shm.dict.create(shm.PRIVATE, 1024 * 1024))
   d:remove()
   assert(d:set("hot", "a value of 24 bytes.....")) -- (a string: ngx's hot key below is one too)
+  local q = assert(shm.queue.create(shm.PRIVATE, 64 * 1024))
+  q:remove()
+  local msg = string.rep("m", 64)
   local own = ffi.new("int64_t[8]")
   local bytes = ffi.new("char[64]")
   local str = string.rep("x", 64)
@@ -48,10 +51,12 @@ local function ops()
     { "dict:get hot key", function(n) local x for _ = 1, n do x = d:get("hot") end sink = x end },
     { "dict:set hot key", function(n) for i = 1, n do d:set("n", i) end end },
     { "dict:incr", function(n) for _ = 1, n do d:incr("c", 1, 0) end end },
+    { "queue:push+pop 64 B, one process", function(n)
+      local x for _ = 1, n do q:push(msg, 0) x = q:pop(0) end sink = x end },
     { "floor: FFI int64 load", function(n) local x = 0 for _ = 1, n do x = x + own[1] end sink = x end },
     { "floor: ffi.string 64 B", function(n) local x for _ = 1, n do x = ffi.string(bytes, 64) end sink = x end },
     { "floor: string.byte", function(n) local x = 0 for i = 1, n do x = x + str:byte(i % 64 + 1) end sink = x end },
-  }, function() seg:detach() d:detach() return sink end
+  }, function() seg:detach() d:detach() q:detach() return sink end
 end
 
 -- child: print "name ns" for every op (JIT on, or off with "nojit")
