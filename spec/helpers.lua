@@ -278,13 +278,13 @@ end
 -- until pred() is true; gives up after `limit` seconds.
 function H.until_true(pred, limit)
   local seg = shm.create(shm.PRIVATE, 8)
+  seg:remove() -- (now: gone at detach or exit, even if pred raises)
   local deadline = H.now() + (limit or 10)
   local ok = pred()
   while not ok and H.now() < deadline do
     seg:wait(0, 0, 0.002)
     ok = pred()
   end
-  seg:remove()
   seg:detach()
   return ok
 end
