@@ -73,8 +73,8 @@ print(string.format("demo: hits = %d (a: %d, b: %d): no increment lost", d:get("
 local greeting = d:get("greeting")
 print(string.format("demo: cached %q, ttl %.2f s", tostring(greeting), d:ttl("greeting") or -1))
 local timer = assert(shm.create(shm.PRIVATE, 8)) -- a futex wait nobody notifies: 0.6 s
-timer:wait(0, 0, 0.6)
 timer:remove()
+timer:wait(0, 0, 0.6)
 timer:detach()
 local stale, _, expired = d:get_stale("greeting")
 print(string.format("demo: 0.6 s later get gives %s; get_stale gives %q, stale = %s", tostring(d:get("greeting")),

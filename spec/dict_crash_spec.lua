@@ -122,6 +122,7 @@ describe("shm.dict under kill -9", function()
     end)
     -- the storm: a random writer killed every 2 to 12 ms, and restarted
     local timer = shm.create(shm.PRIVATE, 8)
+    timer:remove() -- (gone at detach or exit, whatever happens below)
     local kills, t0 = 0, H.now()
     while kills < 150 and H.now() - t0 < 5 do
       timer:wait(0, 0, math.random(2, 12) / 1000) -- a futex wait nobody notifies: a timer
@@ -148,7 +149,6 @@ describe("shm.dict under kill -9", function()
       end
       H.kill(w.pid, "CONT")
     end
-    timer:remove()
     timer:detach()
     for w = 1, W do H.kill(writers[w].pid) writers[w]:finish() end
     writers = {}

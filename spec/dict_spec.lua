@@ -18,8 +18,8 @@ end
 -- a real wait (a futex with a timeout nobody notifies), not os.execute("sleep")
 local function pause(s)
   local seg = shm.create(shm.PRIVATE, 8)
-  seg:wait(0, 0, s)
   seg:remove()
+  seg:wait(0, 0, s)
   seg:detach()
 end
 
