@@ -15,9 +15,9 @@ describe("killed processes", function()
       local big, i = string.rep("w", 1024 * 1024), 0
       while true do i = i + 1 seg:write(big, 0) seg:store(0, i) seg:notify(0) end
     ]], { key })
-    assert(child:line() == "ready")
     local pid = child.pid
     finally(function() H.kill(pid, "KILL") end)
+    assert(child:line() == "ready")
     assert.is_true(seg:wait(0, 0, 10))          -- it is writing
     assert.equal(2, seg:stat().nattch)
     H.kill(pid, "KILL")
@@ -56,8 +56,8 @@ describe("killed processes", function()
     local kids, pids = {}, {}
     local function start(i)
       kids[i] = H.spawn(WORKER, { seg.id })
-      assert(kids[i]:line() == "ready")
       pids[i] = kids[i].pid
+      assert(kids[i]:line() == "ready")
     end
     finally(function() for i = 1, 3 do H.kill(pids[i], "KILL") end end)
     for i = 1, 3 do start(i) end
@@ -97,9 +97,9 @@ describe("killed processes", function()
       local seq = 0
       while true do seq = seq + 1 q:push(string.format("%09d", seq) .. string.rep("p", seq % 500)) end
     ]], { key })
-    assert(child:line() == "ready")
     local pid = child.pid
     finally(function() H.kill(pid, "KILL") end)
+    assert(child:line() == "ready")
     local expect = 1
     local function take(m)
       local seq = tonumber(m:sub(1, 9))

@@ -101,10 +101,17 @@ describe("shm.dict under kill -9", function()
     local empty = d:free_space()
     local value = H.load(VALUE .. "return value")()
     local logs, writers, readers = {}, {}, {}
+    finally(function()
+      for _, h in pairs(writers) do H.kill(h.pid) end
+      for _, h in pairs(readers) do H.kill(h.pid) end
+      for w = 1, W do -- a writer killed while compacting its log
+        if logs[w] then os.remove(logs[w] .. ".tmp") end
+      end
+    end)
     local function spawn_writer(w)
       local h = H.spawn(WRITER, { key, w, logs[w] })
+      writers[w] = h -- (recorded first: the finally above kills it whatever happens)
       assert(h:line() == "ready")
-      writers[w] = h
     end
     for w = 1, W do
       logs[w] = H.tmpfile()
@@ -112,14 +119,9 @@ describe("shm.dict under kill -9", function()
     end
     for r = 1, 2 do
       local h = H.spawn(READER, { key })
-      assert(h:line() == "ready")
       readers[r] = h
+      assert(h:line() == "ready")
     end
-    finally(function()
-      for _, h in pairs(writers) do H.kill(h.pid) end
-      for _, h in pairs(readers) do H.kill(h.pid) end
-      for w = 1, W do os.remove(logs[w] .. ".tmp") end -- a writer killed while compacting
-    end)
     -- the storm: a random writer killed every 2 to 12 ms, and restarted
     local timer = shm.create(shm.PRIVATE, 8)
     timer:remove() -- (gone at detach or exit, whatever happens below)

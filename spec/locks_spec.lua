@@ -257,17 +257,17 @@ describe("the queue's writers' lock", function()
       print("ready") io.stdout:flush()
       seg:wait(seg.size - 8, 0)                              -- until killed
     ]], { key })
-    assert(holder:line() == "ready")
     local hpid = holder.pid
     finally(function() H.kill(hpid, "KILL") end)
+    assert(holder:line() == "ready")
     local opener = H.spawn([[
       local shm = require "shm"
       print("ready") io.stdout:flush()
       local q = assert(shm.queue.open(tonumber((...)), 64))
       print(q:push("made"), q:stat().capacity)
     ]], { key })
-    assert(opener:line() == "ready")
     local opid = opener.pid
+    assert(opener:line() == "ready")
     -- it sleeps on the lock (in slices) while the holder lives
     assert.is_true(H.until_true(function() return H.state(opid) == "S" end))
     seg:wait(seg.size - 8, 0, 0.1)

@@ -192,8 +192,8 @@ describe("shm.queue", function()
       print("ready") io.stdout:flush()
       print(q:pop())
     ]], { key })
-    assert(child:line() == "ready")
     local pid = child.pid
+    assert(child:line() == "ready")
     assert.is_true(H.until_true(function() return H.state(pid) == "S" end))
     local before = H.cputicks(pid)
     q:segment():wait(q:segment().size - 8, 0, 0.2) -- 0.2 s in which the reader must sleep
@@ -297,8 +297,8 @@ describe("shm.queue", function()
           if seq % 2 == 0 then q:pop() q:pop() end
         end
       ]], { key })
-      assert(writer:line() == "ready")
       local pid = writer.pid
+      assert(writer:line() == "ready")
       finally(function() H.kill(pid, "KILL") end) -- never leave it running
       -- stop it until it is caught holding the writers' lock, then kill it there
       local caught = false
