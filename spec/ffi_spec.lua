@@ -399,18 +399,26 @@ describe("the FFI fast paths #luajit", function()
       jit.attach(record)
       return links, loops
     end
-    local links, loops = traces(function()
+    -- (the JIT's heuristics may abort a trace now and then: a few tries, and
+    -- never a stitch in any of them)
+    local function compiles(f)
+      local total = 0
+      for _ = 1, 3 do
+        local links, loops = traces(f)
+        assert.same({}, links)
+        total = total + loops
+        if total >= 1 then return true end
+      end
+      return false
+    end
+    assert.is_true(compiles(function()
       local x = 0
-      for _ = 1, 2000 do x = x + seg:load(0) + seg:add(8, 1) + #seg:read(0, 16) end
+      for _ = 1, 20000 do x = x + seg:load(0) + seg:add(8, 1) + #seg:read(0, 16) end
       seg:store(16, x)
-    end)
-    assert.same({}, links)
-    assert.is_true(loops >= 1)
-    links, loops = traces(function()
-      for i = 1, 2000 do d:set("k", i) assert(d:get("k") == i) d:incr("n", 1, 0) end
-    end)
-    assert.same({}, links)
-    assert.is_true(loops >= 1)
+    end))
+    assert.is_true(compiles(function()
+      for i = 1, 20000 do d:set("k", i) assert(d:get("k") == i) d:incr("n", 1, 0) end
+    end))
     d:detach() seg:detach()
   end)
 
