@@ -257,8 +257,11 @@ local function procstat(pid)
   if not f then return nil end
   local stat = f:read("*a")
   f:close()
+  -- (a process that exits between the open and the read leaves nothing to read)
+  local rest = stat and stat:match("%) (.*)$")
+  if not rest then return nil end
   local fields = {}
-  for w in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = w end
+  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
   return fields
 end
 
