@@ -202,9 +202,7 @@ typedef struct shm_dict {
   int dirty;           /* seq made odd by this transaction */
   int overflow;        /* the journal overflowed: roll back */
   const char *why;     /* reason for SHM_CORRUPT */
-  /* the value buffer (binding side: outside the lock) */
-  char *buf;
-  size_t bufsize;
+  shm_buf buf;         /* values and keys copied out (grown outside the lock) */
 } shm_dict;
 
 /* a value going in or out of the core */
@@ -1377,18 +1375,6 @@ static shm_dict *ffi_dict(void *ud) {
              : NULL;
 }
 
-/* the handle's value buffer, at least n bytes; 0 or FFI_NOMEM */
-static int growbuf(shm_dict *d, size_t n) {
-  if (n > d->bufsize || d->buf == NULL) {
-    size_t want = n < 256 ? 256 : n;
-    char *nb = (char *)realloc(d->buf, want);
-    if (nb == NULL) return FFI_NOMEM;
-    d->buf = nb;
-    d->bufsize = want;
-  }
-  return 0;
-}
-
 static int ffi_get(void *ud, const char *k, size_t kl, int stale, int *type, const char **ptr,
                    size_t *len, uint32_t *flags, int *isstale) {
   shm_dict *d = ffi_dict(ud);
@@ -1397,8 +1383,8 @@ static int ffi_get(void *ud, const char *k, size_t kl, int stale, int *type, con
   if (d == NULL) return FFI_DETACHED;
   v.len = 0;
   for (tries = 0;; tries++) {
-    if (growbuf(d, v.len) != 0) return FFI_NOMEM;
-    r = shm_dict_get(d, k, kl, stale, &v, d->buf, d->bufsize);
+    if (shm_buf_reserve(&d->buf, v.len) != 0) return FFI_NOMEM;
+    r = shm_dict_get(d, k, kl, stale, &v, d->buf.p, d->buf.size);
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   if (r == SHM_OK) {
@@ -1526,8 +1512,8 @@ static const char *checkkey(lua_State *L, int idx, size_t *kl, int strict) {
 
 /* The value buffer, at least n bytes (grown outside the lock). */
 static char *dictbuf(lua_State *L, shm_dict *d, size_t n) {
-  if (growbuf(d, n) != 0) luaL_error(L, "not enough memory");
-  return d->buf;
+  if (shm_buf_reserve(&d->buf, n) != 0) luaL_error(L, "not enough memory");
+  return d->buf.p;
 }
 
 /* ---- values: Lua <-> bytes ---- */
@@ -1840,7 +1826,7 @@ static int l_get_common(lua_State *L, int stale) {
   v.len = 0;
   for (tries = 0;; tries++) {
     char *buf = dictbuf(L, d, v.len);
-    r = shm_dict_get(d, k, kl, stale, &v, buf, d->bufsize);
+    r = shm_dict_get(d, k, kl, stale, &v, buf, d->buf.size);
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   switch (r) {
@@ -2134,7 +2120,7 @@ static int pop(lua_State *L, int left) {
   v.len = 0;
   for (tries = 0;; tries++) {
     char *buf = dictbuf(L, d, v.len);
-    r = shm_dict_pop(d, k, kl, left, &v, buf, d->bufsize);
+    r = shm_dict_pop(d, k, kl, left, &v, buf, d->buf.size);
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   switch (r) {
@@ -2299,16 +2285,16 @@ static int l_get_keys(lua_State *L) {
   int r, tries;
   for (tries = 0;; tries++) {
     char *buf = dictbuf(L, d, need);
-    r = shm_dict_keys(d, max, buf, d->bufsize, &need, &n);
+    r = shm_dict_keys(d, max, buf, d->buf.size, &need, &n);
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   if (r != SHM_OK) return fail(L, d, r);
   lua_createtable(L, (int)(n < 1u << 24 ? n : 1u << 24), 0);
   for (i = 0; i < n && at + 2 <= need; i++) {
     uint16_t kl;
-    memcpy(&kl, d->buf + at, 2);
+    memcpy(&kl, d->buf.p + at, 2);
     if (at + 2 + kl > need) break;
-    lua_pushlstring(L, d->buf + at + 2, kl);
+    lua_pushlstring(L, d->buf.p + at + 2, kl);
     lua_rawseti(L, -2, (int)i + 1);
     at += 2 + (size_t)kl;
   }
@@ -2388,9 +2374,7 @@ static int l_segment(lua_State *L) { return shm_inseg_segment(L, DICT_MT); }
 
 static int l_gc(lua_State *L) {
   ldict *ld = (ldict *)luaL_checkudata(L, 1, DICT_MT);
-  free(ld->d.buf);
-  ld->d.buf = NULL;
-  ld->d.bufsize = 0;
+  shm_buf_free(&ld->d.buf);
   return 0;
 }
 

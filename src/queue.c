@@ -108,12 +108,6 @@ typedef struct qcore {
   uint64_t tail_cache; /* this reader's cached copy of tail */
 } qcore;
 
-/* pop's destination, grown as needed (malloc'ed, owned by the caller) */
-typedef struct qbuf {
-  char *p;
-  size_t size;
-} qbuf;
-
 typedef struct qstat {
   uint64_t capacity, used, count, pushed, popped, recovered;
   int closed;
@@ -343,7 +337,7 @@ static int q_push(qcore *q, const void *msg, size_t len, const shm_deadline *d, 
 /* Take the oldest message into *buf (grown as needed), its length in *len.
  * SHM_OK, SHM_TIMEOUT, SHM_CLOSED (and drained), SHM_INTERRUPTED,
  * SHM_CORRUPT (why), SHM_ERRNO (errno: ENOMEM). */
-static shm_status q_pop(qcore *q, qbuf *buf, size_t *len, const shm_deadline *d, const char **why) {
+static shm_status q_pop(qcore *q, shm_buf *buf, size_t *len, const shm_deadline *d, const char **why) {
   qhdr *h = q->h;
   uint64_t cap = q->cap;
   for (;;) {
@@ -375,15 +369,9 @@ static shm_status q_pop(qcore *q, qbuf *buf, size_t *len, const shm_deadline *d,
       if (LOAD(&h->head) != head) continue; /* overwritten after a claim: again */
       return SHM_CORRUPT;
     }
-    if (n > buf->size || buf->p == NULL) {
-      size_t want = n < 256 ? 256 : n;
-      char *nb = (char *)realloc(buf->p, want);
-      if (nb == NULL) {
-        errno = ENOMEM;
-        return SHM_ERRNO;
-      }
-      buf->p = nb;
-      buf->size = want;
+    if (shm_buf_reserve(buf, n) != 0) {
+      errno = ENOMEM;
+      return SHM_ERRNO;
     }
     ring_get(q->data, cap, advance(at, Q_LENSZ, cap), buf->p, n);
     if (!__atomic_compare_exchange_n(&h->head, &head, head + Q_LENSZ + n, 0, __ATOMIC_SEQ_CST,
@@ -451,7 +439,7 @@ typedef struct shm_queue {
   qcore core;
   shm_segment *seg; /* kept alive by the user value */
   shm_ctx *ctx;
-  qbuf buf;         /* pop's staging buffer */
+  shm_buf buf;      /* pop's staging buffer */
 } shm_queue;
 
 /* The queue at idx, attached.  The methods carry the metatable as their
@@ -632,9 +620,7 @@ static int l_segment(lua_State *L) { return shm_inseg_segment(L, QUEUE_MT); }
 
 static int l_gc(lua_State *L) {
   shm_queue *q = (shm_queue *)shm_checkclass(L, 1, QUEUE_MT);
-  free(q->buf.p);
-  q->buf.p = NULL;
-  q->buf.size = 0;
+  shm_buf_free(&q->buf);
   return 0;
 }
 

@@ -23,9 +23,10 @@
 #define _GNU_SOURCE 1
 #endif
 
-#include <pthread.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -199,6 +200,29 @@ typedef enum shm_status {
   SHM_OWNERDIED,   /* lock taken over from a dead owner: repair what it guards */
   SHM_NSTATUS
 } shm_status;
+
+/* ---- A growable malloc'ed buffer (a queue's pops, a dict's values and keys),
+ * grown outside any lock.  Zero-initialised is empty. ---- */
+typedef struct shm_buf {
+  char *p;
+  size_t size;
+} shm_buf;
+/* At least n bytes (256 at least): 0, or ENOMEM with the buffer unchanged. */
+static inline int shm_buf_reserve(shm_buf *b, size_t n) {
+  if (n > b->size || b->p == NULL) {
+    size_t want = n < 256 ? 256 : n;
+    char *np = (char *)realloc(b->p, want);
+    if (np == NULL) return ENOMEM;
+    b->p = np;
+    b->size = want;
+  }
+  return 0;
+}
+static inline void shm_buf_free(shm_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->size = 0;
+}
 
 /* ---- lock.c: a robust lock on one futex word (no pthread, no pointers in
  * shared memory), and the identity it records ----
