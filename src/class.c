@@ -8,6 +8,9 @@
  */
 #include "shm.h"
 
+#include <stdio.h>
+#include <string.h>
+
 void shm_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta) {
   luaL_newmetatable(L, name);
@@ -67,4 +70,45 @@ int shm_inseg_tostring(lua_State *L, const char *name) {
   lua_getiuservalue(L, 1, 1);
   lua_pushfstring(L, "%s(%s)", name, luaL_tolstring(L, -1, NULL));
   return 1;
+}
+
+/* The segment layer's results (a segment, or nil, message, errno) on top of
+ * the stack, from the function a constructor of such an object called: 0 if
+ * a segment came; else the message renamed ("shm.open(0x1234): ..." ->
+ * "shm.queue.open(0x1234): ...": `to` replaces what precedes the first '(')
+ * and 3, the results to return. */
+int shm_inseg_failure(lua_State *L, const char *to) {
+  const char *msg, *p;
+  if (!lua_isnil(L, -3)) return 0;
+  msg = lua_tostring(L, -2);
+  p = msg != NULL ? strchr(msg, '(') : NULL;
+  if (p != NULL) {
+    lua_pushfstring(L, "%s%s", to, p);
+    lua_replace(L, -3);
+  }
+  return 3;
+}
+
+/* After a failed wrap: remove (if asked) and detach the segment at idx. */
+void shm_inseg_drop(lua_State *L, int idx, int remove) {
+  if (remove) {
+    lua_getfield(L, idx, "remove");
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 0);
+  }
+  lua_getfield(L, idx, "detach");
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 0);
+}
+
+/* Push the key_or_name (or path) at idx as messages show it ("0x1234",
+ * "/name"); returns it. */
+const char *shm_inseg_name(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    char key[16];
+    snprintf(key, sizeof key, "0x%x", (unsigned)(uint32_t)lua_tointeger(L, idx));
+    lua_pushstring(L, key);
+    return lua_tostring(L, -1);
+  }
+  return luaL_tolstring(L, idx, NULL);
 }

@@ -2382,56 +2382,28 @@ static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, DICT_MT); }
 
 /* ---- constructors ---- */
 
-/* "0x1234" or "/name" for messages */
-static const char *describe(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TNUMBER) {
-    char buf[24];
-    lua_Integer k = lua_tointeger(L, idx);
-    snprintf(buf, sizeof buf, "0x%x", (unsigned)((uint64_t)k & 0xffffffffu));
-    lua_pushstring(L, buf);
-    return lua_tostring(L, -1);
-  }
-  return luaL_tolstring(L, idx, NULL);
-}
-
 /* Call the module's function `fn` (upvalue 2) with the n values on top of
  * the stack; leaves the segment and returns 1, or leaves nil, msg, errno
  * with the message renamed to `who` and returns 0. */
 static int callseg(lua_State *L, const char *fn, int n, const char *who) {
-  int base = lua_gettop(L) - n;
+  const char *msg, *hint;
   lua_getfield(L, lua_upvalueindex(2), fn);
-  lua_insert(L, base + 1);
+  lua_insert(L, -n - 1);
   lua_call(L, n, 3);
-  if (!lua_isnil(L, base + 1)) {
-    lua_settop(L, base + 1);
+  if (!shm_inseg_failure(L, who)) {
+    lua_pop(L, 2);
     return 1;
   }
-  /* "shm.open(0x1234): ..." -> "shm.dict.open(0x1234): ..." */
-  {
-    const char *msg = lua_tostring(L, base + 2), *p = msg != NULL ? strchr(msg, '(') : NULL;
-    const char *hint = p != NULL ? strstr(p, " (pass a size to create it)") : NULL;
-    if (hint != NULL) { /* the dict's argument is its capacity */
-      lua_pushlstring(L, p, (size_t)(hint - p));
-      lua_pushfstring(L, "%s%s (pass a capacity to create it)", who, lua_tostring(L, -1));
-    } else {
-      lua_pushfstring(L, "%s%s", who, p != NULL ? p : "");
-    }
-    lua_replace(L, base + 2);
-    lua_settop(L, base + 3);
+  /* a dict's argument is its capacity: "(pass a size ...)" says so */
+  msg = lua_tostring(L, -2);
+  hint = msg != NULL ? strstr(msg, " (pass a size to create it)") : NULL;
+  if (hint != NULL) {
+    lua_pushlstring(L, msg, (size_t)(hint - msg));
+    lua_pushfstring(L, "%s (pass a capacity to create it)", lua_tostring(L, -1));
+    lua_replace(L, -4);
+    lua_pop(L, 1);
   }
   return 0;
-}
-
-/* Detach (and remove, if asked) the segment at idx after a failed wrap. */
-static void dropseg(lua_State *L, int idx, int remove) {
-  if (remove) {
-    lua_getfield(L, idx, "remove");
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 0);
-  }
-  lua_getfield(L, idx, "detach");
-  lua_pushvalue(L, idx);
-  lua_call(L, 1, 0);
 }
 
 /* Wrap the segment on top of the stack as a dict, formatting fresh memory
@@ -2477,7 +2449,7 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
   memset(ld, 0, sizeof *ld);
   if (why == NULL) why = dict_attach(&ld->d, s->addr, s->size);
   if (why != NULL) {
-    const char *obj = describe(L, objidx);
+    const char *obj = shm_inseg_name(L, objidx);
     lua_pushnil(L);
     lua_pushfstring(L, "%s(%s): %s", who, obj, why);
     lua_pushinteger(L, EINVAL);
@@ -2518,7 +2490,7 @@ static int l_create(lua_State *L) {
   lua_pushvalue(L, 3);
   if (!callseg(L, "create", 3, "shm.dict.create")) return 3;
   if (newdict(L, 1, "shm.dict.create", 1) == 1) return 1;
-  dropseg(L, 4, 1); /* not made: leave nothing behind */
+  shm_inseg_drop(L, 4, 1); /* not made: leave nothing behind */
   return 3;
 }
 
@@ -2542,7 +2514,7 @@ static int l_open(lua_State *L) {
   lua_pushvalue(L, 3);
   if (!callseg(L, "open", 4, "shm.dict.open")) return 3;
   if (newdict(L, !lua_isnil(L, 2), "shm.dict.open", 1) == 1) return 1;
-  dropseg(L, 4, 0);
+  shm_inseg_drop(L, 4, 0);
   return 3;
 }
 
@@ -2564,7 +2536,7 @@ static int l_map(lua_State *L) {
   lua_pushvalue(L, 2);
   if (!callseg(L, "map", 2, "shm.dict.map")) return 3;
   if (newdict(L, !lua_isnil(L, 2), "shm.dict.map", 1) == 1) return 1;
-  dropseg(L, 3, 0);
+  shm_inseg_drop(L, 3, 0);
   return 3;
 }
 

@@ -642,33 +642,6 @@ static uint64_t checkcapacity(lua_State *L, int arg) {
   return (uint64_t)c;
 }
 
-/* The segment layer's results (seg or nil, msg, errno) at top-2..top: on
- * failure, rewrite "shm.create(...)" as "shm.queue.create(...)" and return
- * the three results; else 0. */
-static int segfailure(lua_State *L, const char *from, const char *to) {
-  const char *msg;
-  size_t n = strlen(from);
-  if (!lua_isnil(L, -3)) return 0;
-  msg = lua_tostring(L, -2);
-  if (msg != NULL && strncmp(msg, from, n) == 0) {
-    lua_pushfstring(L, "%s%s", to, msg + n);
-    lua_replace(L, -3);
-  }
-  return 3;
-}
-
-/* Segment at idx: remove it (if `created`) and detach it, keeping the stack. */
-static void dropsegment(lua_State *L, int idx, int created) {
-  if (created) {
-    lua_getfield(L, idx, "remove");
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 0);
-  }
-  lua_getfield(L, idx, "detach");
-  lua_pushvalue(L, idx);
-  lua_call(L, 1, 0);
-}
-
 /* Wrap the segment at idx (attached, from this module) as a queue; cap 0:
  * open only.  Pushes the queue, or nil, message, errno. */
 static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char *fname, int created) {
@@ -680,16 +653,12 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
   shm_queue *q;
   if (st != SHM_OK) {
     int en = st == SHM_TIMEOUT ? ETIMEDOUT : EINVAL;
+    const char *name;
     if (st == SHM_TIMEOUT) why = "still being initialised by another process (timeout)";
-    dropsegment(L, idx, created);
+    shm_inseg_drop(L, idx, created);
+    name = shm_inseg_name(L, keyidx);
     lua_pushnil(L);
-    if (lua_type(L, keyidx) == LUA_TNUMBER) {
-      char key[16];
-      snprintf(key, sizeof key, "0x%x", (unsigned)(uint32_t)lua_tointeger(L, keyidx));
-      lua_pushfstring(L, "%s(%s): %s", fname, key, why);
-    } else {
-      lua_pushfstring(L, "%s(%s): %s", fname, lua_tostring(L, keyidx), why);
-    }
+    lua_pushfstring(L, "%s(%s): %s", fname, name, why);
     lua_pushinteger(L, en);
     return 3;
   }
@@ -725,7 +694,7 @@ static int l_create(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)(Q_HDRSIZE + cap));
   lua_pushvalue(L, 3);
   lua_call(L, 3, 3);
-  if (segfailure(L, "shm.create", "shm.queue.create")) return 3;
+  if (shm_inseg_failure(L, "shm.queue.create")) return 3;
   lua_pop(L, 2);
   return newqueue(L, 4, 1, cap, "shm.queue.create", 1);
 }
@@ -757,7 +726,7 @@ static int l_open(lua_State *L) {
   else lua_pushnil(L);
   lua_pushvalue(L, 3);
   lua_call(L, 4, 3);
-  if (segfailure(L, "shm.open", "shm.queue.open")) return 3;
+  if (shm_inseg_failure(L, "shm.queue.open")) return 3;
   lua_pop(L, 2);
   return newqueue(L, 4, 1, cap, "shm.queue.open", 0);
 }

@@ -262,6 +262,12 @@ void *shm_checkclass(lua_State *L, int idx, const char *name);
 int shm_inseg_call(lua_State *L, const char *name, const char *method);
 int shm_inseg_segment(lua_State *L, const char *name);
 int shm_inseg_tostring(lua_State *L, const char *name);
+/* ... and their constructors: the segment layer's failure renamed for `to`
+ * (0 if a segment came, else 3 results), a failed wrap's segment dropped, a
+ * key_or_name as messages show it. */
+int shm_inseg_failure(lua_State *L, const char *to);
+void shm_inseg_drop(lua_State *L, int idx, int remove);
+const char *shm_inseg_name(lua_State *L, int idx);
 
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
 void shm_open_atomics(lua_State *L, int module, int methods);
