@@ -307,7 +307,7 @@ static const char *dict_attach(shm_dict *d, unsigned char *base, size_t size) {
 static void dict_format(unsigned char *base, size_t size, uint32_t seed) {
   dhdr *h = (dhdr *)(void *)base;
   dgeom g;
-  uint32_t i, at, o;
+  uint32_t at, o;
   unsigned char *heap;
   geometry(size, &g);
   h->version = D_VERSION;
@@ -342,7 +342,6 @@ static void dict_format(unsigned char *base, size_t size, uint32_t seed) {
       at += 1u << o;
     }
   }
-  (void)i;
   __atomic_store_n(&h->magic, D_MAGIC, __ATOMIC_RELEASE);
 }
 
@@ -356,16 +355,21 @@ static uint32_t *blockw(shm_dict *d, uint32_t ref) {
   return (uint32_t *)(void *)(d->heap + ((size_t)ref << D_UNITSHIFT));
 }
 
-/* A block of `kind` at ref (any order if order < 0), whole inside the heap. */
-static int blockok(shm_dict *d, uint32_t ref, uint32_t kind, int order) {
+/* The size in bytes of the block of `kind` at ref, read once from its header
+ * and checked to lie whole, aligned, inside the heap; 0 if it is not one. */
+static size_t blockbytes(shm_dict *d, uint32_t ref, uint32_t kind) {
   uint32_t w, o;
   if (ref >= d->nunits) return 0;
   w = LOAD(blockw(d, ref));
   o = BORDER(w);
   if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != kind || o > d->maxorder) return 0;
-  if (order >= 0 && o != (uint32_t)order) return 0;
   if ((ref & ((1u << o) - 1)) != 0 || (uint64_t)ref + (1u << o) > d->nunits) return 0;
-  return 1;
+  return (size_t)D_UNIT << o;
+}
+
+/* A block of `kind` and `order` at ref, whole inside the heap. */
+static int blockok(shm_dict *d, uint32_t ref, uint32_t kind, uint32_t order) {
+  return blockbytes(d, ref, kind) == ((size_t)D_UNIT << order);
 }
 
 static dentry *entryof(shm_dict *d, uint32_t ref) { return (dentry *)(void *)blockw(d, ref); }
@@ -383,14 +387,9 @@ typedef struct dview {
 } dview;
 
 static int viewof(shm_dict *d, uint32_t ref, dview *v) {
-  uint32_t w, o, meta;
-  size_t bytes, voff;
-  if (ref >= d->nunits) return 0;
-  w = LOAD(blockw(d, ref));
-  o = BORDER(w);
-  if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != B_ENTRY || o > d->maxorder) return 0;
-  if ((ref & ((1u << o) - 1)) != 0 || (uint64_t)ref + (1u << o) > d->nunits) return 0;
-  bytes = (size_t)D_UNIT << o;
+  uint32_t meta;
+  size_t bytes = blockbytes(d, ref, B_ENTRY), voff;
+  if (bytes == 0) return 0;
   v->e = (dentry *)(void *)blockw(d, ref);
   meta = LOAD(&v->e->meta);
   v->klen = MKLEN(meta);
@@ -412,18 +411,13 @@ static int entryok(shm_dict *d, uint32_t ref) {
 
 /* A list element, read once as an entry is (its type and length). */
 static int nodeview(shm_dict *d, uint32_t ref, uint32_t *type, uint32_t *len) {
-  uint32_t w, o;
-  dnode *n;
-  if (ref >= d->nunits) return 0;
-  w = LOAD(blockw(d, ref));
-  o = BORDER(w);
-  if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != B_NODE || o > d->maxorder) return 0;
-  if ((ref & ((1u << o) - 1)) != 0 || (uint64_t)ref + (1u << o) > d->nunits) return 0;
-  n = (dnode *)(void *)blockw(d, ref);
+  size_t bytes = blockbytes(d, ref, B_NODE);
+  dnode *n = nodeof(d, ref);
+  if (bytes == 0) return 0;
   *type = LOAD(&n->meta);
   *len = LOAD(&n->vlen);
   if (*type != DV_NUM && *type != DV_STR && *type != DV_INT) return 0;
-  return sizeof(dnode) + (uint64_t)*len <= ((size_t)D_UNIT << o);
+  return sizeof(dnode) + (uint64_t)*len <= bytes;
 }
 
 static int nodeok(shm_dict *d, uint32_t ref) {
@@ -595,8 +589,8 @@ static uint32_t order_for(size_t bytes) {
 
 static int fl_remove(shm_dict *d, uint32_t ref, uint32_t order) {
   uint32_t *w = blockw(d, ref), next = w[1], prev = w[2];
-  if (next != D_NIL && !blockok(d, next, B_FREE, (int)order)) return 0;
-  if (prev != D_NIL && !blockok(d, prev, B_FREE, (int)order)) return 0;
+  if (next != D_NIL && !blockok(d, next, B_FREE, order)) return 0;
+  if (prev != D_NIL && !blockok(d, prev, B_FREE, order)) return 0;
   if (prev == D_NIL) {
     if (d->h->freelist[order] != ref) return 0;
     jw(d, &d->h->freelist[order], next);
@@ -609,7 +603,7 @@ static int fl_remove(shm_dict *d, uint32_t ref, uint32_t order) {
 
 static int fl_push(shm_dict *d, uint32_t ref, uint32_t order) {
   uint32_t head = d->h->freelist[order], *w = blockw(d, ref);
-  if (head != D_NIL && !blockok(d, head, B_FREE, (int)order)) return 0;
+  if (head != D_NIL && !blockok(d, head, B_FREE, order)) return 0;
   jw(d, &w[0], BHDR(B_FREE, order));
   jw(d, &w[1], head);
   jw(d, &w[2], D_NIL);
@@ -626,7 +620,7 @@ static int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref) {
   }
   if (j > d->maxorder) return SHM_DICT_NOMEM;
   r = d->h->freelist[j];
-  if (!blockok(d, r, B_FREE, (int)j) || !fl_remove(d, r, j)) return corrupt(d, "bad free list");
+  if (!blockok(d, r, B_FREE, j) || !fl_remove(d, r, j)) return corrupt(d, "bad free list");
   while (j > k) {
     j--;
     if (!fl_push(d, r + (1u << j), j)) return corrupt(d, "bad free list");
@@ -644,7 +638,7 @@ static int bfree(shm_dict *d, uint32_t ref) {
   uint32_t w = LOAD(blockw(d, ref)), k = BORDER(w), size = 1u << k;
   while (k < d->maxorder) {
     uint32_t buddy = ref ^ (1u << k), lo = ref < buddy ? ref : buddy;
-    if ((uint64_t)lo + (2u << k) > d->nunits || !blockok(d, buddy, B_FREE, (int)k)) break;
+    if ((uint64_t)lo + (2u << k) > d->nunits || !blockok(d, buddy, B_FREE, k)) break;
     if (!fl_remove(d, buddy, k)) return corrupt(d, "bad free list");
     ref = lo;
     k++;
@@ -1317,7 +1311,7 @@ static const char *check(shm_dict *d) {
   uint32_t o, ref, prev, n = 0, steps;
   for (o = 0; o <= d->maxorder; o++) {
     for (prev = D_NIL, ref = d->h->freelist[o], steps = 0; ref != D_NIL; prev = ref, ref = blockw(d, ref)[1]) {
-      if (++steps > d->nunits || !blockok(d, ref, B_FREE, (int)o)) return "bad free list";
+      if (++steps > d->nunits || !blockok(d, ref, B_FREE, o)) return "bad free list";
       if (blockw(d, ref)[2] != prev) return "bad free list links";
       units += 1u << o;
     }
