@@ -566,15 +566,9 @@ static int txn_begin(shm_dict *d) {
  * Returns the status to report. */
 static int txn_end(shm_dict *d, int r) {
   if (d->overflow && r == SHM_OK) r = corrupt(d, d->why != NULL ? d->why : "journal overflow");
-  if (r != SHM_OK) { /* a failed operation changes nothing (evictions were committed) */
-    if (d->jn > 0) rollback(d);
-    d->jn = 0;
-    if (d->dirty) {
-      __atomic_store_n(&d->h->seq, d->h->seq + 1, __ATOMIC_RELEASE);
-      d->dirty = 0;
-    }
-  }
-  commit(d);
+  /* a failed operation changes nothing (evictions were committed) */
+  if (r != SHM_OK && d->jn > 0) rollback(d);
+  commit(d); /* (the sequence word even again, the journal empty) */
   shm_lock_release(&d->h->lock);
   return r;
 }
