@@ -1458,13 +1458,7 @@ static const shm_dict_ffi_api dict_ffi = {1,       ffi_get,    ffi_store, ffi_in
 /* The dict at 1, attached.  The methods carry the metatable as their first
  * upvalue: a type check by metatable identity without a registry lookup. */
 static shm_dict *checkdict(lua_State *L) {
-  ldict *ld = (ldict *)lua_touserdata(L, 1);
-  /* (identity of two tables: comparing their addresses is lua_rawequal's
-   * answer without its generality) */
-  if (ld == NULL || !lua_getmetatable(L, 1) ||
-      lua_topointer(L, -1) != lua_topointer(L, lua_upvalueindex(1)))
-    luaL_typeerror(L, 1, DICT_MT);
-  lua_pop(L, 1);
+  ldict *ld = (ldict *)shm_checkupclass(L, 1, DICT_MT);
   if (ld->seg->addr == NULL || ld->seg->addr != ld->d.base)
     luaL_error(L, "attempt to use a detached dict");
   return &ld->d;

@@ -445,10 +445,7 @@ typedef struct shm_queue {
 /* The queue at idx, attached.  The methods carry the metatable as their
  * upvalue: comparing with it is cheaper than looking the class up. */
 static shm_queue *checkqueue(lua_State *L, int idx) {
-  shm_queue *q = (shm_queue *)lua_touserdata(L, idx);
-  if (q == NULL || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
-    luaL_typeerror(L, idx, QUEUE_MT);
-  lua_pop(L, 1);
+  shm_queue *q = (shm_queue *)shm_checkupclass(L, idx, QUEUE_MT);
   if (q->seg->addr == NULL) luaL_error(L, "attempt to use a detached queue");
   return q;
 }
