@@ -9,7 +9,7 @@ local lib = require "lib"
 local base_dir, this_dir, rounds = arg[1], arg[2], tonumber(arg[3] or "5")
 local LUA = os.getenv("LUA") or "lua5.4"
 local HERE = arg[0]:match("^(.*)/[^/]*$") or "."
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = lib.q
 
 -- the loops: bench/*.lua of this checkout, the module of each build
 local CASES = {

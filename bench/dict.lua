@@ -15,7 +15,7 @@ if arg[4] == "nojit" then
   jit.off()
 end
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = lib.q
 local function pid() return io.open("/proc/self/stat"):read("*n") end
 
 local shm

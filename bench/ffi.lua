@@ -8,6 +8,7 @@
 --   SHM_NGINX_ROOT a dpkg -x root holding OpenResty's nginx module (see
 --                  spec/nginx_spec.lua); without nginx that part is skipped
 -- Writes bench/results/ffi.md.
+local lib = require "lib"
 local ffi = require "ffi"
 local shm = require "shm"
 
@@ -74,19 +75,9 @@ if arg[1] == "--ops" then
   return
 end
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("*a")
-  local ok = p:close()
-  return out, ok
-end
-local function median(xs)
-  table.sort(xs)
-  local n = #xs
-  if n == 0 then return nil end
-  return n % 2 == 1 and xs[(n + 1) / 2] or (xs[n / 2] + xs[n / 2 + 1]) / 2
-end
+local q = lib.q
+local sh = lib.sh
+local median = lib.median
 
 local results = {}   -- [config][name] = { values }
 local function add(config, name, v)

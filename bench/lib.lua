@@ -30,6 +30,18 @@ function M.median(xs)
   return (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
+--- A string quoted for the shell.
+function M.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+--- A command's output (stdout and stderr) and whether it succeeded (as far
+-- as the Lua version tells: 5.1 and LuaJIT's pipe:close() does not).
+function M.sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("*a")
+  local status = p:close()
+  return out, status == true or status == 0
+end
+
 --- os.execute's success, whatever the Lua version (5.1 returns the status).
 function M.exec(cmd)
   local r = os.execute(cmd)

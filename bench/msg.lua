@@ -10,7 +10,7 @@ local lib = require "lib"
 local role, transport, size, count, name = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
 local msgs = lib.messages(size)
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = lib.q
 local function start_writer(channel)
   local cmd = table.concat({ arg[-1], q(arg[0]), "write", transport, size, count, q(channel) }, " ")
   return assert(io.popen(cmd, "r"))

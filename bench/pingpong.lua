@@ -4,7 +4,7 @@ local lib = require "lib"
 
 local role, transport, count, a, b = arg[1], arg[2], tonumber(arg[3]), arg[4], arg[5]
 local msgs = lib.messages(64)
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = lib.q
 
 local send, recv, finish
 if transport == "queue" then

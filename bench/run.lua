@@ -20,15 +20,10 @@ local BIN = HERE .. "/../build/bench"
 -- make bench (lua5.4): results.md; make bench LUA=luajit: results-luajit.md, ...
 local RESULTS = HERE .. "/results/results" .. (LUANAME == "lua5.4" and "" or "-" .. LUANAME) .. ".md"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = lib.q
 local function n(x) return math.max(1, math.floor(x * SCALE)) end
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("*a")
-  local ok = p:close()
-  return out, ok
-end
+local sh = lib.sh
 
 -- a command's output: one or more numbers (the default), or what `parse` finds
 local function plain(out)

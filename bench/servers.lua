@@ -5,15 +5,11 @@
 --   local s, why = servers.nginx(bench_dir)   s.url, s.info, s.stop()
 --   local s, why = servers.redis()            s.sock, s.stop()
 -- Both return nil and the reason when the software is missing or will not start.
+local lib = require "lib"
 local M = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("*a")
-  local ok = p:close()
-  return out, ok == true or ok == 0
-end
+local q = lib.q
+local sh = lib.sh
 local function exists(path)
   local f = io.open(path)
   if f then f:close() end
