@@ -60,7 +60,7 @@
 
 #define DICT_MT "shm.dict"
 #define D_MAGIC 0x314349444d48534cULL /* "LSHMDIC1" */
-#define D_VERSION 1u
+#define D_VERSION 2u
 #define D_UNIT 32u                    /* bytes per heap unit */
 #define D_UNITSHIFT 5
 #define D_MAXORDER 31u
@@ -72,6 +72,7 @@
 #define D_MAXEVICT 30                 /* LRU items evicted at most per store */
 #define D_SECONDCHANCE 64             /* read items moved to the head at most per eviction */
 #define D_CACHELINE 64
+#define D_NWAKE 64                    /* wake words (futexes) for shm.lock waiters, by key hash */
 #define D_PAD 64 /* bytes after the heap: a block header read at the last unit stays inside */
 #define D_MINCAP (16u * 1024u)
 #define D_INPLACE 256u               /* a value of the same length up to this is overwritten in place */
@@ -122,6 +123,10 @@ typedef struct dhdr {
   uint64_t evicted;     /* statistics (journalled as two halves) */
   uint64_t expired;
   uint64_t recovered;
+  /* wake words: 64-bit counters that shm.lock waiters sleep on (seg:wait),
+   * bumped and notified by whoever releases a lock of a key hashing there;
+   * plain data to the dict (never read by it) */
+  _Alignas(D_CACHELINE) uint64_t wake[D_NWAKE];
   /* the undo journal */
   _Alignas(D_CACHELINE) uint32_t jn;
   uint32_t pad1;
@@ -2354,6 +2359,17 @@ The segment the dict lives in.
 */
 static int l_segment(lua_State *L) { return shm_inseg_segment(L, DICT_MT); }
 
+/* d:_wake_offset(key): the byte offset in the dict's segment of the wake
+ * word for key (a 64-bit counter for seg:wait/seg:notify; shm.lock uses it) */
+static int l_wake_offset(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  size_t kl;
+  const char *k = luaL_checklstring(L, 2, &kl);
+  uint32_t i = dict_hash(d->seed, k, kl) % D_NWAKE;
+  lua_pushinteger(L, (lua_Integer)((unsigned char *)&d->h->wake[i] - d->base));
+  return 1;
+}
+
 static int l_gc(lua_State *L) {
   ldict *ld = (ldict *)luaL_checkudata(L, 1, DICT_MT);
   shm_buf_free(&ld->d.buf);
@@ -2531,7 +2547,7 @@ static const luaL_Reg dict_methods[] = {
   {"expire", l_expire},   {"flush_all", l_flush_all},   {"flush_expired", l_flush_expired},
   {"get_keys", l_get_keys}, {"capacity", l_capacity},   {"free_space", l_free_space},
   {"stat", l_stat},       {"remove", l_remove},         {"detach", l_detach},
-  {"segment", l_segment}, {NULL, NULL}};
+  {"segment", l_segment}, {"_wake_offset", l_wake_offset}, {NULL, NULL}};
 
 static const luaL_Reg dict_meta[] = {
   {"__gc", l_gc}, SHM_CLOSE_ENTRY(l_detach) {"__tostring", l_tostring}, {NULL, NULL}};
