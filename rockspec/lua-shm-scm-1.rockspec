@@ -28,6 +28,8 @@ build = {
   modules = {
     shm = "lua/shm.lua",
     ["shm.ffi"] = "lua/shm/ffi.lua",
+    ["shm.lock"] = "lua/shm/lock.lua",
+    ["shm.fetch"] = "lua/shm/fetch.lua",
     ["shm.core"] = {
       sources = {
         "src/args.c",

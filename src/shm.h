@@ -286,6 +286,8 @@ void shm_open_atomics(lua_State *L, int module, int methods);
 /* ---- mutex.c: seg:mutex, a robust mutex on a shm_lock ---- */
 #define SHM_MUTEX_SIZE 64
 void shm_open_mutex(lua_State *L, int module, int methods);
+/* lock.c: shm.core._self, _dead and _now (internal, for lua/shm/lock.lua) */
+void shm_open_owner(lua_State *L, int module, int methods);
 
 /* ---- queue.c: bounded MPMC message queue in a segment (shm.queue) ---- */
 void shm_open_queue(lua_State *L, int module, int methods);

@@ -1,0 +1,254 @@
+--- shm.lock: lua-resty-lock's API over a shm.dict, for any set of processes.
+--
+-- A lock is a key of the dict whose value is a token naming its holder:
+-- `"shm.lock PID TAG ID N"`, the holder's pid and the tag of its start time
+-- (as the robust lock of src/lock.c records them, shm.core._self), the
+-- address of the lock object's state (two Lua states of one process differ)
+-- and a serial number per acquisition.  So:
+--
+--  * taking it is `add(key, token, exptime)`;
+--  * a waiter sleeps on the dict's wake word for the key (a futex:
+--    d:_wake_offset, seg:wait), which `unlock` bumps and notifies after
+--    deleting its token: a release is noticed at once, not polled;
+--  * a waiter also wakes every POLL seconds to look at the holder: a holder
+--    whose process is dead (shm.core._dead: gone, a zombie, its pid reused)
+--    is replaced by a compare-and-set from its token to ours ("owner died");
+--    an expired one is gone by itself (add succeeds);
+--  * unlock and expire act only on the caller's own token (a compare-and-set),
+--    never on a lock another holder took after an expiry.
+-- A value that is not a token (written by other code) is a live holder until
+-- it expires.
+-- @module shm
+local core = require "shm.core"
+
+local self_id, dead, now = core._self, core._dead, core._now
+local type, tostring, tonumber, error, pcall = type, tostring, tonumber, error, pcall
+local setmetatable, getmetatable = setmetatable, getmetatable
+local format, min = string.format, math.min
+local newproxy = rawget(_G, "newproxy")
+
+-- seconds a waiter sleeps at most before it looks at the holder again
+local POLL = 0.025
+
+local M = {}
+
+-- the metatable of dicts (to check the argument of new)
+local dictmt = debug.getregistry()["shm.dict"]
+
+--- Compare-and-set on key with flags 0: value (nil: delete) if the current
+-- value is old.  true, or false.
+-- TODO(cas): d:cas(key, value, exptime, 0, old, 0) once the dict has it (this
+-- get-compare-set is not atomic).
+local function cas(d, key, value, exptime, old)
+  if d.cas then return (d:cas(key, value, exptime, 0, old, 0)) end
+  if d:get(key) ~= old then return false end
+  if value == nil then d:delete(key) else d:set(key, value, exptime) end
+  return true
+end
+M._cas = cas
+
+-- pid and tag of a holder's token, or nil when it is not a token
+local function holder_of(v)
+  if type(v) ~= "string" then return nil end
+  local pid, tag = v:match("^shm%.lock (%d+) (%d+) ")
+  return tonumber(pid), tonumber(tag)
+end
+
+-- Wake the waiters of key (all of them: each tries again).
+local function wake(st, key)
+  local off = st.dict:_wake_offset(key)
+  st.seg:add(off, 1)
+  st.seg:notify(off)
+end
+
+-- Release what st holds (unlock, __close and the finalizer): true if it was
+-- still ours.
+local function release(st)
+  local key, token = st.key, st.token
+  if key == nil then return false end
+  st.key, st.token = nil, nil
+  if st.pid ~= (self_id()) then return false end -- a fork's child: the parent's lock
+  if not cas(st.dict, key, nil, 0, token) then return false end
+  wake(st, key)
+  return true
+end
+
+-- The state's finalizer: unlock a lock forgotten by its object.  A finalizer
+-- must not raise (the dict may have been detached meanwhile).
+local function finalize(st)
+  pcall(release, st)
+end
+
+-- A value that collects with the lock object and then releases st: a table
+-- with __gc on 5.2+, a userdata (newproxy) on 5.1 and LuaJIT, where tables
+-- take no finalizer.
+local function guard(st)
+  if newproxy then
+    local p = newproxy(true)
+    getmetatable(p).__gc = function() finalize(st) end
+    return p
+  end
+  return setmetatable({}, { __gc = function() finalize(st) end })
+end
+
+local Lock = {}
+Lock.__index = Lock
+Lock.__metatable = "shm.lock"
+
+local function checklock(lk, fn)
+  if getmetatable(lk) ~= "shm.lock" or type(lk) ~= "table" or type(rawget(lk, "_st")) ~= "table" then
+    error(format("bad argument #1 to '%s' (shm.lock expected, got %s)", fn, type(lk)), 3)
+  end
+  return lk._st
+end
+
+local function optnumber(opts, name, def, least)
+  local v = opts[name]
+  if v == nil then return def end
+  if type(v) ~= "number" or v ~= v or v < least then
+    error(format("bad option '%s' to 'new' (a number >= %s expected, got %s)", name, least,
+      type(v) == "number" and tostring(v) or type(v)), 3)
+  end
+  return v
+end
+
+--- Locks: lua-resty-lock's API over a `shm.dict`.
+-- `shm.lock.new(dict [, opts])` gives a process-local lock object; its lock
+-- is a key of `dict` whose value names the holding process, so that a waiter
+-- takes the lock of a holder that died (`kill -9`) at once, not after
+-- `exptime`, and a holder never frees a lock another one took after an
+-- expiry.  Waiters sleep until the lock is released (a futex woken by
+-- `unlock`), they do not poll with growing sleeps.
+-- @type lock
+
+--- A lock object over a dict (as lua-resty-lock's `new`; `shm.lock:new(...)`
+-- works too, for code written for it).
+-- @function lock.new
+-- @tparam dict dict the `shm.dict` holding the locks (its keys are the locks' names)
+-- @tparam[opt] table opts `exptime` (seconds a lock lives at most: the bound for a
+-- holder that is alive but hung; default 30; 0: never expires), `timeout` (seconds
+-- `lock` waits at most, default 5; 0: try once); `step`, `ratio`, `max_step`:
+-- accepted for code written for lua-resty-lock (a waiter here sleeps until woken)
+-- @treturn lock
+-- @usage local lk = shm.lock.new(d, { timeout = 2 })
+-- local elapsed, err = lk:lock("config")
+-- if elapsed then --[[ ... ]] lk:unlock() end
+function M.new(dict, opts, ...)
+  if dict == M then dict, opts = opts, ... end -- shm.lock:new(dict, opts)
+  if debug.getmetatable(dict) ~= dictmt or dictmt == nil then
+    error(format("bad argument #1 to 'new' (shm.dict expected, got %s)", type(dict)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(format("bad argument #2 to 'new' (table expected, got %s)", type(opts)), 2)
+  end
+  opts = opts or {}
+  local st = { dict = dict, seg = dict:segment() }
+  st.id = tostring(st):match("0x%x+") or tostring(st):match("%x+$")
+  local lk = setmetatable({
+    _st = st,
+    _guard = guard(st),
+    exptime = optnumber(opts, "exptime", 30, 0),
+    timeout = optnumber(opts, "timeout", 5, 0),
+  }, Lock)
+  optnumber(opts, "step", 0.001, 0)
+  optnumber(opts, "ratio", 2, 0)
+  optnumber(opts, "max_step", 0.5, 0)
+  return lk
+end
+
+local serial = 0
+
+--- Take the lock named `key`, waiting up to `timeout` seconds.
+-- @function lock:lock
+-- @tparam string key the lock's name: a key of the dict (numbers are converted)
+-- @treturn number seconds waited (0 when it was free)
+-- @treturn[opt] string `"owner died"` when the lock was taken from a holder that died
+-- @error `nil, "timeout"`; `nil, err` for the dict's errors (`"no memory"`, `"empty key"`...);
+-- raises when this object already holds a lock
+-- @usage local elapsed, err = lk:lock("job:42")
+-- if not elapsed then return nil, err end
+function Lock:lock(key)
+  local st = checklock(self, "lock")
+  if st.key ~= nil then
+    error(format("shm.lock: this lock object already holds %q (unlock it first)", st.key), 2)
+  end
+  if key == nil then return nil, "nil key" end
+  if type(key) == "number" then key = tostring(key) end
+  local d, exptime = st.dict, self.exptime
+  local pid, tag = self_id()
+  serial = serial + 1
+  local token = format("shm.lock %d %d %s %d", pid, tag, st.id, serial)
+  local ok, err = d:add(key, token, exptime)
+  local start, died
+  if not ok and err == "exists" then -- held: wait
+    local seg, off = st.seg, d:_wake_offset(key)
+    local deadline
+    start = now()
+    deadline = start + self.timeout
+    repeat
+      local seen = seg:load(off) -- (before the add: an unlock after it changes the word)
+      ok, err = d:add(key, token, exptime)
+      if ok or err ~= "exists" then break end
+      local holder = d:get(key)
+      local hpid, htag = holder_of(holder)
+      if hpid and dead(hpid, htag) then
+        -- (a failed swap: another waiter took it first, look again)
+        if cas(d, key, token, exptime, holder) then ok, died = true, "owner died" end
+      else
+        local left = deadline - now()
+        if left <= 0 then return nil, "timeout" end
+        seg:wait(off, seen, min(left, POLL))
+      end
+    until ok
+  end
+  if not ok then return nil, err end
+  st.key, st.token, st.pid = key, token, pid
+  if start == nil then return 0 end
+  return now() - start, died
+end
+
+--- Release this object's lock, and wake its waiters.
+-- @function lock:unlock
+-- @treturn boolean true
+-- @error `nil, "unlocked"` when this object holds no lock, or its lock expired (it
+-- never frees a lock another holder took after the expiry)
+-- @usage lk:unlock()
+function Lock:unlock()
+  local st = checklock(self, "unlock")
+  if release(st) then return true end
+  return nil, "unlocked"
+end
+
+--- Renew this object's lock: it now expires `t` seconds from now.
+-- @function lock:expire
+-- @tparam[opt] number t seconds (default: the object's `exptime`; 0: never expires)
+-- @treturn boolean true
+-- @error `nil, "unlocked"` when this object holds no lock, or it expired (the
+-- object then holds none)
+-- @usage while working do assert(lk:expire(10)) --[[ ... ]] end
+function Lock:expire(t)
+  local st = checklock(self, "expire")
+  if t == nil then t = self.exptime end
+  if type(t) ~= "number" or t ~= t or t < 0 then
+    error(format("bad argument #1 to 'expire' (a number >= 0 expected, got %s)",
+      type(t) == "number" and tostring(t) or type(t)), 2)
+  end
+  if st.key == nil or st.pid ~= (self_id()) then return nil, "unlocked" end
+  if cas(st.dict, st.key, st.token, t, st.token) then return true end
+  st.key, st.token = nil, nil
+  return nil, "unlocked"
+end
+
+function Lock:__close()
+  release(self._st)
+end
+
+function Lock:__tostring()
+  local key = self._st.key
+  return key and format("shm.lock(%q held)", key) or "shm.lock(unlocked)"
+end
+
+-- the tokens' reader, for shm.fetch and the specs
+M._holder = holder_of
+
+return M
