@@ -64,13 +64,15 @@
 #define D_UNIT 32u                    /* bytes per heap unit */
 #define D_UNITSHIFT 5
 #define D_MAXORDER 31u
-#define D_JMAX 512u                   /* undo journal entries */
+#define D_JMAX 1024u                  /* undo journal entries (one step of any operation fits) */
+#define D_JSTEP (D_JMAX - 256u)       /* a long operation commits before the journal passes this */
+#define D_MAXOPEN 8u                  /* buckets one transaction changes at most */
 #define D_NIL 0xffffffffu
 #define D_SPINS 64                    /* optimistic tries before a reader locks */
 #define D_MAXKEY 65535u
 #define D_EXPIRE_ON_STORE 2           /* expired items freed from the LRU tail per store */
-#define D_MAXEVICT 30                 /* LRU items evicted at most per store */
 #define D_SECONDCHANCE 64             /* read items moved to the head at most per eviction */
+#define D_TIMEOUT 10.0                /* default seconds a call waits for the writers' lock */
 #define D_CACHELINE 64
 #define D_NWAKE 64                    /* wake words (futexes) for shm.lock waiters, by key hash */
 #define D_PAD 64 /* bytes after the heap: a block header read at the last unit stays inside */
@@ -102,7 +104,8 @@ typedef struct dhdr {
   uint32_t hdrsize;
   uint64_t size;        /* bytes of the segment the dict uses */
   uint64_t bucket_off;  /* = hdrsize */
-  uint64_t refs_off;    /* = bucket_off + 4 * nbuckets */
+  uint64_t seq_off;     /* = bucket_off + 4 * nbuckets */
+  uint64_t refs_off;    /* = seq_off + 4 * nbuckets */
   uint64_t heap_off;    /* refs_off + nbuckets, rounded up to a cache line */
   uint32_t nbuckets;    /* a power of two */
   uint32_t nunits;      /* heap size in units */
@@ -110,16 +113,15 @@ typedef struct dhdr {
   uint32_t seed;        /* hash seed */
   /* the writers' lock (its own line) */
   _Alignas(D_CACHELINE) shm_lock lock;
-  /* what readers follow: odd while a writer changes anything */
-  _Alignas(D_CACHELINE) uint64_t seq;
-  uint32_t flush_gen;   /* entries stored under another generation are expired */
-  uint32_t pad0;
   /* state guarded by the lock; every word is journalled */
-  _Alignas(D_CACHELINE) uint32_t count; /* entries in the table, expired or not */
+  _Alignas(D_CACHELINE) uint32_t flush_gen; /* entries stored under another generation are expired */
+  uint32_t count;       /* entries in the table, expired or not */
   uint32_t free_units;
   uint32_t lru_head;    /* most recently used */
   uint32_t lru_tail;
   uint32_t freelist[D_MAXORDER + 1];
+  uint32_t gc_head;     /* list elements to free: a chain through their next words */
+  uint32_t pad0;
   uint64_t evicted;     /* statistics (journalled as two halves) */
   uint64_t expired;
   uint64_t recovered;
@@ -197,14 +199,17 @@ typedef struct shm_dict {
   /* validated configuration: copies, never re-read from shared memory */
   dhdr *h;
   uint32_t *buckets;
+  uint32_t *bseq;      /* the buckets' sequence words */
   unsigned char *refs;
   unsigned char *heap;
   uint32_t nbuckets, mask, nunits, maxorder, seed;
   size_t heapbytes;    /* nunits * D_UNIT; a D_PAD guard follows in the segment */
   uint32_t scratch[16]; /* where a ref out of the heap points (never the segment) */
+  double timeout;      /* seconds a call waits for the lock (< 0: forever) */
   /* a transaction (valid while the lock is held) */
   uint32_t jn;
-  int dirty;           /* seq made odd by this transaction */
+  uint32_t nopen;      /* buckets whose sequence word this transaction made odd */
+  uint32_t open[D_MAXOPEN];
   int overflow;        /* the journal overflowed: roll back */
   const char *why;     /* reason for SHM_CORRUPT */
   shm_buf buf;         /* values and keys copied out (grown outside the lock) */
@@ -261,7 +266,7 @@ static uint32_t floorlog2(uint64_t v) {
 
 typedef struct dgeom {
   uint32_t nbuckets, nunits, maxorder;
-  uint64_t refs_off, heap_off;
+  uint64_t seq_off, refs_off, heap_off;
 } dgeom;
 
 /* The layout for `size` bytes; 0 if it does not fit. */
@@ -270,7 +275,8 @@ static int geometry(uint64_t size, dgeom *g) {
   if (size < D_MINCAP || size > ((uint64_t)1 << 34)) return 0;
   while (nb < (1u << 24) && nb * 128 < size) nb <<= 1;
   g->nbuckets = (uint32_t)nb;
-  g->refs_off = HDRSIZE + 4 * nb;
+  g->seq_off = HDRSIZE + 4 * nb;
+  g->refs_off = g->seq_off + 4 * nb;
   g->heap_off = (g->refs_off + nb + D_CACHELINE - 1) & ~(uint64_t)(D_CACHELINE - 1);
   if (g->heap_off + D_PAD >= size) return 0;
   rest = (size - g->heap_off - D_PAD) >> D_UNITSHIFT;
@@ -289,13 +295,15 @@ static const char *dict_attach(shm_dict *d, unsigned char *base, size_t size) {
   if (h->version != D_VERSION) return "unsupported dict version";
   if (h->hdrsize != HDRSIZE || h->bucket_off != HDRSIZE) return "bad header size";
   if (h->size > size || !geometry(h->size, &g)) return "size does not match the segment";
-  if (h->nbuckets != g.nbuckets || h->refs_off != g.refs_off || h->heap_off != g.heap_off ||
+  if (h->nbuckets != g.nbuckets || h->seq_off != g.seq_off || h->refs_off != g.refs_off ||
+      h->heap_off != g.heap_off ||
       h->nunits != g.nunits || h->maxorder != g.maxorder)
     return "bad geometry";
   d->base = base;
   d->size = size;
   d->h = h;
   d->buckets = (uint32_t *)(void *)(base + HDRSIZE);
+  d->bseq = (uint32_t *)(void *)(base + g.seq_off);
   d->refs = base + g.refs_off;
   d->heap = base + g.heap_off;
   d->nbuckets = g.nbuckets;
@@ -319,19 +327,21 @@ static void dict_format(unsigned char *base, size_t size, uint32_t seed) {
   h->hdrsize = HDRSIZE;
   h->size = size;
   h->bucket_off = HDRSIZE;
+  h->seq_off = g.seq_off;
   h->refs_off = g.refs_off;
   h->heap_off = g.heap_off;
   h->nbuckets = g.nbuckets;
   h->nunits = g.nunits;
   h->maxorder = g.maxorder;
   h->seed = seed;
-  h->seq = 0;
   h->flush_gen = 0;
   h->count = 0;
+  h->gc_head = D_NIL;
   h->lru_head = h->lru_tail = D_NIL;
   h->evicted = h->expired = h->recovered = 0;
   h->jn = 0;
   memset(base + HDRSIZE, 0xff, 4 * (size_t)g.nbuckets); /* every bucket D_NIL */
+  memset(base + g.seq_off, 0, 4 * (size_t)g.nbuckets);
   memset(base + g.refs_off, 0, g.nbuckets);
   for (o = 0; o <= D_MAXORDER; o++) h->freelist[o] = D_NIL;
   /* carve the heap into maximal aligned blocks, largest first */
@@ -430,6 +440,33 @@ static int nodeok(shm_dict *d, uint32_t ref) {
   return nodeview(d, ref, &t, &l);
 }
 
+/* A walk along links read from the segment, bounded twice: by `limit` steps
+ * (no honest chain is longer), and by Brent's cycle detection, which notices a
+ * loop within about twice its length (a scribbled self-loop at the second
+ * step), so that a hostile chain costs little more than an honest one. */
+typedef struct dwalk {
+  uint32_t saved, lam, power, steps, limit;
+} dwalk;
+
+static void walk_init(dwalk *w, uint32_t limit) {
+  w->saved = D_NIL;
+  w->lam = 0;
+  w->power = 1;
+  w->steps = 0;
+  w->limit = limit;
+}
+
+/* Count a step onto ref: 0 when the walk is too long or went round. */
+static int walk_ok(dwalk *w, uint32_t ref) {
+  if (ref == w->saved || ++w->steps > w->limit) return 0;
+  if (++w->lam == w->power) {
+    w->saved = ref;
+    w->power = w->power < 0x80000000u ? w->power << 1 : w->power;
+    w->lam = 0;
+  }
+  return 1;
+}
+
 static int expired(shm_dict *d, dentry *e, uint64_t *now) {
   uint64_t x = LOAD(&e->expires);
   if (LOAD(&e->gen) != LOAD(&d->h->flush_gen)) return 1;
@@ -444,9 +481,11 @@ static int expired(shm_dict *d, dentry *e, uint64_t *now) {
 static int lookupv(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
                    uint32_t **link, dview *v) {
   uint32_t *at = &d->buckets[hash & d->mask];
-  uint32_t r = LOAD(at), steps = 0;
+  uint32_t r = LOAD(at);
+  dwalk w;
+  walk_init(&w, d->nunits);
   while (r != D_NIL) {
-    if (++steps > d->nunits || !viewof(d, r, v)) return 0;
+    if (!walk_ok(&w, r) || !viewof(d, r, v)) return 0;
     if (LOAD(&v->e->hash) == hash && v->klen == kl && memcmp(v->key, k, kl) == 0) break;
     at = &v->e->next;
     r = LOAD(at);
@@ -469,22 +508,22 @@ static int corrupt(shm_dict *d, const char *why) {
   return SHM_CORRUPT;
 }
 
+/* Is p (4 bytes) a word a transaction may change: the guarded state in the
+ * header, or the buckets, sequence words, refs and heap after it? */
+static int jword_ok(shm_dict *d, size_t off) {
+  return (off >= offsetof(dhdr, flush_gen) && off + 4 <= offsetof(dhdr, wake)) ||
+         (off >= HDRSIZE && off + 4 <= d->size);
+}
+
 /* A journalled write of a word reachable in the committed state. */
 static void jw(shm_dict *d, uint32_t *p, uint32_t v) {
   dhdr *h = d->h;
   uint32_t n = d->jn;
   if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
-  if ((unsigned char *)p < d->base + HDRSIZE || (unsigned char *)p + 4 > d->base + d->size) {
-    if (p < &h->flush_gen || p >= &h->jn) { /* a scribbled ref led here (the scratch words) */
-      d->overflow = 1;
-      d->why = "bad reference";
-      return;
-    }
-  }
-  if (!d->dirty) {
-    STORE(&h->seq, h->seq + 1); /* odd: readers retry */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    d->dirty = 1;
+  if ((unsigned char *)p < d->base || !jword_ok(d, (size_t)((unsigned char *)p - d->base))) {
+    d->overflow = 1; /* a scribbled ref led here (the scratch words) */
+    d->why = "bad reference";
+    return;
   }
   if (n >= D_JMAX) {
     d->overflow = 1;
@@ -514,42 +553,82 @@ static void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
   jw(d, w + 1, hi);
 }
 
+/* Open bucket b for change: its sequence word goes odd (journalled: a
+ * rollback makes it even again, two past what it was) before anything a
+ * reader of that bucket follows changes, and even again at the commit.
+ * Readers of other buckets never wait for this transaction. */
+static void bopen(shm_dict *d, uint32_t b) {
+  uint32_t *q = &d->bseq[b & d->mask], i;
+  for (i = 0; i < d->nopen; i++)
+    if (d->open[i] == (b & d->mask)) return;
+  if (d->nopen >= D_MAXOPEN) {
+    d->overflow = 1;
+    d->why = "too many buckets in one step";
+    return;
+  }
+  d->open[d->nopen++] = b & d->mask;
+  jw(d, q, LOAD(q) | 1u); /* odd (a scribbled odd word stays so until the commit) */
+  __atomic_thread_fence(__ATOMIC_RELEASE); /* odd before any change it guards */
+}
+
 /* Undo an interrupted transaction: the journal is untrusted, each entry
- * must name a word in the state, bucket or heap areas. */
+ * must name a word in the state, bucket, sequence, refs or heap areas.  A
+ * sequence word is not put back (a reader that saw it before could not tell):
+ * it goes two past its old value, even. */
 static const char *rollback(shm_dict *d) {
   dhdr *h = d->h;
   uint32_t n = LOAD(&h->jn);
-  size_t lo = offsetof(dhdr, flush_gen), hi = offsetof(dhdr, jn);
+  size_t slo = (size_t)((unsigned char *)d->bseq - d->base), shi = slo + 4 * (size_t)d->nbuckets;
   if (n > D_JMAX) return "bad journal length";
   while (n-- > 0) {
     size_t off = (size_t)h->journal[n].word << 2;
-    if (!((off >= lo && off + 4 <= hi) || (off >= HDRSIZE && off + 4 <= d->size)))
-      return "bad journal entry";
-    STORE((uint32_t *)(void *)(d->base + off), h->journal[n].old);
+    uint32_t old = h->journal[n].old;
+    if (!jword_ok(d, off)) return "bad journal entry";
+    if (off >= slo && off < shi) old = (old | 1u) + 1u;
+    __atomic_store_n((uint32_t *)(void *)(d->base + off), old, __ATOMIC_RELEASE);
   }
   __atomic_store_n(&h->jn, 0, __ATOMIC_RELEASE);
+  d->jn = 0;
+  d->nopen = 0;
   return NULL;
 }
 
-/* Make the committed state the current one: forget the journal. */
+/* Make the committed state the current one: forget the journal, then let
+ * the readers of the buckets it changed in. */
 static void commit(shm_dict *d) {
+  uint32_t i;
   if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
   d->jn = 0;
-  if (d->dirty) {
-    __atomic_store_n(&d->h->seq, d->h->seq + 1, __ATOMIC_RELEASE); /* even */
-    d->dirty = 0;
+  for (i = 0; i < d->nopen; i++) {
+    uint32_t *q = &d->bseq[d->open[i]];
+    __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE); /* even */
   }
+  d->nopen = 0;
 }
 
-/* Take the lock, repairing what a dead owner left. */
+/* Commit one step of a long operation, unless the step went wrong: a
+ * journal that overflowed (or a scribbled reference) is rolled back. */
+static int step(shm_dict *d) {
+  if (d->overflow) return corrupt(d, d->why != NULL ? d->why : "journal overflow");
+  commit(d);
+  return SHM_OK;
+}
+
+/* Is the journal past the point where a long operation commits a step? */
+static int jfull(shm_dict *d) { return d->jn >= D_JSTEP || d->nopen >= D_MAXOPEN - 2; }
+
+static int gc_drain(shm_dict *d);
+
+/* Take the lock (waiting up to the handle's timeout), repairing what a dead
+ * owner left: its transaction rolled back, its unfinished frees finished. */
 static int txn_begin(shm_dict *d) {
   dhdr *h = d->h;
-  shm_deadline forever;
+  shm_deadline dl;
   int r;
-  forever.forever = 1;
-  r = shm_lock_acquire(&h->lock, shm_ctx_self(d->ctx), &forever);
+  shm_deadline_after(&dl, d->timeout < 0 ? 1e18 : d->timeout);
+  r = shm_lock_acquire(&h->lock, shm_ctx_self(d->ctx), &dl);
   d->jn = 0;
-  d->dirty = 0;
+  d->nopen = 0;
   d->overflow = 0;
   d->why = NULL;
   if (r == SHM_OWNERDIED) {
@@ -561,19 +640,27 @@ static int txn_begin(shm_dict *d) {
     h->recovered++;
     r = SHM_OK;
   }
-  /* no writer is inside now: an odd word (a dead writer's, or scribbled) is even again */
-  if (r == SHM_OK && (h->seq & 1)) __atomic_store_n(&h->seq, h->seq + 1, __ATOMIC_RELEASE);
+  if (r == SHM_OK && LOAD(&h->gc_head) != D_NIL && (r = gc_drain(d)) != SHM_OK) {
+    if (d->jn > 0) rollback(d);
+    shm_lock_release(&h->lock);
+  }
   return r;
 }
 
 /* The one unlock path: roll back what a failed operation (or an overflowing
- * journal) changed since the last commit, commit the rest, unlock.
- * Returns the status to report. */
+ * journal) changed since the last commit, or commit it and free the list
+ * elements it set aside; unlock.  Returns the status to report. */
 static int txn_end(shm_dict *d, int r) {
   if (d->overflow && r == SHM_OK) r = corrupt(d, d->why != NULL ? d->why : "journal overflow");
-  /* a failed operation changes nothing (evictions were committed) */
-  if (r != SHM_OK && d->jn > 0) rollback(d);
-  commit(d); /* (the sequence word even again, the journal empty) */
+  if (r != SHM_OK) {
+    /* a failed operation changes nothing (evictions were committed) */
+    if (d->jn > 0) rollback(d);
+    commit(d); /* (buckets opened without a journal entry: even again) */
+  } else {
+    commit(d);
+    if (LOAD(&d->h->gc_head) != D_NIL && (r = gc_drain(d)) != SHM_OK && d->jn > 0) rollback(d);
+    commit(d);
+  }
   shm_lock_release(&d->h->lock);
   return r;
 }
@@ -683,27 +770,43 @@ static void lru_touch(shm_dict *d, uint32_t ref) {
   lru_push_head(d, ref);
 }
 
-/* Free a list's element blocks. */
-static int free_nodes(shm_dict *d, const dview *v) {
+/* Set a list's element blocks aside (O(1), whatever its length): its chain
+ * goes in front of the header's "to free" chain, which gc_drain frees in
+ * steps once the operation has committed (or the next locker does, if this
+ * process dies first). */
+static int park_nodes(shm_dict *d, const dview *v) {
   dlist l;
-  uint32_t r, steps = 0;
   memcpy(&l, v->val, sizeof l);
-  for (r = l.head; r != D_NIL;) {
-    uint32_t next;
-    if (++steps > d->nunits || !nodeok(d, r)) return corrupt(d, "bad list");
-    next = nodeof(d, r)->next;
-    if (bfree(d, r) != SHM_OK) return SHM_CORRUPT;
-    r = next;
-  }
+  if (l.head == D_NIL && l.tail == D_NIL) return SHM_OK;
+  if (!nodeok(d, l.head) || !nodeok(d, l.tail) || nodeof(d, l.tail)->next != D_NIL)
+    return corrupt(d, "bad list");
+  jw(d, &nodeof(d, l.tail)->next, d->h->gc_head);
+  jw(d, &d->h->gc_head, l.head);
   return SHM_OK;
 }
 
-/* Remove the entry at ref, which *link points at. */
+/* Free the blocks on the "to free" chain, committing every few: each step
+ * leaves the chain's head at the first block not yet freed.  A cycle in it
+ * ends at a block already freed (no longer a list element). */
+static int gc_drain(shm_dict *d) {
+  uint32_t ref, n = 0;
+  while ((ref = d->h->gc_head) != D_NIL) {
+    if (++n > d->nunits || !nodeok(d, ref)) return corrupt(d, "bad list");
+    jw(d, &d->h->gc_head, nodeof(d, ref)->next);
+    if (bfree(d, ref) != SHM_OK) return SHM_CORRUPT;
+    if (jfull(d) && step(d) != SHM_OK) return SHM_CORRUPT;
+  }
+  return step(d);
+}
+
+/* Remove the entry at ref, which *link points at (a list's elements are
+ * set aside for gc_drain). */
 static int unlink_entry(shm_dict *d, uint32_t ref, uint32_t *link) {
   dentry *e = entryof(d, ref);
   dview v;
   if (!viewof(d, ref, &v) || !lru_ok(d, ref)) return corrupt(d, "bad LRU list");
-  if (v.type == DV_LIST && free_nodes(d, &v) != SHM_OK) return SHM_CORRUPT;
+  bopen(d, e->hash);
+  if (v.type == DV_LIST && park_nodes(d, &v) != SHM_OK) return SHM_CORRUPT;
   jw(d, link, e->next);
   lru_unlink(d, ref);
   jw(d, &d->h->count, d->h->count - 1);
@@ -714,9 +817,10 @@ static int unlink_entry(shm_dict *d, uint32_t ref, uint32_t *link) {
 static uint32_t *linkto(shm_dict *d, uint32_t ref) {
   dentry *e = entryof(d, ref);
   uint32_t *at = &d->buckets[e->hash & d->mask];
-  uint32_t steps = 0;
+  dwalk w;
+  walk_init(&w, d->nunits);
   while (*at != ref) {
-    if (*at == D_NIL || ++steps > d->nunits || !entryok(d, *at)) return NULL;
+    if (*at == D_NIL || !walk_ok(&w, *at) || !entryok(d, *at)) return NULL;
     at = &entryof(d, *at)->next;
   }
   return at;
@@ -724,33 +828,41 @@ static uint32_t *linkto(shm_dict *d, uint32_t ref) {
 
 static void bump(shm_dict *d, uint64_t *stat) { jw64(d, stat, *stat + 1); }
 
-/* Free up to n expired entries from the LRU tail (ngx's expire(ctx, 1)). */
+/* Unlink the entry at ref (found again in its chain) and commit that step. */
+static int drop_step(shm_dict *d, uint32_t ref, uint64_t *stat) {
+  uint32_t *link;
+  if ((link = linkto(d, ref)) == NULL) return corrupt(d, "bad hash chain");
+  if (unlink_entry(d, ref, link) != SHM_OK) return SHM_CORRUPT;
+  bump(d, stat);
+  return step(d);
+}
+
+/* Free up to n expired entries from the LRU tail (ngx's expire(ctx, 1)),
+ * each its own step. */
 static int expire_tail(shm_dict *d, int n, uint64_t *now) {
   while (n-- > 0) {
-    uint32_t ref = d->h->lru_tail, *link;
+    uint32_t ref = d->h->lru_tail;
     if (ref == D_NIL) break;
     /* (entryof is safe for any ref: a live tail, the common case, costs a look) */
     if (!expired(d, entryof(d, ref), now)) break;
     if (!entryok(d, ref)) return corrupt(d, "bad LRU list");
-    if ((link = linkto(d, ref)) == NULL) return corrupt(d, "bad hash chain");
-    if (unlink_entry(d, ref, link) != SHM_OK) return SHM_CORRUPT;
-    bump(d, &d->h->expired);
-    commit(d);
+    if (drop_step(d, ref, &d->h->expired) != SHM_OK) return SHM_CORRUPT;
   }
   return SHM_OK;
 }
 
 /* Evict the least recently used entry (not `keep`), giving entries read
- * since they were last looked at a second chance.  SHM_OK, NOMEM (nothing
- * to evict) or CORRUPT. */
+ * since they were last looked at a second chance (each move its own step).
+ * SHM_OK, NOMEM (nothing to evict) or CORRUPT. */
 static int evict_one(shm_dict *d, uint32_t keep) {
   int chances = D_SECONDCHANCE;
-  uint32_t steps = 0;
+  dwalk w;
+  walk_init(&w, d->nunits + D_SECONDCHANCE + 1);
   for (;;) {
-    uint32_t ref = d->h->lru_tail, *link, b;
+    uint32_t ref = d->h->lru_tail, b;
     dentry *e;
     if (ref == D_NIL) return SHM_DICT_NOMEM;
-    if (++steps > d->nunits || !entryok(d, ref) || !lru_ok(d, ref))
+    if (++w.steps > w.limit || !entryok(d, ref) || !lru_ok(d, ref))
       return corrupt(d, "bad LRU list");
     e = entryof(d, ref);
     b = e->hash & d->mask;
@@ -758,25 +870,26 @@ static int evict_one(shm_dict *d, uint32_t keep) {
       if (ref != keep) chances--;
       STORE(&d->refs[b], 0);
       lru_touch(d, ref);
+      if (step(d) != SHM_OK) return SHM_CORRUPT;
       continue;
     }
     if (ref == keep) return SHM_DICT_NOMEM;
-    if ((link = linkto(d, ref)) == NULL) return corrupt(d, "bad hash chain");
-    if (unlink_entry(d, ref, link) != SHM_OK) return SHM_CORRUPT;
-    bump(d, &d->h->evicted);
-    commit(d);
-    return SHM_OK;
+    return drop_step(d, ref, &d->h->evicted);
   }
 }
 
-/* Allocate, evicting LRU entries when full unless `safe`. */
+/* Allocate, evicting LRU entries when full unless `safe`: as many as it
+ * takes when the block can fit at all (each eviction its own step, its list
+ * elements freed before the next try); none when it never can. */
 static int alloc_evicting(shm_dict *d, size_t bytes, uint32_t kind, int safe, uint32_t keep,
                           uint32_t *ref, int *forcible) {
-  int i, r = balloc(d, bytes, kind, ref);
-  for (i = 0; r == SHM_DICT_NOMEM && !safe && i < D_MAXEVICT; i++) {
-    if (order_for(bytes) > d->maxorder) break;
+  int r = balloc(d, bytes, kind, ref);
+  uint32_t i;
+  if (order_for(bytes) > d->maxorder) return r;
+  for (i = 0; r == SHM_DICT_NOMEM && !safe && i <= d->nunits; i++) {
     r = evict_one(d, keep);
     if (r != SHM_OK) return r;
+    if (LOAD(&d->h->gc_head) != D_NIL && gc_drain(d) != SHM_OK) return SHM_CORRUPT;
     *forcible = 1;
     r = balloc(d, bytes, kind, ref);
   }
@@ -818,21 +931,25 @@ static int link_entry(shm_dict *d, uint32_t ref, const char *k, size_t kl, uint3
     if (!lookup(d, k, kl, hash, &old, &link)) return corrupt(d, "bad hash chain");
   }
   entryof(d, ref)->next = D_NIL; /* link is the chain's last word */
+  bopen(d, hash);
   jw(d, link, ref);
   lru_push_head(d, ref);
   jw(d, &d->h->count, d->h->count + 1);
   return SHM_OK;
 }
 
+/* The bytes of the entry block for a key and a value. */
+static size_t entry_bytes(size_t kl, int type, size_t vlen) {
+  return sizeof(dentry) + A8(kl) + A8(type == DV_LIST ? sizeof(dlist) : vlen);
+}
+
 /* A new entry (allocated, evicting unless `safe`), filled and linked. */
 static int new_entry(shm_dict *d, const char *k, size_t kl, uint32_t hash, int type,
                      const void *v, size_t vlen, uint32_t flags, uint64_t expires, int safe,
                      uint32_t keep, int *forcible) {
-  size_t vbytes = type == DV_LIST ? sizeof(dlist) : vlen;
   uint32_t ref;
   dentry *e;
-  int r = alloc_evicting(d, sizeof(dentry) + A8(kl) + A8(vbytes), B_ENTRY, safe, keep, &ref,
-                         forcible);
+  int r = alloc_evicting(d, entry_bytes(kl, type, vlen), B_ENTRY, safe, keep, &ref, forcible);
   if (r != SHM_OK) return r;
   e = entryof(d, ref);
   e->hash = hash;
@@ -894,6 +1011,7 @@ static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t k
         (d->h->lru_head == old || lru_ok(d, old))) {
       /* same length: in place, every word journalled (the view checked the
        * value's words lie in the block) */
+      bopen(d, hash);
       jcopy(d, ov.val, v->ptr, v->len);
       jw(d, &e->meta, MKMETA(kl, v->type));
       jw(d, &e->flags, v->flags);
@@ -903,8 +1021,23 @@ static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t k
       goto done;
     }
   }
-  r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), safe,
-                old, forcible);
+  /* a new entry beside the old one (which it replaces when linked) ... */
+  r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), 1, old,
+                forcible);
+  if (r == SHM_DICT_NOMEM && old != D_NIL &&
+      order_for(entry_bytes(kl, v->type, v->len)) <= BORDER(LOAD(blockw(d, old)))) {
+    /* ... or, when both do not fit, in the old one's place, as ngx frees the
+     * old value first (and so never evicts for a value no larger): the old
+     * entry goes in a step of its own, after which its block (or a larger
+     * one it merged into) is sure to hold the new one.  A process killed
+     * between the steps leaves the key missing, never torn. */
+    if ((r = unlink_entry(d, old, link)) != SHM_OK || (r = step(d)) != SHM_OK) goto done;
+    r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), safe,
+                  D_NIL, forcible);
+  } else if (r == SHM_DICT_NOMEM && !safe) {
+    r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), 0,
+                  old, forcible);
+  }
 done:
   return txn_end(d, r);
 }
@@ -922,16 +1055,20 @@ static int copyout(const dview *v, dval *out, char *buf, size_t cap) {
 }
 
 /* A read: looks the key up and runs `what` on the entry, first without the
- * lock (the result is kept only if no writer moved meanwhile), after
- * D_SPINS tries under the lock. */
+ * lock (the result is kept only if no writer changed the key's bucket
+ * meanwhile: its sequence word is the same, and even), after D_SPINS tries
+ * under the lock (waiting for it no longer than the handle's timeout).  A
+ * writer changing other buckets, even one stopped inside its change, never
+ * makes a reader wait. */
 typedef int (*readfn)(shm_dict *d, const dview *v, uint64_t *now, void *arg);
 
 static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
-  uint32_t hash = dict_hash(d->seed, k, kl), ref;
+  uint32_t hash = dict_hash(d->seed, k, kl), ref, *q = &d->bseq[hash & d->mask];
   dview v;
   int tries, r;
   for (tries = 0; tries < D_SPINS; tries++) {
-    uint64_t s1 = LOADACQ(&d->h->seq), now = 0;
+    uint64_t now = 0;
+    uint32_t s1 = LOADACQ(q);
     if (s1 & 1) {
       cpu_relax();
       continue;
@@ -939,7 +1076,7 @@ static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *a
     if (!lookupv(d, k, kl, hash, &ref, NULL, &v)) r = -1;
     else r = ref == D_NIL ? SHM_DICT_NOTFOUND : what(d, &v, &now, arg);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (LOAD(&d->h->seq) != s1) continue;
+    if (LOAD(q) != s1) continue;
     if (r == -1) return corrupt(d, "bad hash chain");
     if (ref != D_NIL) { /* recency for the evictor: the bucket's bit */
       unsigned char *bit = &d->refs[hash & d->mask];
@@ -947,7 +1084,7 @@ static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *a
     }
     return r;
   }
-  /* writers keep moving (or the sequence word is hostile): take the lock */
+  /* a writer is changing this bucket (or its word is hostile): take the lock */
   if ((r = txn_begin(d)) != SHM_OK) return r;
   {
     uint64_t now = 0;
@@ -1026,6 +1163,7 @@ static int shm_dict_expire(shm_dict *d, const char *k, size_t kl, double exptime
   else if (ref == D_NIL) r = SHM_DICT_NOTFOUND;
   else {
     dentry *e = entryof(d, ref);
+    bopen(d, hash);
     jw(d, &e->gen, d->h->flush_gen);
     jw64(d, &e->expires, expiry(exptime, &now));
   }
@@ -1095,6 +1233,7 @@ static int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const 
       goto done;
     }
     io->type = num_add((int)type, v.val, io->type, (const unsigned char *)io->ptr, nv);
+    bopen(d, hash);
     jcopy(d, v.val, nv, 8);
     if ((uint32_t)io->type != type) jw(d, &e->meta, MKMETA(kl, io->type));
     lru_touch(d, ref);
@@ -1124,8 +1263,10 @@ static int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const 
       r = SHM_DICT_NOTLIST;
       goto done;
     }
-    if (x) { /* an expired value: gone; a new list in its place */
-      if ((r = unlink_entry(d, ref, link)) != SHM_OK) goto done;
+    if (x) { /* an expired value: freed in a step of its own (as expire_tail
+              * would), so that the new list never reuses a block this
+              * transaction freed: a rollback could not restore its bytes */
+      if ((r = unlink_entry(d, ref, link)) != SHM_OK || (r = step(d)) != SHM_OK) goto done;
       ref = D_NIL;
     }
   }
@@ -1153,6 +1294,7 @@ static int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const 
   nd->next = left ? end : D_NIL;
   nd->prev = left ? D_NIL : end;
   memcpy(nd + 1, v->ptr, v->len);
+  bopen(d, hash);
   if (end == D_NIL) jw(d, &lw[left ? 1 : 0], node); /* the only element: both ends */
   else if (left) jw(d, &nodeof(d, end)->prev, node);
   else jw(d, &nodeof(d, end)->next, node);
@@ -1211,6 +1353,7 @@ static int shm_dict_pop(shm_dict *d, const char *k, size_t kl, int left, dval *o
     r = corrupt(d, "bad list");
     goto done;
   }
+  bopen(d, hash);
   jw(d, left ? &nodeof(d, other)->prev : &nodeof(d, other)->next, D_NIL);
   jw(d, &lw[left ? 0 : 1], other);
   jw(d, &e->vlen, e->vlen - 1);
@@ -1227,36 +1370,33 @@ static int shm_dict_flush_all(shm_dict *d) {
   int r;
   if ((r = txn_begin(d)) != SHM_OK) return r;
   jw(d, &d->h->flush_gen, d->h->flush_gen + 1);
-  commit(d);
-  r = expire_tail(d, 3, &now);
+  if ((r = step(d)) == SHM_OK) r = expire_tail(d, 3, &now);
   return txn_end(d, r);
 }
 
-/* flush_expired: free up to max (0 = all) expired entries, from the LRU tail. */
+/* flush_expired: free up to max (0 = all) expired entries, from the LRU
+ * tail, each its own step (with its list's elements). */
 static int shm_dict_flush_expired(shm_dict *d, uint32_t max, uint32_t *freed) {
   uint64_t now = 0;
-  uint32_t ref, steps = 0;
+  uint32_t ref;
+  dwalk w;
   int r;
   *freed = 0;
   if ((r = txn_begin(d)) != SHM_OK) return r;
+  walk_init(&w, d->nunits);
   ref = d->h->lru_tail;
   while (ref != D_NIL && (max == 0 || *freed < max)) {
-    uint32_t prev, *link;
+    uint32_t prev;
     dentry *e;
-    if (++steps > d->nunits || !entryok(d, ref) || !lru_ok(d, ref)) {
+    if (!walk_ok(&w, ref) || !entryok(d, ref) || !lru_ok(d, ref)) {
       r = corrupt(d, "bad LRU list");
       break;
     }
     e = entryof(d, ref);
     prev = e->lru_prev;
     if (expired(d, e, &now)) {
-      if ((link = linkto(d, ref)) == NULL) {
-        r = corrupt(d, "bad hash chain");
-        break;
-      }
-      if ((r = unlink_entry(d, ref, link)) != SHM_OK) break;
-      bump(d, &d->h->expired);
-      commit(d);
+      if ((r = drop_step(d, ref, &d->h->expired)) != SHM_OK) break;
+      if (LOAD(&d->h->gc_head) != D_NIL && (r = gc_drain(d)) != SHM_OK) break;
       (*freed)++;
     }
     ref = prev;
@@ -1269,15 +1409,17 @@ static int shm_dict_flush_expired(shm_dict *d, uint32_t max, uint32_t *freed) {
 static int shm_dict_keys(shm_dict *d, uint32_t max, char *buf, size_t cap, size_t *need,
                          uint32_t *nkeys) {
   uint64_t now = 0;
-  uint32_t ref, steps = 0;
+  uint32_t ref;
   size_t used = 0;
+  dwalk w;
   int r;
   *nkeys = 0;
   if ((r = txn_begin(d)) != SHM_OK) return r;
+  walk_init(&w, d->nunits);
   for (ref = d->h->lru_tail; ref != D_NIL && (max == 0 || *nkeys < max);) {
     dentry *e;
     dview v;
-    if (++steps > d->nunits || !viewof(d, ref, &v)) {
+    if (!walk_ok(&w, ref) || !viewof(d, ref, &v)) {
       r = corrupt(d, "bad LRU list");
       break;
     }
@@ -1304,39 +1446,46 @@ typedef struct dstat {
 
 /* Check the whole structure (under the lock): the free lists hold
  * free_units units of well-formed, doubly linked free blocks; the LRU list
- * holds count entries, doubly linked.  NULL, or what is wrong. */
-static const char *check(shm_dict *d) {
-  uint64_t units = 0;
-  uint32_t o, ref, prev, n = 0, steps;
+ * holds count entries, doubly linked, each in its hash chain; the "to free"
+ * chain is list elements.  Every walk bounded and cycle-checked.  NULL, or
+ * what is wrong; *live: the entries not expired. */
+static const char *check(shm_dict *d, uint64_t *live) {
+  uint64_t units = 0, now = 0;
+  uint32_t o, ref, prev, n = 0;
+  dwalk w;
+  *live = 0;
   for (o = 0; o <= d->maxorder; o++) {
-    for (prev = D_NIL, ref = d->h->freelist[o], steps = 0; ref != D_NIL; prev = ref, ref = blockw(d, ref)[1]) {
-      if (++steps > d->nunits || !blockok(d, ref, B_FREE, o)) return "bad free list";
+    walk_init(&w, d->nunits);
+    for (prev = D_NIL, ref = d->h->freelist[o]; ref != D_NIL; prev = ref, ref = blockw(d, ref)[1]) {
+      if (!walk_ok(&w, ref) || !blockok(d, ref, B_FREE, o)) return "bad free list";
       if (blockw(d, ref)[2] != prev) return "bad free list links";
       units += 1u << o;
     }
   }
   if (units != d->h->free_units) return "free space does not add up";
-  for (prev = D_NIL, ref = d->h->lru_head, steps = 0; ref != D_NIL; prev = ref, ref = entryof(d, ref)->lru_next) {
-    if (++steps > d->nunits || !entryok(d, ref)) return "bad LRU list";
+  walk_init(&w, d->nunits);
+  for (prev = D_NIL, ref = d->h->lru_head; ref != D_NIL; prev = ref, ref = entryof(d, ref)->lru_next) {
+    if (!walk_ok(&w, ref) || !entryok(d, ref)) return "bad LRU list";
     if (entryof(d, ref)->lru_prev != prev) return "bad LRU links";
+    if (linkto(d, ref) == NULL) return "bad hash chain";
+    if (!expired(d, entryof(d, ref), &now)) (*live)++;
     n++;
   }
   if (prev != d->h->lru_tail) return "bad LRU tail";
   if (n != d->h->count) return "entry count does not add up";
+  walk_init(&w, d->nunits);
+  for (ref = d->h->gc_head; ref != D_NIL; ref = nodeof(d, ref)->next)
+    if (!walk_ok(&w, ref) || !nodeok(d, ref)) return "bad list";
   return NULL;
 }
 
 /* stat: the figures, after checking the whole structure. */
 static int shm_dict_stat(shm_dict *d, dstat *st) {
-  uint64_t now = 0;
-  uint32_t ref;
   const char *why;
   int r;
   memset(st, 0, sizeof *st);
   if ((r = txn_begin(d)) != SHM_OK) return r;
-  if ((why = check(d)) != NULL) return txn_end(d, corrupt(d, why));
-  for (ref = d->h->lru_head; ref != D_NIL; ref = entryof(d, ref)->lru_next)
-    if (!expired(d, entryof(d, ref), &now)) st->count++;
+  if ((why = check(d, &st->count)) != NULL) return txn_end(d, corrupt(d, why));
   st->evicted = d->h->evicted;
   st->expired = d->h->expired;
   st->recovered = d->h->recovered;
@@ -1735,8 +1884,23 @@ static int tovalue(lua_State *L, int idx, dval *v, unsigned char *num, int list)
   }
 }
 
-/* Push a value copied out of the dict. */
-static void pushvalue(lua_State *L, shm_dict *d, const dval *v) {
+/* The handle's buffer, lent to a caller that makes Lua values from what the
+ * core copied into it: making a value can run a finalizer that calls this
+ * dict again, which then grows a buffer of its own instead of moving this
+ * one.  give_buf puts it back (or frees it, if a nested call made another). */
+static void take_buf(shm_dict *d, shm_buf *lent) {
+  *lent = d->buf;
+  d->buf.p = NULL;
+  d->buf.size = 0;
+}
+
+static void give_buf(shm_dict *d, shm_buf *lent) {
+  if (d->buf.p == NULL) d->buf = *lent;
+  else shm_buf_free(lent);
+}
+
+/* Push a value copied out of the dict (into `lent`, given back if it raises). */
+static void pushvalue(lua_State *L, shm_dict *d, const dval *v, shm_buf *lent) {
   switch (v->type) {
   case DV_BOOL:
     lua_pushboolean(L, v->len > 0 && v->ptr[0] != 0);
@@ -1760,6 +1924,7 @@ static void pushvalue(lua_State *L, shm_dict *d, const dval *v) {
     s.end = s.p + v->len;
     if (s.p == s.end || *s.p++ != '{' || !decode_table(L, &s, 1) || s.p != s.end) {
       lua_settop(L, top);
+      if (lent != NULL) give_buf(d, lent);
       d->why = "bad table value";
       raise_corrupt(L, d);
     }
@@ -1779,9 +1944,15 @@ static int pushflags(lua_State *L, uint32_t flags, int always) {
   return 1;
 }
 
-/* Raise for a core failure that is not a result. */
+/* Raise for a core failure that is not a result (a timeout is one: nil,
+ * "timeout"). */
 static int fail(lua_State *L, shm_dict *d, int r) {
   if (r == SHM_CORRUPT) return raise_corrupt(L, d);
+  if (r == SHM_TIMEOUT) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    return 2;
+  }
   return luaL_error(L, "shm.dict: unexpected status %d", r);
 }
 
@@ -1817,12 +1988,16 @@ static int l_get_common(lua_State *L, int stale) {
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   switch (r) {
-  case SHM_OK:
-    pushvalue(L, d, &v);
+  case SHM_OK: {
+    shm_buf lent;
+    take_buf(d, &lent);
+    pushvalue(L, d, &v, &lent);
+    give_buf(d, &lent);
     if (!stale) return 1 + pushflags(L, v.flags, 0);
     pushflags(L, v.flags, 1);
     lua_pushboolean(L, v.stale);
     return 3;
+  }
   case SHM_DICT_NOTFOUND:
     lua_pushnil(L);
     return 1;
@@ -1904,6 +2079,12 @@ static int store(lua_State *L, int op, int safe) {
   v.flags = flags;
   r = shm_dict_store(d, op, safe, k, kl, &v, exptime, &forcible);
   if (r == SHM_CORRUPT || r == SHM_ERRNO) return fail(L, d, r);
+  if (r == SHM_TIMEOUT) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "timeout");
+    lua_pushboolean(L, 0);
+    return 3;
+  }
   lua_pushboolean(L, r == SHM_OK);
   switch (r) {
   case SHM_OK: lua_pushnil(L); break;
@@ -2037,7 +2218,7 @@ static int l_incr(lua_State *L) {
   r = shm_dict_incr(d, k, kl, &step, hasinit ? &init : NULL, init_ttl, &forcible);
   switch (r) {
   case SHM_OK:
-    pushvalue(L, d, &step);
+    pushvalue(L, d, &step, NULL);
     if (!hasinit) return 1;
     lua_pushnil(L);
     lua_pushboolean(L, forcible);
@@ -2111,7 +2292,13 @@ static int pop(lua_State *L, int left) {
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   switch (r) {
-  case SHM_OK: pushvalue(L, d, &v); return 1;
+  case SHM_OK: {
+    shm_buf lent;
+    take_buf(d, &lent);
+    pushvalue(L, d, &v, &lent);
+    give_buf(d, &lent);
+    return 1;
+  }
   case SHM_DICT_NOTFOUND: lua_pushnil(L); return 1;
   default: return nilerr(L, d, r);
   }
@@ -2269,6 +2456,7 @@ static int l_get_keys(lua_State *L) {
   uint32_t max = optmax(L, 1024), n = 0, i;
   shm_dict *d = checkdict(L);
   size_t need = 0, at = 0;
+  shm_buf lent;
   int r, tries;
   for (tries = 0;; tries++) {
     char *buf = dictbuf(L, d, need);
@@ -2276,15 +2464,17 @@ static int l_get_keys(lua_State *L) {
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   if (r != SHM_OK) return fail(L, d, r);
+  take_buf(d, &lent);
   lua_createtable(L, (int)(n < 1u << 24 ? n : 1u << 24), 0);
   for (i = 0; i < n && at + 2 <= need; i++) {
     uint16_t kl;
-    memcpy(&kl, d->buf.p + at, 2);
+    memcpy(&kl, lent.p + at, 2);
     if (at + 2 + kl > need) break;
-    lua_pushlstring(L, d->buf.p + at + 2, kl);
+    lua_pushlstring(L, lent.p + at + 2, kl);
     lua_rawseti(L, -2, (int)i + 1);
     at += 2 + (size_t)kl;
   }
+  give_buf(d, &lent);
   return 1;
 }
 
@@ -2359,6 +2549,26 @@ The segment the dict lives in.
 */
 static int l_segment(lua_State *L) { return shm_inseg_segment(L, DICT_MT); }
 
+/***
+How long this handle's calls wait for the writers' lock when another process
+holds it (a process that died holding it is detected at once and its change
+rolled back; this bounds the wait for one that is alive but stopped, e.g. by
+SIGSTOP or a debugger).  Past it a call returns `nil, "timeout"` (`set` and
+its kind: `false, "timeout", false`).  Readers of keys the stopped writer is
+not changing never wait.  Process-local; the default is 10 seconds.
+@function dict:settimeout
+@tparam number|nil seconds `nil` or a negative number: wait forever
+@treturn dict the dict
+@usage d:settimeout(0.5)
+*/
+static int l_settimeout(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  lua_Number t = luaL_optnumber(L, 2, -1);
+  d->timeout = t != t || t < 0 ? -1 : (double)t;
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* d:_wake_offset(key): the byte offset in the dict's segment of the wake
  * word for key (a 64-bit counter for seg:wait/seg:notify; shm.lock uses it) */
 static int l_wake_offset(lua_State *L) {
@@ -2428,7 +2638,7 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
     if (r == SHM_TIMEOUT) { why = "initialisation timed out"; break; }
     if (LOADACQ(&h->magic) == 0 && init) {
       unsigned char *p = s->addr + D_CACHELINE * 2; /* everything after the lock line */
-      if (geometry(s->size, &(dgeom){0, 0, 0, 0, 0})) {
+      if (geometry(s->size, &(dgeom){0, 0, 0, 0, 0, 0})) {
         uint32_t seed = (uint32_t)now_ms() ^ (uint32_t)getpid() * 2654435761u;
         memset(p, 0, sizeof(dhdr) - D_CACHELINE * 2);
         dict_format(s->addr, s->size, seed);
@@ -2454,6 +2664,7 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
     return 3;
   }
   ld->d.ctx = ctx;
+  ld->d.timeout = D_TIMEOUT;
   ld->seg = s;
   luaL_setmetatable(L, DICT_MT);
   lua_pushvalue(L, seg);
@@ -2547,7 +2758,8 @@ static const luaL_Reg dict_methods[] = {
   {"expire", l_expire},   {"flush_all", l_flush_all},   {"flush_expired", l_flush_expired},
   {"get_keys", l_get_keys}, {"capacity", l_capacity},   {"free_space", l_free_space},
   {"stat", l_stat},       {"remove", l_remove},         {"detach", l_detach},
-  {"segment", l_segment}, {"_wake_offset", l_wake_offset}, {NULL, NULL}};
+  {"segment", l_segment}, {"settimeout", l_settimeout},
+  {"_wake_offset", l_wake_offset}, {NULL, NULL}};
 
 static const luaL_Reg dict_meta[] = {
   {"__gc", l_gc}, SHM_CLOSE_ENTRY(l_detach) {"__tostring", l_tostring}, {NULL, NULL}};
@@ -2572,7 +2784,9 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   /* where things are, for tools and specs (shm.dict.layout) */
   lua_createtable(L, 0, 8);
   shm_setfield_int(L, "lock", (lua_Integer)offsetof(dhdr, lock));
-  shm_setfield_int(L, "seq", (lua_Integer)offsetof(dhdr, seq));
+  shm_setfield_int(L, "gc_head", (lua_Integer)offsetof(dhdr, gc_head));
+  shm_setfield_int(L, "seq_off", (lua_Integer)offsetof(dhdr, seq_off));
+  shm_setfield_int(L, "nbuckets", (lua_Integer)offsetof(dhdr, nbuckets));
   shm_setfield_int(L, "count", (lua_Integer)offsetof(dhdr, count));
   shm_setfield_int(L, "lru_tail", (lua_Integer)offsetof(dhdr, lru_tail));
   shm_setfield_int(L, "freelist", (lua_Integer)offsetof(dhdr, freelist));

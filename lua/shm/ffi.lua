@@ -287,10 +287,12 @@ local function dicts(core, reg)
         if (known[self] or check(self)) and goodkey(key) then
           local r = a_get(self, key, #key, stale, p_type, p_ptr, p_size, p_flags, p_stale)
           if r == OK then
-            local t = p_type[0]
+            -- every cell read before the value's string is made: making it may
+            -- run a finalizer that calls the dict and overwrites the cells
+            local t, f, st = p_type[0], p_flags[0], p_stale[0]
             if t ~= T_TABLE then
-              local v, f = value(t, p_ptr[0], tonumber(p_size[0])), p_flags[0]
-              if stale == 1 then return v, f ~= 0 and int32(f) or nil, p_stale[0] ~= 0 end
+              local v = value(t, p_ptr[0], tonumber(p_size[0]))
+              if stale == 1 then return v, f ~= 0 and int32(f) or nil, st ~= 0 end
               if f == 0 then return v end
               return v, int32(f)
             end
