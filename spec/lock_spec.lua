@@ -200,6 +200,108 @@ describe("shm.lock", function()
     end)
   end)
 
+  -- lua-resty-lock's own test cases (t/sanity.t), with `lock:new("cache_locks", opts)`
+  -- changed to `lock:new(cache_locks, opts)`: the dict object instead of its name.
+  -- Its unlock returns 1 where this one returns true; the output is otherwise its own.
+  describe("lua-resty-lock's cases", function()
+    local cache_locks, out
+    local function say(...)
+      local t = { ... }
+      for i = 1, select("#", ...) do t[i] = tostring(t[i]) end
+      out[#out + 1] = table.concat(t)
+    end
+    before_each(function() cache_locks, out = newdict(100 * 1024), {} end)
+    after_each(function() cache_locks:remove() cache_locks:detach() end)
+
+    it("TEST 1: lock is subject to garbage collection", function()
+      local lock = require "shm.lock"
+      for _ = 1, 2 do
+        collectgarbage("collect")
+        local lk = lock:new(cache_locks)
+        local elapsed, err = lk:lock("foo")
+        say("lock: ", elapsed, ", ", err)
+      end
+      collectgarbage("collect")
+      assert.same({ "lock: 0, nil", "lock: 0, nil" }, out)
+    end)
+
+    it("TEST 2: serial lock and unlock", function()
+      local lock = require "shm.lock"
+      for _ = 1, 2 do
+        local lk = lock:new(cache_locks)
+        local elapsed, err = lk:lock("foo")
+        say("lock: ", elapsed, ", ", err)
+        local ok, err2 = lk:unlock()
+        if not ok then say("failed to unlock: ", err2) end
+        say("unlock: ", ok)
+      end
+      assert.same({ "lock: 0, nil", "unlock: true", "lock: 0, nil", "unlock: true" }, out)
+    end)
+
+    for _, t in ipairs({ { 3, "timed out locks", 0.01 }, { 13, "timed out locks (0 timeout)", 0 } }) do
+      it("TEST " .. t[1] .. ": " .. t[2], function()
+        local lock = require "shm.lock"
+        for _ = 1, 2 do
+          local lock1 = lock:new(cache_locks, { timeout = t[3] })
+          local lock2 = lock:new(cache_locks, { timeout = t[3] })
+          local elapsed, err = lock1:lock("foo")
+          say("lock 1: lock: ", elapsed, ", ", err)
+          elapsed, err = lock2:lock("foo")
+          say("lock 2: lock: ", elapsed, ", ", err)
+          local ok
+          ok, err = lock1:unlock()
+          say("lock 1: unlock: ", ok, ", ", err)
+          ok, err = lock2:unlock()
+          say("lock 2: unlock: ", ok, ", ", err)
+        end
+        local once = { "lock 1: lock: 0, nil", "lock 2: lock: nil, timeout",
+                       "lock 1: unlock: true, nil", "lock 2: unlock: nil, unlocked" }
+        assert.same({ once[1], once[2], once[3], once[4], once[1], once[2], once[3], once[4] }, out)
+      end)
+    end
+
+    it("TEST 8 and 14: lock expired by itself (per object, per key)", function()
+      local resty_lock = require "shm.lock"
+      local key = "blah"
+      for _, per_key in ipairs({ false, true }) do
+        local sub = per_key and resty_lock:new(cache_locks) or resty_lock:new(cache_locks, { exptime = 0.1 })
+        local elapsed, err = sub:lock(key, per_key and 0.1 or nil)
+        say("sub thread: lock: ", elapsed, " ", err)
+        local main = resty_lock:new(cache_locks, { max_step = 0.05 })
+        elapsed, err = main:lock(key)
+        say("main thread: lock: ", type(elapsed), " ", err)
+        say("main thread: unlock: ", main:unlock())
+      end
+      local once = { "sub thread: lock: 0 nil", "main thread: lock: number nil", "main thread: unlock: true" }
+      assert.same({ once[1], once[2], once[3], once[1], once[2], once[3] }, out)
+    end)
+
+    it("TEST 11: lock on a nil key", function()
+      local lock = require "shm.lock"
+      local lk = lock:new(cache_locks)
+      local elapsed, err = lk:lock(nil)
+      if elapsed then say("lock: ", elapsed, ", ", err) else say("failed to lock: ", err) end
+      assert.same({ "failed to lock: nil key" }, out)
+    end)
+
+    it("TEST 12: same shdict, multiple locks", function()
+      local lock = require "shm.lock"
+      local lock1 = lock:new(cache_locks, { timeout = 0.01 })
+      for _ = 1, 3 do
+        lock1:lock("lock_key")
+        lock1:unlock()
+        collectgarbage("collect")
+      end
+      local lock2 = lock:new(cache_locks, { timeout = 0.01 })
+      local lock3 = lock:new(cache_locks, { timeout = 0.01 })
+      assert.equal(0, lock2:lock("lock_key"))
+      assert.same({ nil, "timeout" }, { lock3:lock("lock_key") })
+      collectgarbage("collect")
+      assert.equal(true, lock2:unlock())
+      assert.same({ nil, "unlocked" }, { lock3:unlock() })
+    end)
+  end)
+
   it("counts exactly: 8 processes x 1000 increments of a table field", function()
     local d, key = newdict()
     finally(function() d:remove() d:detach() end)

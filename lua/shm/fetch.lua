@@ -36,13 +36,12 @@ local function opt(opts, name, def)
   return v
 end
 
--- Serve the stale value of key for resurrect seconds (when the callback
--- failed): value, true; or nil, false when there is none.
-local function resurrect(d, key, ttl)
-  local v, f = d:get_stale(key)
-  if v == nil then return nil, false end
-  d:set(key, v, ttl, f or 0)
-  return decode(v, f), true
+-- Serve the stale value sv (flags sf) of key again for ttl seconds (when the
+-- callback failed): value, true; or nil, false when there was none.
+local function resurrect(d, key, ttl, sv, sf)
+  if sv == nil then return nil, false end
+  d:set(key, sv, ttl, sf or 0)
+  return decode(sv, sf), true
 end
 
 -- The miss path: under the per-key lock, look again, else run the callback.
@@ -51,6 +50,9 @@ local function fill(d, key, opts, cb, ...)
   local neg_ttl = opt(opts, "neg_ttl", ttl)
   local resurrect_ttl = opt(opts, "resurrect_ttl", nil)
   local lk = newlock(d, { timeout = opt(opts, "lock_timeout", 5), exptime = opt(opts, "lock_exptime", 30) })
+  -- the stale value, read before any write (the lock's add may free an expired item)
+  local sv, sf
+  if resurrect_ttl then sv, sf = d:get_stale(key) end
   local elapsed, lerr = lk:lock(PREFIX .. key)
   local v, f = d:get(key)
   if v ~= nil then -- filled by another process (while we waited, or just before)
@@ -60,8 +62,8 @@ local function fill(d, key, opts, cb, ...)
   if not elapsed then
     lerr = "could not acquire callback lock: " .. tostring(lerr)
     if resurrect_ttl then
-      local sv, found = resurrect(d, key, resurrect_ttl)
-      if found then return sv, lerr, "stale" end
+      local v2, found = resurrect(d, key, resurrect_ttl, sv, sf)
+      if found then return v2, lerr, "stale" end
     end
     return nil, lerr
   end
@@ -71,10 +73,10 @@ local function fill(d, key, opts, cb, ...)
   if not ok then
     err = value
     if resurrect_ttl then
-      local sv, found = resurrect(d, key, resurrect_ttl)
+      local v2, found = resurrect(d, key, resurrect_ttl, sv, sf)
       if found then
         lk:unlock()
-        return sv, err, "stale"
+        return v2, err, "stale"
       end
     end
     lk:unlock()

@@ -161,20 +161,26 @@ local serial = 0
 --- Take the lock named `key`, waiting up to `timeout` seconds.
 -- @function lock:lock
 -- @tparam string key the lock's name: a key of the dict (numbers are converted)
+-- @tparam[opt] number exptime this lock's `exptime` (as lua-resty-lock's second argument)
 -- @treturn number seconds waited (0 when it was free)
 -- @treturn[opt] string `"owner died"` when the lock was taken from a holder that died
 -- @error `nil, "timeout"`; `nil, err` for the dict's errors (`"no memory"`, `"empty key"`...);
 -- raises when this object already holds a lock
 -- @usage local elapsed, err = lk:lock("job:42")
 -- if not elapsed then return nil, err end
-function Lock:lock(key)
+function Lock:lock(key, exptime)
   local st = checklock(self, "lock")
   if st.key ~= nil then
     error(format("shm.lock: this lock object already holds %q (unlock it first)", st.key), 2)
   end
   if key == nil then return nil, "nil key" end
   if type(key) == "number" then key = tostring(key) end
-  local d, exptime = st.dict, self.exptime
+  if exptime == nil then exptime = self.exptime
+  elseif type(exptime) ~= "number" or exptime ~= exptime or exptime < 0 then
+    error(format("bad argument #2 to 'lock' (a number >= 0 expected, got %s)",
+      type(exptime) == "number" and tostring(exptime) or type(exptime)), 2)
+  end
+  local d = st.dict
   local pid, tag = self_id()
   serial = serial + 1
   local token = format("shm.lock %d %d %s %d", pid, tag, st.id, serial)
