@@ -45,7 +45,8 @@ describe("d:fetch", function()
     assert.equal("xy", d:get("k"))
     assert.is_nil(d:get(require("shm.fetch").PREFIX .. "k")) -- the per-key lock is gone
     -- tables, numbers, booleans as values; numbers as keys
-    assert.same(results({ a = { 1, 2 } }, nil, "miss"), results(d:fetch("t", {}, function() return { a = { 1, 2 } } end)))
+    local function tbl() return { a = { 1, 2 } } end
+    assert.same(results({ a = { 1, 2 } }, nil, "miss"), results(d:fetch("t", {}, tbl)))
     assert.same(results(false, nil, "miss"), results(d:fetch(7, {}, function() return false end)))
     assert.same(results(false, nil, "hit"), results(d:fetch("7", {}, cb)))
     assert.same(results(1.5, nil, "miss"), results(d:fetch("n", {}, function() return 1.5 end)))
