@@ -187,7 +187,8 @@ enum {
   SHM_DICT_NOTNUM,
   SHM_DICT_NOTLIST,
   SHM_DICT_ISLIST,
-  SHM_DICT_BUFSMALL /* the caller's buffer is too small: *need says how much */
+  SHM_DICT_BUFSMALL, /* the caller's buffer is too small: *need says how much */
+  SHM_DICT_CHANGED   /* cas: the value is not the one expected */
 };
 
 /* ---- the process-local handle (kept in the Lua userdata) ---- */
@@ -987,8 +988,29 @@ static void jcopy(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
   }
 }
 
+/* Does the entry hold exactly the expected value (and flags, when `flags`)? */
+static int same_value(const dview *v, const dval *x, int flags) {
+  if (flags && v->flags != x->flags) return 0;
+  if ((v->type == DV_INT && x->type == DV_NUM) || (v->type == DV_NUM && x->type == DV_INT)) {
+    /* numbers compare as Lua compares them: 1 == 1.0 */
+    int64_t i;
+    double f;
+    if (v->vlen != 8 || x->len != 8) return 0;
+    memcpy(&i, v->type == DV_INT ? (const void *)v->val : (const void *)x->ptr, 8);
+    memcpy(&f, v->type == DV_NUM ? (const void *)v->val : (const void *)x->ptr, 8);
+    return f >= -9223372036854775808.0 && f < 9223372036854775808.0 && (double)(int64_t)f == f &&
+           (int64_t)f == i;
+  }
+  return v->type == (uint32_t)x->type && v->type != DV_LIST && v->vlen == x->len &&
+         memcmp(v->val, x->ptr, x->len) == 0;
+}
+
+/* set/add/replace, and cas: with `expect` (a cas), only when the key holds
+ * that value (and its flags, when `cmpflags`), or is missing when the expected
+ * type is DV_NIL: else CHANGED (or NOTFOUND for a missing key). */
 static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t kl,
-                          const dval *v, double exptime, int *forcible) {
+                          const dval *v, double exptime, const dval *expect, int cmpflags,
+                          int *forcible) {
   uint32_t hash = dict_hash(d->seed, k, kl), old, *link;
   uint64_t now = 0;
   dview ov;
@@ -1000,6 +1022,12 @@ static int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t k
   if ((op == OP_ADD && live) || (op == OP_REPLACE && !live)) {
     r = live ? SHM_DICT_EXISTS : SHM_DICT_NOTFOUND;
     goto done;
+  }
+  if (expect != NULL) {
+    if (expect->type == DV_NIL ? live : !live || !same_value(&ov, expect, cmpflags)) {
+      r = live || expect->type == DV_NIL ? SHM_DICT_CHANGED : SHM_DICT_NOTFOUND;
+      goto done;
+    }
   }
   if (v->type == DV_NIL) { /* delete */
     if (old != D_NIL) r = unlink_entry(d, old, link);
@@ -1549,7 +1577,7 @@ static int ffi_store(void *ud, int op, int safe, const char *k, size_t kl, int t
   val.len = vlen;
   val.flags = flags;
   val.stale = 0;
-  return shm_dict_store(d, op, safe, k, kl, &val, exptime, forcible);
+  return shm_dict_store(d, op, safe, k, kl, &val, exptime, NULL, 0, forcible);
 }
 
 /* incr: *type and the 8 bytes at val are the step in, the new value out;
@@ -2077,7 +2105,7 @@ static int store(lua_State *L, int op, int safe) {
     return 3;
   }
   v.flags = flags;
-  r = shm_dict_store(d, op, safe, k, kl, &v, exptime, &forcible);
+  r = shm_dict_store(d, op, safe, k, kl, &v, exptime, NULL, 0, &forcible);
   if (r == SHM_CORRUPT || r == SHM_ERRNO) return fail(L, d, r);
   if (r == SHM_TIMEOUT) {
     lua_pushboolean(L, 0);
@@ -2140,6 +2168,133 @@ As `set`, only if the key is there (and live): else `false, "not found"`.
 @usage d:replace("config", new)
 */
 static int l_replace(lua_State *L) { return store(L, OP_REPLACE, 0); }
+
+/* Are the values at a and b equal as dict values: raw-equal, or plain tables
+ * with the same keys and equal values (nested, depth-bounded)? */
+static int sameluavalue(lua_State *L, int a, int b, int depth) {
+  int n = 0, same = 1;
+  if (lua_type(L, a) != LUA_TTABLE || lua_type(L, b) != LUA_TTABLE) return lua_rawequal(L, a, b);
+  if (depth > MAXDEPTH) return 0;
+  luaL_checkstack(L, 4, "table value too deep");
+  for (lua_pushnil(L); same && lua_next(L, a);) {
+    int top = lua_gettop(L);
+    lua_pushvalue(L, top - 1);
+    lua_rawget(L, b);
+    same = !lua_isnil(L, -1) && sameluavalue(L, top, top + 1, depth + 1);
+    lua_settop(L, top - 1);
+    n++;
+  }
+  if (!same) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  for (lua_pushnil(L); lua_next(L, b);) {
+    lua_pop(L, 1);
+    n--;
+  }
+  return n == 0;
+}
+
+/***
+Compare-and-set: store `value` only if the key holds `old_value` (and
+`old_flags`, when given): `old_value` nil means "only if the key is missing".
+Tables compare by content, numbers as Lua compares them (`1 == 1.0`).  The
+comparison and the store are one atomic step with every other method, and a
+process killed inside it leaves the old or the new value.  `value` nil deletes
+the key (compare-and-delete).  Never evicts (as `safe_set`).
+@function dict:cas
+@tparam string key
+@param value the new value (`nil`: delete)
+@tparam[opt=0] number exptime
+@tparam[opt=0] integer flags
+@param old_value the value expected (`nil`: the key must be missing)
+@tparam[opt] integer old_flags the flags expected (not compared when `nil`)
+@treturn boolean true when stored
+@treturn string|nil `"changed"` (the key holds something else; the current
+value and flags follow), `"not found"` (the key is missing), `"no memory"`
+@treturn boolean forcible (always `false`: cas never evicts)
+@return the current value, when `"changed"`
+@treturn integer|nil the current flags, when `"changed"`
+@usage
+repeat
+  local v = d:get("config") or {}
+  local new = update(v)
+until d:cas("config", new, 0, 0, next(v) and v or nil)
+*/
+static int l_cas(lua_State *L) {
+  shm_dict *d = checkdict(L);
+  double exptime;
+  uint32_t flags, oflags;
+  int cmpflags, r, forcible = 0, tries, top;
+  size_t kl;
+  const char *k;
+  unsigned char num[8], onum[8];
+  dval v, x;
+  lua_settop(L, 7); /* self key value exptime flags old_value old_flags */
+  exptime = optexptime(L, 4);
+  flags = optflags(L, 5);
+  cmpflags = !lua_isnil(L, 7);
+  oflags = optflags(L, 7);
+  if ((k = checkkey(L, 2, &kl, 0)) == NULL) return 2;
+  if (!tovalue(L, 3, &v, num, 0)) { /* (a table's bytes stay on the stack) */
+    lua_pushnil(L);
+    lua_pushliteral(L, "bad value type");
+    return 2;
+  }
+  v.flags = flags;
+  top = lua_gettop(L);
+  for (tries = 0;; tries++) {
+    lua_settop(L, top);
+    if (lua_type(L, 6) == LUA_TTABLE) {
+      /* a table compares by content: copy out what is there, compare it
+       * here, then cas against exactly those bytes (again if they change) */
+      dval cur;
+      cur.len = 0;
+      do r = shm_dict_get(d, k, kl, 0, &cur, dictbuf(L, d, cur.len), d->buf.size);
+      while (r == SHM_DICT_BUFSMALL);
+      if (r == SHM_OK && cur.type != DV_TABLE) r = SHM_DICT_CHANGED;
+      if (r != SHM_OK) break;
+      lua_pushlstring(L, cur.ptr, cur.len); /* top + 1: the bytes */
+      x = cur;
+      x.ptr = lua_tostring(L, top + 1);
+      pushvalue(L, d, &x, NULL); /* top + 2: decoded */
+      if (!sameluavalue(L, 6, top + 2, 1) || (cmpflags && cur.flags != oflags)) {
+        r = SHM_DICT_CHANGED;
+        break;
+      }
+    } else if (!tovalue(L, 6, &x, onum, 0)) {
+      r = SHM_DICT_CHANGED; /* a value a dict never holds */
+      break;
+    }
+    x.flags = oflags;
+    r = shm_dict_store(d, OP_SET, 1, k, kl, &v, exptime, &x, cmpflags, &forcible);
+    if (r != SHM_DICT_CHANGED || lua_type(L, 6) != LUA_TTABLE || tries >= 100) break;
+  }
+  lua_settop(L, top);
+  if (r == SHM_CORRUPT || r == SHM_ERRNO) return fail(L, d, r);
+  lua_pushboolean(L, r == SHM_OK);
+  switch (r) {
+  case SHM_OK: lua_pushnil(L); break;
+  case SHM_DICT_CHANGED: lua_pushliteral(L, "changed"); break;
+  case SHM_DICT_NOTFOUND: lua_pushliteral(L, "not found"); break;
+  case SHM_DICT_NOMEM: lua_pushliteral(L, "no memory"); break;
+  case SHM_TIMEOUT: lua_pushliteral(L, "timeout"); break;
+  case SHM_DICT_ISLIST: lua_pushliteral(L, "changed"); r = SHM_DICT_CHANGED; break;
+  default: return fail(L, d, r);
+  }
+  lua_pushboolean(L, forcible);
+  if (r != SHM_DICT_CHANGED) return 3;
+  /* what is there now, as get gives it (nil for a list) */
+  lua_getfield(L, 1, "get");
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_call(L, 2, 2);
+  if (lua_isnil(L, -2)) {
+    lua_pushnil(L);
+    lua_replace(L, -2);
+  }
+  return 5;
+}
 
 /***
 Delete a key (as `set(key, nil)`).
@@ -2758,7 +2913,7 @@ static const luaL_Reg dict_methods[] = {
   {"expire", l_expire},   {"flush_all", l_flush_all},   {"flush_expired", l_flush_expired},
   {"get_keys", l_get_keys}, {"capacity", l_capacity},   {"free_space", l_free_space},
   {"stat", l_stat},       {"remove", l_remove},         {"detach", l_detach},
-  {"segment", l_segment}, {"settimeout", l_settimeout},
+  {"segment", l_segment}, {"cas", l_cas}, {"settimeout", l_settimeout},
   {"_wake_offset", l_wake_offset}, {NULL, NULL}};
 
 static const luaL_Reg dict_meta[] = {
