@@ -326,6 +326,41 @@ describe("shm.lock", function()
     assert.is_nil(d:get("counter"))
   end)
 
+  it("d:cas between 8 processes loses no update (a table read-modify-write without a lock)", function()
+    local d, key = newdict()
+    finally(function() d:remove() d:detach() end)
+    assert(d:set("tbl", { n = 0, by = {} }))
+    local children = {}
+    for i = 1, 8 do
+      children[i] = H.spawn(OPEN .. [[
+        local me, retries = arg[2], 0
+        for _ = 1, 1000 do
+          while true do
+            local v = d:get("tbl")
+            local new = { n = v.n + 1, by = {} }
+            for k, c in pairs(v.by) do new.by[k] = c end
+            new.by[me] = (new.by[me] or 0) + 1
+            local ok, err = d:cas("tbl", new, 0, 0, v, 0)
+            if ok then break end
+            assert(err == "changed", err)
+            retries = retries + 1
+          end
+        end
+        say("done", retries)
+      ]], { key, "p" .. i })
+    end
+    local retries = 0
+    for _, out in ipairs(finish_all(children)) do
+      local r = out:match("^done\t(%d+)\n$")
+      assert.truthy(r, out)
+      retries = retries + tonumber(r)
+    end
+    local v = d:get("tbl")
+    assert.equal(8000, v.n)
+    for i = 1, 8 do assert.equal(1000, v.by["p" .. i]) end
+    print(string.format("\n    cas: 8 x 1000 updates, %d retries after a lost race", retries))
+  end)
+
   it("wakes a waiter when the holder unlocks, and hands a killed holder's lock to the next (owner died)", function()
     local d, key = newdict()
     finally(function() d:remove() d:detach() end)

@@ -35,17 +35,11 @@ local M = {}
 -- the metatable of dicts (to check the argument of new)
 local dictmt = debug.getregistry()["shm.dict"]
 
---- Compare-and-set on key with flags 0: value (nil: delete) if the current
--- value is old.  true, or false.
--- TODO(cas): d:cas(key, value, exptime, 0, old, 0) once the dict has it (this
--- get-compare-set is not atomic).
+-- Compare-and-set on key with flags 0: value (nil: delete) if the current
+-- value is old (a string: a token).  true, or false.
 local function cas(d, key, value, exptime, old)
-  if d.cas then return (d:cas(key, value, exptime, 0, old, 0)) end
-  if d:get(key) ~= old then return false end
-  if value == nil then d:delete(key) else d:set(key, value, exptime) end
-  return true
+  return (d:cas(key, value, exptime, 0, old, 0))
 end
-M._cas = cas
 
 -- pid and tag of a holder's token, or nil when it is not a token
 local function holder_of(v)
@@ -197,9 +191,10 @@ function Lock:lock(key, exptime)
       if ok or err ~= "exists" then break end
       local holder = d:get(key)
       local hpid, htag = holder_of(holder)
-      if hpid and dead(hpid, htag) then
-        -- (a failed swap: another waiter took it first, look again)
-        if cas(d, key, token, exptime, holder) then ok, died = true, "owner died" end
+      -- a dead holder: swap its token for ours (any flags); a failed swap
+      -- means another waiter took it first: wait as for a live holder
+      if hpid and dead(hpid, htag) and d:cas(key, token, exptime, 0, holder) then
+        ok, died = true, "owner died"
       else
         local left = deadline - now()
         if left <= 0 then return nil, "timeout" end
