@@ -93,7 +93,8 @@ local classes = {
   mutex = { "lock", "trylock", "unlock" },
   dict = { "get", "get_stale", "set", "safe_set", "add", "safe_add", "replace", "delete", "incr",
            "lpush", "rpush", "lpop", "rpop", "llen", "ttl", "expire", "flush_all", "flush_expired",
-           "get_keys", "capacity", "free_space", "stat", "remove", "detach", "segment" },
+           "get_keys", "capacity", "free_space", "stat", "remove", "detach", "segment", "cas", "fetch" },
+  lock = { "lock", "unlock", "expire" },
 }
 local instances = {} -- class -> a live object of it
 local function wrongself()
@@ -138,6 +139,46 @@ local seg_methods = { "read", "write", "fill", "pack", "unpack", "stat", "load",
 if shm.dict then -- a dict, for the wrong-self calls
   local ok, d = pcall(shm.dict.create, shm.PRIVATE, 65536)
   if ok and d then pcall(d.remove, d) instances.dict = d end
+end
+-- shm.lock and d:fetch over that dict: random keys, options, callbacks, and
+-- random values (tokens naming anyone, garbage) written over the locks' keys
+local locks = {}
+local lockkeys = { "k1", "k2", "shm.fetch k1", "shm.fetch k2", 7 }
+local function lockstep(d)
+  local lk = locks[R(math.max(1, #locks))]
+  local op = R(8)
+  local k = R(4) == 1 and value() or pick(lockkeys)
+  if op == 1 or not lk then
+    call(function()
+      -- (bad options never a default timeout: 5 s waits for a held key)
+      local opts = R(3) == 1 and pick({ 5, "x", { timeout = -1 }, { exptime = 0 / 0 }, { timeout = 0 } })
+        or { exptime = R(0, 3) * 0.01, timeout = R(0, 1) * 0.001,
+        step = value(), ratio = 2 }
+      local l = shm.lock.new(R(10) == 1 and value() or d, opts)
+      locks[#locks + 1] = l
+      instances.lock = l
+      if #locks > 6 then table.remove(locks, 1) end
+    end)
+  elseif op == 2 then call(function() return lk:lock(k, R(2) == 1 and value() or nil) end)
+  elseif op == 3 then call(function() return lk:unlock() end)
+  elseif op == 4 then call(function() return lk:expire(value()) end)
+  elseif op == 5 then -- a holder's token naming someone (or nobody), or garbage
+    local pid, tag = lockword(R(2) == 1)
+    local v = R(3) == 1 and value() or string.format("shm.lock %d %d x %d", pid, tag, R(9))
+    call(function() return d:set(pick(lockkeys), v, R(0, 2) * 0.01, R(0, 1)) end)
+  elseif op == 6 then
+    call(function()
+      local bad = { 5, "x", { ttl = -1 }, { neg_ttl = "x" }, { lock_timeout = 0 } }
+      return d:fetch(k, R(4) == 1 and pick(bad) or { ttl = R(0, 2) * 0.01, neg_ttl = value(),
+        resurrect_ttl = R(2) == 1 and 0.01 or nil, lock_timeout = R(0, 1) * 0.001 },
+        pick({ function() return value() end, function() error(value()) end, function() return nil, value() end,
+               function() return d:fetch(k, { lock_timeout = 0 }, print) end, value }), value(), value())
+    end)
+  elseif op == 7 then
+    call(function() return d:cas(k, value(), value(), value(), value(), value()) end)
+  else
+    call(function() return d:cas(k, value(), 0, 0, d:get(k)) end)
+  end
 end
 for i = 1, calls do
   if #segs < 3 or R(50) == 1 then newseg() end
@@ -242,8 +283,10 @@ for i = 1, calls do
       elseif op == 5 then call(function() e.s:write(stateword(), e.off) end)
       else call(function() return e.s:mutex(e.off) end) end -- init on whatever is there
     end
-  elseif r <= 96 then
+  elseif r <= 93 then
     wrongself()
+  elseif r <= 96 then
+    if instances.dict then lockstep(instances.dict) end
   else
     collectgarbage("step")
     if #segs > 6 then
@@ -253,7 +296,7 @@ for i = 1, calls do
     end
   end
 end
-mutexes, instances = nil, nil
+mutexes, instances, locks = nil, nil, nil
 collectgarbage()
 for _, e in ipairs(queues) do pcall(e.q.remove, e.q) pcall(e.q.detach, e.q) end
 for _, s in ipairs(segs) do pcall(s.remove, s) pcall(s.detach, s) end
