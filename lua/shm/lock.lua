@@ -4,12 +4,15 @@
 -- `"shm.lock PID TAG ID N"`, the holder's pid and the tag of its start time
 -- (as the robust lock of src/lock.c records them, shm.core._self), the
 -- address of the lock object's state (two Lua states of one process differ)
--- and a serial number per acquisition.  So:
+-- and a serial number per lock object of this state (an address is reused
+-- once its object is collected).  One token per object and process: an
+-- object holds one lock at a time.  So:
 --
 --  * taking it is `add(key, token, exptime)`;
 --  * a waiter sleeps on the dict's wake word for the key (a futex:
---    d:_wake_offset, seg:wait), which `unlock` bumps and notifies after
---    deleting its token: a release is noticed at once, not polled;
+--    d:_wake_offset, seg:wait), which `unlock` bumps (and notifies, when a
+--    waiter is counted there) after deleting its token: a release is noticed
+--    at once, not polled;
 --  * a waiter also wakes every POLL seconds to look at the holder: a holder
 --    whose process is dead (shm.core._dead: gone, a zombie, its pid reused)
 --    is replaced by a compare-and-set from its token to ours ("owner died");
@@ -23,7 +26,7 @@ local core = require "shm.core"
 
 local self_id, dead, now = core._self, core._dead, core._now
 local type, tostring, tonumber, error, pcall = type, tostring, tonumber, error, pcall
-local setmetatable, getmetatable = setmetatable, getmetatable
+local setmetatable, getmetatable, select = setmetatable, getmetatable, select
 local format, min = string.format, math.min
 local newproxy = rawget(_G, "newproxy")
 
@@ -48,11 +51,19 @@ local function holder_of(v)
   return tonumber(pid), tonumber(tag)
 end
 
--- Wake the waiters of key (all of them: each tries again).
-local function wake(st, key)
-  local off = st.dict:_wake_offset(key)
-  st.seg:add(off, 1)
-  st.seg:notify(off)
+-- The wake word of a key (d:_wake_offset): its low 32 bits count releases
+-- (the futex half: a waiter sleeps while they are what it saw), its high bits
+-- count the waiters that may sleep on it, so that a release with nobody
+-- waiting makes no system call.  A waiter killed while registered leaves the
+-- count high: releases then wake (and cost a futex call) in vain, nothing worse.
+local WAITER = 4294967296 -- 2^32
+
+-- Wake the waiters of the key whose wake word is at off (all of them: each
+-- tries again).
+local function wake(seg, off)
+  local v = seg:add(off, 1)
+  if v % WAITER == 0 then seg:add(off, -WAITER) end -- the low half wrapped: undo the carry
+  if v >= WAITER then seg:notify(off) end
 end
 
 -- Release what st holds (unlock, __close and the finalizer): true if it was
@@ -63,7 +74,7 @@ local function release(st)
   st.key, st.token = nil, nil
   if st.pid ~= (self_id()) then return false end -- a fork's child: the parent's lock
   if not cas(st.dict, key, nil, 0, token) then return false end
-  wake(st, key)
+  wake(st.seg, st.off)
   return true
 end
 
@@ -87,6 +98,7 @@ end
 
 local Lock = {}
 Lock.__index = Lock
+local serial = 0 -- lock objects made by this Lua state
 Lock.__metatable = "shm.lock"
 
 local function checklock(lk, fn)
@@ -138,6 +150,8 @@ function M.new(dict, opts, ...)
   opts = opts or {}
   local st = { dict = dict, seg = dict:segment() }
   st.id = tostring(st):match("0x%x+") or tostring(st):match("%x+$")
+  serial = serial + 1
+  st.serial = serial -- (an address may be reused once st is collected)
   local lk = setmetatable({
     _st = st,
     _guard = guard(st),
@@ -150,7 +164,26 @@ function M.new(dict, opts, ...)
   return lk
 end
 
-local serial = 0
+-- Wait for key to be free, then take it: true, or nil and the dict's error
+-- or "timeout"; true, nil, "owner died" when taken from a dead holder.
+-- Registered as a waiter on the wake word at off.
+local function await(d, seg, off, key, token, exptime, deadline)
+  while true do
+    local seen = seg:load(off) -- (before the add: a release after it changes the word)
+    local ok, err = d:add(key, token, exptime)
+    if ok or err ~= "exists" then return ok, err end
+    local holder = d:get(key)
+    local hpid, htag = holder_of(holder)
+    -- a dead holder: swap its token for ours (any flags); a failed swap
+    -- means another waiter took it first: wait as for a live holder
+    if hpid and dead(hpid, htag) and d:cas(key, token, exptime, 0, holder) then
+      return true, nil, "owner died"
+    end
+    local left = deadline - now()
+    if left <= 0 then return nil, "timeout" end
+    seg:wait(off, seen, min(left, POLL))
+  end
+end
 
 --- Take the lock named `key`, waiting up to `timeout` seconds.
 -- @function lock:lock
@@ -175,32 +208,25 @@ function Lock:lock(key, exptime)
       type(exptime) == "number" and tostring(exptime) or type(exptime)), 2)
   end
   local d = st.dict
-  local pid, tag = self_id()
-  serial = serial + 1
-  local token = format("shm.lock %d %d %s %d", pid, tag, st.id, serial)
+  local pid = self_id()
+  local token = st.mine
+  if pid ~= st.minepid then -- (this object's first lock, or the first in a fork's child)
+    token = format("shm.lock %d %d %s %d", pid, select(2, self_id()), st.id, st.serial)
+    st.mine, st.minepid = token, pid
+  end
   local ok, err = d:add(key, token, exptime)
+  local off = st.off
+  if key ~= st.offkey then -- (the same key again: its wake word is known)
+    off = d:_wake_offset(key)
+    st.off, st.offkey = off, key
+  end
   local start, died
   if not ok and err == "exists" then -- held: wait
-    local seg, off = st.seg, d:_wake_offset(key)
-    local deadline
     start = now()
-    deadline = start + self.timeout
-    repeat
-      local seen = seg:load(off) -- (before the add: an unlock after it changes the word)
-      ok, err = d:add(key, token, exptime)
-      if ok or err ~= "exists" then break end
-      local holder = d:get(key)
-      local hpid, htag = holder_of(holder)
-      -- a dead holder: swap its token for ours (any flags); a failed swap
-      -- means another waiter took it first: wait as for a live holder
-      if hpid and dead(hpid, htag) and d:cas(key, token, exptime, 0, holder) then
-        ok, died = true, "owner died"
-      else
-        local left = deadline - now()
-        if left <= 0 then return nil, "timeout" end
-        seg:wait(off, seen, min(left, POLL))
-      end
-    until ok
+    local seg = st.seg
+    seg:add(off, WAITER) -- (a raise below leaves it counted: wakes in vain later)
+    ok, err, died = await(d, seg, off, key, token, exptime, start + self.timeout)
+    seg:add(off, -WAITER)
   end
   if not ok then return nil, err end
   st.key, st.token, st.pid = key, token, pid
