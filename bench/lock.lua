@@ -333,8 +333,8 @@ line("")
 line("## d:fetch")
 line("")
 local g, f = med("hit get"), med("hit fetch")
-line(string.format("Hit path, one present key (16 B): `d:get` %s, `d:fetch` %s: fetch / get = %s (goal: 1.2 at most).",
-  fmt(g, "ns"), fmt(f, "ns"), ratio(f, g)))
+line(string.format("Hit path, one present key (16 B): `d:get` %s, `d:fetch` %s: fetch / get = %s " ..
+  "(goal: 1.2 at most).", fmt(g, "ns"), fmt(f, "ns"), ratio(f, g)))
 line("")
 local expiries = PILE.dur / (PILE.ttl + PILE.cb)
 line(string.format("The dog-pile: %d processes read one key for %g s; it expires %g s after each fill, " ..

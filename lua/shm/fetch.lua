@@ -106,7 +106,8 @@ end
 -- that long).  The callback runs with no lock of the dict held: it may take
 -- seconds and use the dict.  Only the other processes asking for the same key
 -- wait for it, at most `opts.lock_timeout`; if its process dies, the next one
--- runs the callback at once.
+-- runs the callback at once.  A hit costs one `get` (and looks at nothing
+-- else: `opts` and `callback` are checked on a miss).
 -- @function dict:fetch
 -- @tparam string key
 -- @tparam[opt] table opts `ttl` (seconds a value is kept, default 0: no expiry),
@@ -126,6 +127,11 @@ end
 -- (after `lock_timeout`); the dict's errors (`"empty key"`, `"value is a list"`...)
 -- @usage local user, err = d:fetch("user:" .. id, { ttl = 60, neg_ttl = 5 }, db.load_user, id)
 function M.fetch(d, key, opts, cb, ...)
+  local v, f = d:get(key)
+  if v ~= nil then -- (the hit path: one C call; opts and cb are checked on a miss)
+    if f == NEGFLAGS and v == NEG then return nil, nil, "hit" end
+    return v, nil, "hit"
+  end
   if opts ~= nil and type(opts) ~= "table" then
     error(format("bad argument #2 to 'fetch' (table expected, got %s)", type(opts)), 2)
   end
@@ -134,11 +140,6 @@ function M.fetch(d, key, opts, cb, ...)
     if not (mt and mt.__call) then
       error(format("bad argument #3 to 'fetch' (function expected, got %s)", type(cb)), 2)
     end
-  end
-  local v, f = d:get(key)
-  if v ~= nil then
-    if v == NEG and f == NEGFLAGS then return nil, nil, "hit" end
-    return v, nil, "hit"
   end
   if f ~= nil then return nil, f end -- "empty key", "value is a list"...
   if type(key) == "number" then key = tostring(key) end
