@@ -309,7 +309,8 @@ line("")
 line("## Locks")
 line("")
 line("Uncontended: one process, `lock(key)` then `unlock()`, nanoseconds per pair. Hand-over: a holder keeps " ..
-  string.format("the lock %g ms while another process waits in `lock`, then unlocks; microseconds from the ", HOLD * 1000) ..
+  string.format("the lock %g ms while another process waits in `lock`, then unlocks; ", HOLD * 1000) ..
+  "microseconds from the " ..
   string.format("unlock to the waiter's return (median of %d hand-overs). ", HROUNDS) ..
   "The polling rows are lua-resty-lock's protocol: `add(key, true, exptime)`, then sleeps of 1 ms doubling " ..
   "up to 0.5 s between tries.")
