@@ -109,6 +109,7 @@ bench-compare: $(LIB)
 bench: $(LIB) $(BENCH_BINS) bench-deps
 	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/run.lua
 	$(if $(filter luajit,$(LUA)),$(if $(BENCH_QUICK),,LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/ffi.lua))
+	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/lock.lua
 
 # lua/ is exactly what is installed; lshm runs under the interpreter it was installed for
 install: $(LIB)
