@@ -244,6 +244,7 @@ local function self(...)
   return table.concat(parts, " ")
 end
 local function numbers(out)
+  if not out:match("^%s*[%d.][%d.%s]*$") then return nil end -- (not an error page's "500")
   local t = {}
   for x in out:gmatch("[%d.]+") do t[#t + 1] = tonumber(x) end
   return #t > 0 and t or nil

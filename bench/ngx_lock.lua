@@ -11,13 +11,8 @@
 local ffi = require "ffi"
 local M = {}
 
-if not pcall(ffi.typeof, "lshm_lock_timespec") then
-  ffi.cdef [[
-typedef struct { long tv_sec; long tv_nsec; } lshm_lock_timespec;
-int clock_gettime(int clock, lshm_lock_timespec *ts);
-]]
-end
-local ts = ffi.new("lshm_lock_timespec")
+require "ngx_dict" -- (its cdef of clock_gettime, which can be declared once)
+local ts = ffi.new("lshm_bench_timespec")
 local function now() -- CLOCK_MONOTONIC, as bench/lock.lua's processes
   ffi.C.clock_gettime(1, ts)
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
