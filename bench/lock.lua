@@ -48,33 +48,10 @@ local function nap(s)
   nap_seg:wait(0, 0, s)
 end
 
--- lua-resty-lock's protocol over a shm.dict: add(key, true, exptime); while
--- held, sleep `step` (1 ms, times `ratio` 2 each time, at most `max_step` 0.5 s)
--- and add again; unlock deletes.  (The bench's own code, for the comparison:
--- lua-resty-lock itself runs only inside nginx.)
-local function polllock(d)
-  local o = { key = nil }
-  function o.lock(_, key)
-    local ok, err = d:add(key, true, 30)
-    if ok then o.key = key return 0 end
-    if err ~= "exists" then return nil, err end
-    local step, elapsed, timeout = 0.001, 0, 5
-    while timeout > 0 do
-      nap(step)
-      elapsed, timeout = elapsed + step, timeout - step
-      if d:add(key, true, 30) then o.key = key return elapsed end
-      step = math.min(math.max(0.001, step * 2), timeout, 0.5)
-    end
-    return nil, "timeout"
-  end
-  function o.unlock() d:delete(o.key) o.key = nil return 1 end
-  return o
-end
-
 -- a lock of KIND: an object with :lock(key) and :unlock()
 local function makelock(kind, d, seg)
   if kind == "shmlock" then return shm.lock.new(d, { timeout = 60 }) end
-  if kind == "poll" then return polllock(d) end
+  if kind == "poll" then return require("polllock")(d, nap) end -- (resty.lock's protocol)
   local m = seg:mutex(64)
   return { lock = function() return m:lock(60) end, unlock = function() return m:unlock() end }
 end
@@ -290,13 +267,7 @@ local ngx_info = ngx_srv and lib.sh("curl -sS --max-time 10 " .. q(ngx_srv.url .
 if ngx_srv then ngx_srv.stop() end
 if not ok then error(err, 0) end
 
-local function med(name, i)
-  local c = cases[name]
-  if not c then return nil end
-  local xs = {}
-  for r, v in ipairs(c.values) do xs[r] = v[i or 1] end
-  return lib.median(xs)
-end
+local function med(name, i) return lib.case_median(cases, name, i) end
 local function ratio(a, b) return (a and b) and string.format("%.2f", a / b) or "-" end
 local function fmt(v, unit) return v and string.format("%.1f %s", v, unit) or "skipped" end
 
@@ -351,11 +322,4 @@ for _, mode in ipairs({ "fetch", "getset" }) do
     "`get`, and on a miss `cb()` then `set`", runs, runs / expiries, reads))
 end
 
-local report = table.concat(out, "\n") .. "\n"
-io.write(report)
-if not QUICK then
-  local fh = assert(io.open(RESULTS, "w"))
-  fh:write(report)
-  fh:close()
-  io.stderr:write("bench lock: written to " .. RESULTS .. "\n")
-end
+lib.report(out, RESULTS, QUICK)

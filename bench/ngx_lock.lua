@@ -1,6 +1,6 @@
 -- bench/lock.lua's baseline inside nginx (servers.lua starts nginx with this
 -- on its lua_package_path): lua-resty-lock on ngx.shared.DICT when it is
--- installed, else its protocol written out here (add(key, true, exptime),
+-- installed, else its protocol (bench/polllock.lua: add(key, true, exptime),
 -- then ngx.sleep of 1 ms doubling up to 0.5 s between tries; unlock deletes).
 --   /lock?mode=info                           which of the two runs
 --   /lock?mode=uncontended&n=N                ns per lock + unlock
@@ -20,28 +20,9 @@ end
 
 local has_resty, resty = pcall(require, "resty.lock")
 
-local function polllock(dict)
-  local o = { key = nil }
-  function o.lock(_, key)
-    local ok, err = dict:add(key, true, 30)
-    if ok then o.key = key return 0 end
-    if err ~= "exists" then return nil, err end
-    local step, elapsed, timeout = 0.001, 0, 5
-    while timeout > 0 do
-      ngx.sleep(step)
-      elapsed, timeout = elapsed + step, timeout - step
-      if dict:add(key, true, 30) then o.key = key return elapsed end
-      step = math.min(math.max(0.001, step * 2), timeout, 0.5)
-    end
-    return nil, "timeout"
-  end
-  function o.unlock() dict:delete(o.key) o.key = nil return 1 end
-  return o
-end
-
 local function newlock()
   if has_resty then return assert(resty:new("locks")) end
-  return polllock(ngx.shared.locks)
+  return require("polllock")(ngx.shared.locks, ngx.sleep)
 end
 
 local function median(xs)

@@ -178,13 +178,7 @@ stop_servers()
 if not ok then error(err, 0) end
 
 -- the median of field i (default 1) of a case's outputs; nil if not measured
-local function med(name, i)
-  local c = cases[name]
-  if not c then return nil end
-  local xs = {}
-  for r, v in ipairs(c.values) do xs[r] = v[i or 1] end
-  return lib.median(xs)
-end
+local function med(name, i) return lib.case_median(cases, name, i) end
 
 -- system calls per small operation (strace): the difference between a run of
 -- N+100000 calls and one of N, over 100000
@@ -378,12 +372,4 @@ if redis_srv then
     r, 1e6 / r))
 end
 
-local report = table.concat(out, "\n") .. "\n"
-io.write(report)
-io.stdout:flush()
-if not QUICK then
-  local f = assert(io.open(RESULTS, "w"))
-  f:write(report)
-  f:close()
-  io.stderr:write("bench: written to " .. RESULTS .. "\n")
-end
+lib.report(out, RESULTS, QUICK)

@@ -5,16 +5,9 @@
 local shm = require "shm"
 local H = require "helpers"
 
-local function newdict(capacity)
-  local key = H.key()
-  return assert(shm.dict.create(key, capacity or 1024 * 1024)), key
-end
+local newdict = H.dict
 
-local OPEN = [[
-local shm = require "shm"
-local d = assert(shm.dict.open(tonumber(arg[1])))
-local function say(...) print(...) io.stdout:flush() end
-]]
+local OPEN = H.OPEN_DICT -- (children: the dict of arg[1] as d, say(...))
 
 local function results(...) return { n = select("#", ...), ... } end
 
@@ -251,29 +244,9 @@ describe("d:fetch", function()
         if v == nil or v.key ~= k then say("BAD " .. tostring(err)) os.exit(1) end
       end
     ]]
-    local seg = shm.create(shm.PRIVATE, 8)
-    seg:remove()
-    finally(function() seg:detach() end)
-    local workers = {}
-    for i = 1, 4 do
-      workers[i] = H.spawn(WORKER, { key })
-      assert.equal("ready", workers[i]:line())
-    end
-    math.randomseed(H.pid)
-    for _ = 1, 30 do
-      seg:wait(0, 0, math.random(1, 20) / 1000) -- (a timed sleep: the storm's rhythm)
-      local i = math.random(#workers)
-      H.kill(workers[i].pid)
-      local out = workers[i]:finish()
+    H.kill_storm(WORKER, { key }, 4, 30, function(out)
       assert.is_nil(out:find("OVERLAP", 1, true) or out:find("BAD", 1, true), out)
-      workers[i] = H.spawn(WORKER, { key })
-      assert.equal("ready", workers[i]:line())
-    end
-    for i = 1, #workers do
-      H.kill(workers[i].pid)
-      local out = workers[i]:finish()
-      assert.is_nil(out:find("OVERLAP", 1, true) or out:find("BAD", 1, true), out)
-    end
+    end)
     assert.is_true(d:get("runs") > 0)
     -- every key whole, and no per-key lock left to a dead filler (taken at once, or over)
     for k = 1, 4 do

@@ -292,6 +292,51 @@ function H.until_true(pred, limit)
   return ok
 end
 
+--- A new shm.dict on a key of its own (H.cleanup removes it): the dict and the key.
+function H.dict(capacity)
+  local key = H.key()
+  return assert(shm.dict.create(key, capacity or 1024 * 1024)), key
+end
+
+--- Lua source that opens the dict of arg[1] in a child as `d`, with `say(...)`
+-- (print and flush).
+H.OPEN_DICT = [[
+local shm = require "shm"
+local d = assert(shm.dict.open(tonumber(arg[1])))
+local function say(...) print(...) io.stdout:flush() end
+]]
+
+--- A kill storm: `n` children running `code` (with `args`; each prints "ready"
+-- first), one of them killed with kill -9 every 1 to 20 ms and replaced, `kills`
+-- times, then all killed; `check(out)` sees every child's output.
+function H.kill_storm(code, args, n, kills, check)
+  local seg = shm.create(shm.PRIVATE, 8)
+  seg:remove() -- (gone at detach or exit)
+  local function start()
+    local c = H.spawn(code, args)
+    assert(c:line() == "ready", "a storm's child did not start")
+    return c
+  end
+  local function stop(c)
+    H.kill(c.pid)
+    check((c:finish()))
+  end
+  local ok, err = pcall(function()
+    local children = {}
+    for i = 1, n do children[i] = start() end
+    math.randomseed(H.pid)
+    for _ = 1, kills do
+      seg:wait(0, 0, math.random(1, 20) / 1000) -- (a timed sleep: the storm's rhythm)
+      local i = math.random(n)
+      stop(children[i])
+      children[i] = start()
+    end
+    for i = 1, n do stop(children[i]) end
+  end)
+  seg:detach()
+  if not ok then error(err, 0) end
+end
+
 function H.kill(pid, sig)
   return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
 end

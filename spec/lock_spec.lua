@@ -6,18 +6,9 @@
 local shm = require "shm"
 local H = require "helpers"
 
--- A fresh dict (a key of its own, removed by H.cleanup).
-local function newdict(capacity)
-  local key = H.key()
-  return assert(shm.dict.create(key, capacity or 1024 * 1024)), key
-end
+local newdict = H.dict
 
--- Lua source for the children: the dict of arg[1]
-local OPEN = [[
-local shm = require "shm"
-local d = assert(shm.dict.open(tonumber(arg[1])))
-local function say(...) print(...) io.stdout:flush() end
-]]
+local OPEN = H.OPEN_DICT -- (children: the dict of arg[1] as d, say(...))
 
 -- Wait for every child: their outputs, each checked to have exited 0.
 local function finish_all(children)
@@ -436,32 +427,10 @@ describe("shm.lock", function()
         assert(lk:unlock())
       end
     ]]
-    local seg = shm.create(shm.PRIVATE, 8)
-    seg:remove()
-    finally(function() seg:detach() end)
-    local workers = {}
-    for i = 1, 4 do
-      workers[i] = H.spawn(WORKER, { key })
-      assert.equal("ready", workers[i]:line())
-    end
-    math.randomseed(H.pid)
-    local kills = 0
-    for _ = 1, 40 do
-      seg:wait(0, 0, math.random(1, 20) / 1000) -- (a real timed sleep: the storm's rhythm)
-      local i = math.random(#workers)
-      H.kill(workers[i].pid)
-      local out = workers[i]:finish()
+    local kills = 40
+    H.kill_storm(WORKER, { key }, 4, kills, function(out)
       assert.is_nil(out:find("VIOLATION", 1, true), out)
-      kills = kills + 1
-      workers[i] = H.spawn(WORKER, { key })
-      assert.equal("ready", workers[i]:line())
-    end
-    for i = 1, #workers do
-      H.kill(workers[i].pid)
-      local out = workers[i]:finish()
-      assert.is_nil(out:find("VIOLATION", 1, true), out)
-    end
-    assert.equal(40, kills)
+    end)
     assert.is_true((d:get("rounds") or 0) > 0)
     print(string.format("\n    lock storm: %d kills, %d rounds, %d takeovers from a dead holder",
       kills, d:get("rounds"), d:get("takeovers") or 0))
