@@ -100,7 +100,7 @@ describe("packaging", function()
     assert.equal("rock " .. shm._VERSION, out)
     -- only the module is installed as Lua code: no demo, reader or writer modules
     out = H.sh("cd " .. H.shellquote(tree .. "/share/lua/" .. H.luaver) .. " && find . -type f | sort")
-    assert.equal("./shm.lua\n./shm/ffi.lua\n", out)
+    assert.equal("./shm.lua\n./shm/fetch.lua\n./shm/ffi.lua\n./shm/lock.lua\n", out)
     -- lshm, wrapped by LuaRocks to run under this interpreter
     assert.truthy(read(tree .. "/bin/lshm"):find("/usr/bin/" .. H.lua, 1, true))
     lshm_ls(tree .. "/bin/lshm")
