@@ -73,6 +73,8 @@ describe("the API reference #slow", function()
     q:remove() q:detach()
     local d = assert(shm.dict.create(shm.PRIVATE, 64 * 1024))
     check("dict:", debug.getmetatable(d).__index)
+    check("lock.", shm.lock)
+    check("lock:", debug.getmetatable(shm.lock.new(d)).__index)
     d:remove() d:detach()
     seg:remove() seg:detach()
     -- and each says what it takes and gives, with an example
