@@ -1717,6 +1717,23 @@ static void eb_byte(ebuf *b, int c) {
 
 static void eb_u32(ebuf *b, uint32_t v) { eb_add(b, &v, 4); }
 
+/* Is the number at idx stored as an integer?  On Lua 5.3+ when it is one;
+ * where numbers are doubles (5.1, 5.2, LuaJIT) when it is whole and below
+ * 2^53 (exact), so that 5.3+ reads back an integer: 3 written by LuaJIT is 3
+ * in 5.4, not 3.0.  A float written by 5.3+ stays a float. */
+static int wholenumber(lua_State *L, int idx, int64_t *i) {
+#if LUA_VERSION_NUM >= 503
+  if (!lua_isinteger(L, idx)) return 0;
+  *i = (int64_t)lua_tointeger(L, idx);
+  return 1;
+#else
+  double n = (double)lua_tonumber(L, idx);
+  if (!(n == floor(n) && fabs(n) < 9007199254740992.0)) return 0;
+  *i = (int64_t)n;
+  return 1;
+#endif
+}
+
 /* Encode the table at idx (visited: a table of the tables being encoded);
  * 0 if it holds what a dict cannot store. */
 static int encode(lua_State *L, ebuf *b, int idx, int visited, int depth);
@@ -1727,20 +1744,16 @@ static int encode_item(lua_State *L, ebuf *b, int idx, int visited, int depth) {
     eb_byte(b, lua_toboolean(L, idx) ? 't' : 'f');
     return 1;
   case LUA_TNUMBER: {
-#if LUA_VERSION_NUM >= 503
-    if (lua_isinteger(L, idx)) {
-      int64_t i = (int64_t)lua_tointeger(L, idx);
+    int64_t i;
+    if (wholenumber(L, idx, &i)) {
       eb_byte(b, 'i');
       eb_add(b, &i, 8);
-      return 1;
-    }
-#endif
-    {
+    } else {
       double n = (double)lua_tonumber(L, idx);
       eb_byte(b, 'd');
       eb_add(b, &n, 8);
-      return 1;
     }
+    return 1;
   }
   case LUA_TSTRING: {
     size_t n;
@@ -1868,22 +1881,17 @@ static int tovalue(lua_State *L, int idx, dval *v, unsigned char *num, int list)
     v->len = 1;
     return 1;
   case LUA_TNUMBER: {
-#if LUA_VERSION_NUM >= 503
-    if (lua_isinteger(L, idx)) {
-      int64_t i = (int64_t)lua_tointeger(L, idx);
+    int64_t i;
+    v->len = 8;
+    if (wholenumber(L, idx, &i)) {
       v->type = DV_INT;
       memcpy(num, &i, 8);
-      v->len = 8;
-      return 1;
-    }
-#endif
-    {
+    } else {
       double n = (double)lua_tonumber(L, idx);
       v->type = DV_NUM;
       memcpy(num, &n, 8);
-      v->len = 8;
-      return 1;
     }
+    return 1;
   }
   case LUA_TSTRING:
     v->type = DV_STR;
@@ -2958,6 +2966,7 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   lua_createtable(L, 0, 24);
   shm_setfield_int(L, "OK", SHM_OK);
   shm_setfield_int(L, "CORRUPT", SHM_CORRUPT);
+  shm_setfield_int(L, "TIMEOUT", SHM_TIMEOUT);
   shm_setfield_int(L, "NOTFOUND", SHM_DICT_NOTFOUND);
   shm_setfield_int(L, "EXISTS", SHM_DICT_EXISTS);
   shm_setfield_int(L, "NOMEM", SHM_DICT_NOMEM);
