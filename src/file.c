@@ -102,7 +102,8 @@ int shm_file_map(lua_State *L, size_t reserve) {
   if (fd < 0) {
     en = errno;
     shm_fail(L, en, "shm.map(%s)", path);
-    if (en == ELOOP) return shm_hint(L, "a symbolic link: not followed");
+    if (en == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+      return shm_hint(L, "a symbolic link, not followed");
     return en == ENOENT && size == 0 ? shm_hint(L, "pass a size to create it") : 3;
   }
   if (fstat(fd, &st) != 0) en = errno;

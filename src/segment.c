@@ -66,41 +66,39 @@ static int closesegment(shm_segment *s) {
   return s->addr != NULL || s->fd >= 0 ? s->ops->unmap(s) : 0;
 }
 
-/* shm_segment_reserve (shm.h) past its test of the range kept: reserve
- * [off, end of the step), or only what lies beyond the kept range when the
- * request starts inside it (on ENOSPC, only what was asked); then keep the
- * union if the two touch, else the new range (a structure's next request is
- * near its last).  A file system that cannot reserve (EOPNOTSUPP) is taken
- * as done, as at open.  @see fallocate(2) */
+/* shm_segment_reserve (shm.h) past its test of the range kept.  A request
+ * that starts inside the kept range (or at its end) extends it to the end of
+ * a step (on ENOSPC, only to what was asked): one system call per step for a
+ * structure growing through its memory.  Any other is reserved as asked and
+ * kept instead (the next request is likely near it).  A file system that
+ * cannot reserve (EOPNOTSUPP) is taken as done, as at open.
+ * @see fallocate(2) */
 int shm_segment_reserve_more(shm_segment *s, size_t off, size_t len) {
-  size_t end, from;
+  size_t end;
   int en;
   if (s->addr == NULL || s->readonly) return EBADF;
   if (off > s->size || len > s->size - off) return EINVAL;
   if (len == 0) return 0;
   end = off + len;
-  end += (SHM_RESERVE_STEP - end % SHM_RESERVE_STEP) % SHM_RESERVE_STEP;
-  if (end > s->size) end = s->size;
-  from = off >= s->resv_lo && off <= s->resv_hi ? s->resv_hi : off;
-  en = s->ops->reserve(s, from, end - from);
-  if (en == ENOSPC && end > off + len) { /* the step does not fit: what was asked may */
-    end = off + len;
-    en = s->ops->reserve(s, from, end - from);
+  if (off >= s->resv_lo && off <= s->resv_hi) { /* growing the kept range */
+    size_t step = end + (SHM_RESERVE_STEP - end % SHM_RESERVE_STEP) % SHM_RESERVE_STEP;
+    if (step > s->size) step = s->size;
+    en = s->ops->reserve(s, s->resv_hi, step - s->resv_hi);
+    if (en == ENOSPC && step > end) en = s->ops->reserve(s, s->resv_hi, (step = end) - s->resv_hi);
+    if (en == 0) s->resv_hi = step;
+  } else {
+    en = s->ops->reserve(s, off, len);
+    if (en == 0) {
+      s->resv_lo = off;
+      s->resv_hi = end;
+    }
   }
   if (en == EOPNOTSUPP) {
     s->resv_lo = 0;
     s->resv_hi = s->size;
     return 0;
   }
-  if (en != 0) return en;
-  if (end >= s->resv_lo && from <= s->resv_hi) { /* they touch: one range */
-    if (from < s->resv_lo) s->resv_lo = from;
-    if (end > s->resv_hi) s->resv_hi = end;
-  } else {
-    s->resv_lo = from;
-    s->resv_hi = end;
-  }
-  return 0;
+  return en;
 }
 
 /* ---- data access ---- */

@@ -116,15 +116,17 @@ void shm_open_segment(lua_State *L);
  * that a full tmpfs or disk is an error of the call that needed the memory,
  * never SIGBUS at the touch.  shm_segment_reserve backs [off, off + len):
  * 0, or an errno (ENOSPC: the tmpfs or disk is full; EINVAL: the range is
- * not in the segment; EBADF: detached or read-only).  It reserves up to
- * SHM_RESERVE_STEP bytes beyond what is asked (so a structure growing
- * through its memory makes one system call per step), never changes the
- * object's size, and is idempotent: a range another process reserved costs
- * one fallocate(2) that finds it there; one this process reserved (the last
- * range, kept in s->resv_lo/hi) costs two comparisons.  System V segments,
- * and objects mapped by shm.create/open/map (reserved whole), answer 0 at
- * once.  Never sees a lua_State: callable under a structure's lock. */
-#define SHM_RESERVE_STEP ((size_t)1 << 20)
+ * not in the segment; EBADF: detached or read-only).  It never changes the
+ * object's size, and it is idempotent: a range another process reserved
+ * costs one fallocate(2) that finds it there; one inside the range this
+ * process reserved last (kept in s->resv_lo/hi) costs two comparisons.  A
+ * request that extends that range reserves up to the next multiple of
+ * SHM_RESERVE_STEP (where the tmpfs has room), so that a structure growing
+ * through its memory makes one system call per step; any other reserves
+ * what it asks.  System V segments, and objects mapped by shm.create, open
+ * and map (reserved whole), answer 0 at once.  Never sees a lua_State:
+ * callable under a structure's lock. */
+#define SHM_RESERVE_STEP ((size_t)256 << 10)
 int shm_segment_reserve_more(shm_segment *s, size_t off, size_t len);
 static inline int shm_segment_reserve(shm_segment *s, size_t off, size_t len) {
   if (off >= s->resv_lo && off <= s->resv_hi && len <= s->resv_hi - off) return 0;
