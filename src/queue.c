@@ -25,6 +25,12 @@
  * leaves either no trace or a whole message, never a torn one, and readers
  * are never stuck; a reader killed mid-pop holds nothing.
  *
+ * Memory: a POSIX queue's object is sparse but for its header
+ * (shm_segment_call); a writer reserves the bytes a record takes, under the
+ * lock, before writing them in the ring's first lap (tail < capacity: bytes
+ * below tail were all reserved by whoever wrote them), so a full tmpfs is
+ * ENOSPC from push, never SIGBUS.
+ *
  * Creation: the magic is published last.  Whoever initialises a segment
  * (magic 0) holds the writers' lock meanwhile, so create-or-open racers
  * serialise on it and the first one initialises; an opener that finds magic 0
@@ -699,7 +705,9 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
 /***
 Make a queue: a bounded queue of variable-size messages in one new segment, for
 any number of writer and reader processes (no message lost, duplicated, torn
-or reordered per writer).
+or reordered per writer).  A POSIX queue's memory is committed as it is used:
+only its header page is reserved here, the ring as the writers first reach each
+part of it (see `queue:push`).
 @function queue.create
 @tparam integer|string key_or_name as for `create`
 @tparam integer capacity bytes for messages (each takes 4 bytes more), 16 to 2^32-1

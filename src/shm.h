@@ -11,7 +11,8 @@
  *   compat, args, class, futex      helpers with no knowledge of segments
  *   segment.c                       the userdata, its methods; dispatches
  *                                   through the kind's table of operations
- *   sysv.c, posix.c, file.c         the kinds (each exports one shm_ops)
+ *   sysv.c, posix.c, file.c         the kinds (each exports one shm_ops);
+ *                                   file.c ends with opening any kind
  *   atomic, pack, lock, mutex,      what lives in a segment
  *   queue, dict
  *   core.c                          the module table (luaopen_shm_core)
