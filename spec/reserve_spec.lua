@@ -11,6 +11,12 @@ local function usage(path)
   return tonumber(blocks) * 512, tonumber(size)
 end
 
+local function spit(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
 local function slurp(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read("*a")
@@ -157,9 +163,7 @@ describe("file maps follow no symbolic link", function()
     local dir = H.tmpfile()
     assert(H.exec("mkdir -m " .. mode .. " " .. dir .. " && chown " .. owner .. " " .. dir))
     local target, link = dir .. "/target", dir .. "/x.dict"
-    local f = assert(io.open(target, "wb"))
-    f:write("nobody's 28 bytes, not mine\n")
-    f:close()
+    spit(target, "nobody's 28 bytes, not mine\n")
     assert(H.exec("chown nobody " .. target .. " && ln -s " .. target .. " " .. link ..
                   " && chown -h nobody " .. link))
     return dir, target, link
@@ -225,9 +229,7 @@ describe("file maps follow no symbolic link", function()
   -- is, and validated before anything is written.  Pending until wired.
   pending("an existing file of the caller's that is not a dict is neither grown nor written", function()
     local path = H.tmpfile()
-    local f = assert(io.open(path, "wb"))
-    f:write("my 28 bytes, and not a dict")
-    f:close()
+    spit(path, "my 28 bytes, and not a dict")
     local s, msg = shm.dict.map(path, 65536)
     assert.is_nil(s)
     assert.matches("too small for a dict", msg)
