@@ -136,7 +136,7 @@ describe("memory committed as used", function()
 
   -- Wired by dict.c (its constructors call shm_segment_call, its allocator
   -- shm_segment_reserve): pending until then.
-  pending("a 4 GiB POSIX dict takes memory as it is used", function()
+  it("a 4 GiB POSIX dict takes memory as it is used", function()
     local name = H.name()
     local d = assert(shm.dict.create(name, 4 * 2 ^ 30))
     local used = usage("/dev/shm" .. name)
@@ -147,7 +147,7 @@ describe("memory committed as used", function()
     d:remove()
   end)
 
-  pending("a dict on a full tmpfs says no memory, never SIGBUS", function()
+  it("a dict on a full tmpfs says no memory, never SIGBUS", function()
     local out, rc = H.in_namespace("-m", "mount -t tmpfs -o size=2m tmpfs /dev/shm", [[
       local shm = require "shm"
       -- 8 MiB of dict on a 2 MiB tmpfs: made at once (before: ENOSPC here)
@@ -242,7 +242,7 @@ describe("file maps follow no symbolic link", function()
 
   -- dict.c's map through shm_segment_call: an existing file is mapped as it
   -- is, and validated before anything is written.  Pending until wired.
-  pending("an existing file of the caller's that is not a dict is neither grown nor written", function()
+  it("an existing file of the caller's that is not a dict is neither grown nor written", function()
     local path = H.tmpfile()
     spit(path, "my 28 bytes, and not a dict")
     local s, msg = shm.dict.map(path, 65536)

@@ -197,6 +197,7 @@ typedef struct shm_dict {
   unsigned char *base; /* the mapping; NULL once detached */
   size_t size;
   shm_ctx *ctx;        /* who we are, for the lock */
+  shm_segment *seg;    /* where heap memory is reserved as the allocator reaches it */
   /* validated configuration: copies, never re-read from shared memory */
   dhdr *h;
   uint32_t *buckets;
@@ -699,15 +700,29 @@ static int fl_push(shm_dict *d, uint32_t ref, uint32_t order) {
   return 1;
 }
 
+/* The offset of a heap unit in the segment. */
+static size_t heapoff(const shm_dict *d, uint32_t ref) {
+  return (size_t)(d->heap - d->base) + ((size_t)ref << D_UNITSHIFT);
+}
+
 /* A block of at least `bytes`: SHM_OK (*ref), SHM_DICT_NOMEM or SHM_CORRUPT. */
+
 static int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref) {
-  uint32_t k = order_for(bytes), j, r;
+  uint32_t k = order_for(bytes), j, r, i;
   if (k > d->maxorder) return SHM_DICT_NOMEM;
   for (j = k; j <= d->maxorder && d->h->freelist[j] == D_NIL; j++) {
   }
   if (j > d->maxorder) return SHM_DICT_NOMEM;
   r = d->h->freelist[j];
-  if (!blockok(d, r, B_FREE, j) || !fl_remove(d, r, j)) return corrupt(d, "bad free list");
+  if (!blockok(d, r, B_FREE, j)) return corrupt(d, "bad free list");
+  /* memory for the block and the headers of the buddies split off, before
+   * anything is written (a full tmpfs: no memory, never SIGBUS) */
+  if (shm_segment_reserve(d->seg, heapoff(d, r), (size_t)1 << (k + D_UNITSHIFT)) != 0)
+    return SHM_DICT_NOMEM;
+  for (i = k; i < j; i++)
+    if (shm_segment_reserve(d->seg, heapoff(d, r + (1u << i)), 3 * sizeof(uint32_t)) != 0)
+      return SHM_DICT_NOMEM;
+  if (!fl_remove(d, r, j)) return corrupt(d, "bad free list");
   while (j > k) {
     j--;
     if (!fl_push(d, r + (1u << j), j)) return corrupt(d, "bad free list");
@@ -2758,9 +2773,7 @@ static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, DICT_MT); }
  * with the message renamed to `who` and returns 0. */
 static int callseg(lua_State *L, const char *fn, int n, const char *who) {
   const char *msg, *hint;
-  lua_getfield(L, lua_upvalueindex(2), fn);
-  lua_insert(L, -n - 1);
-  lua_call(L, n, 3);
+  shm_segment_call(L, fn, n, sizeof(dhdr)); /* the heap: reserved as it is used */
   if (!shm_inseg_failure(L, who)) {
     lua_pop(L, 2);
     return 1;
@@ -2775,6 +2788,19 @@ static int callseg(lua_State *L, const char *fn, int n, const char *who) {
     lua_pop(L, 1);
   }
   return 0;
+}
+
+/* Memory for what dict_format writes: everything before the heap, and the
+ * header of each block it carves.  0 or an errno. */
+static int reserve_format(shm_segment *s, const dgeom *g) {
+  uint32_t at = 0, o;
+  int en = shm_segment_reserve(s, 0, g->heap_off);
+  for (o = g->maxorder + 1; en == 0 && o-- > 0;)
+    if (g->nunits - at >= (1u << o)) {
+      en = shm_segment_reserve(s, g->heap_off + ((size_t)at << D_UNITSHIFT), 3 * sizeof(uint32_t));
+      at += 1u << o;
+    }
+  return en;
 }
 
 /* Wrap the segment on top of the stack as a dict, formatting fresh memory
@@ -2801,12 +2827,15 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
     if (r == SHM_TIMEOUT) { why = "initialisation timed out"; break; }
     if (LOADACQ(&h->magic) == 0 && init) {
       unsigned char *p = s->addr + D_CACHELINE * 2; /* everything after the lock line */
-      if (geometry(s->size, &(dgeom){0, 0, 0, 0, 0, 0})) {
+      dgeom g;
+      if (!geometry(s->size, &g)) {
+        why = "capacity out of range";
+      } else if (reserve_format(s, &g) != 0) {
+        why = "no memory to format it"; /* (the tmpfs or disk is full) */
+      } else {
         uint32_t seed = (uint32_t)now_ms() ^ (uint32_t)getpid() * 2654435761u;
         memset(p, 0, sizeof(dhdr) - D_CACHELINE * 2);
         dict_format(s->addr, s->size, seed);
-      } else {
-        why = "capacity out of range";
       }
     }
     shm_lock_release(&h->lock);
@@ -2827,6 +2856,7 @@ static int newdict(lua_State *L, int init, const char *who, int objidx) {
     return 3;
   }
   ld->d.ctx = ctx;
+  ld->d.seg = s;
   ld->d.timeout = D_TIMEOUT;
   ld->seg = s;
   luaL_setmetatable(L, DICT_MT);
