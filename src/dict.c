@@ -10,9 +10,11 @@
  *
  * Layout of the segment (offsets, never pointers: processes map it at
  * different addresses):
- *   header (dhdr)   configuration, the lock, the readers' sequence word, the
- *                   state guarded by the lock, and the undo journal
- *   buckets         nbuckets x u32: heads of the hash chains (block refs)
+ *   header (dhdr)   configuration, the lock, the state guarded by the lock
+ *                   (the "to free" chain among it), the wake words of
+ *                   shm.lock, and the undo journal
+ *   buckets         nbuckets x (u32 head of a hash chain (a block ref), u32 its
+ *                   sequence word: odd while a writer changes that chain)
  *   refs            nbuckets x u8: "read since last looked at" bits
  *   heap            nunits x D_UNIT bytes, a binary buddy allocator
  * A block ref is a unit index into the heap; D_NIL is none.  A block starts
@@ -20,29 +22,36 @@
  * linked free list per order.  An entry (key and value) is one block; a list
  * value keeps its elements in blocks of their own, doubly linked.
  *
- * Writers serialise on a robust lock (lock.c).  Every write to a word that is
- * reachable in the committed state goes through the undo journal: the old
- * value is appended before the word changes.  A process killed at any
- * instruction leaves a journal that the next locker (who gets SHM_OWNERDIED)
- * rolls back: only the key being changed is affected, and it keeps its old
- * value.  New data is written into freshly allocated blocks, which are linked
- * (journalled) only once complete.  Long operations (eviction, flush) commit
- * between items.
+ * Writers serialise on a robust lock (lock.c), waiting for it no longer than
+ * the handle's timeout.  Every write to a word that is reachable in the
+ * committed state goes through the undo journal: the old value is appended
+ * before the word changes.  A process killed at any instruction leaves a
+ * journal that the next locker (who gets SHM_OWNERDIED) rolls back: only the
+ * key being changed is affected, and it keeps its old value.  New data is
+ * written into freshly allocated blocks, which are linked (journalled) only
+ * once complete; a block freed in a transaction is never refilled in it.
+ * No call is limited by the journal: an operation that touches many blocks
+ * commits in steps, each consistent on its own (an eviction, a second
+ * chance, an expired item freed); a list's elements, however many, are set
+ * aside on the "to free" chain in one step and freed in committed batches
+ * once the operation is done (by the next locker, if this process dies).
  *
- * Readers (get, get_stale, ttl, llen) take no lock.  The sequence word is odd
- * while a writer changes anything: a reader reads it, looks the key up and
- * copies the value out, and keeps the copy only if the word did not change.
+ * Readers (get, get_stale, ttl, llen) take no lock.  Each hash chain has a
+ * sequence word, odd while a writer changes that chain (or an entry on it):
+ * a reader reads it, looks the key up and copies the value out, and keeps
+ * the copy only if the word did not change.  A writer changing other chains,
+ * even one stopped or killed inside its change, never makes a reader wait.
  * Every ref, length and chain a reader follows is validated and bounded, so a
  * read racing with a writer (or a hostile segment) is memory-safe; after
- * D_SPINS failed tries a reader falls back to the lock.  Reads refresh LRU
- * order through the refs bits (a reader sets its bucket's bit; eviction gives
- * an entry whose bit is set a second chance), so readers write nothing but
- * that byte, and only when it is clear.
+ * D_SPINS failed tries a reader takes the lock (with the timeout).  Reads
+ * refresh LRU order through the refs bits (a reader sets its bucket's bit;
+ * eviction gives an entry whose bit is set a second chance), so readers write
+ * nothing but that byte, and only when it is clear.
  *
  * Everything read from the segment is untrusted: the configuration is
  * validated once at attach and kept in the process-local handle; every ref
- * is checked against the heap and the block header before use; every loop
- * is bounded by the number of units.  Corruption is SHM_CORRUPT with a
+ * is checked against the heap and the block header before use; every walk
+ * is bounded by the number of units and checked for cycles (Brent).  Corruption is SHM_CORRUPT with a
  * reason, never an access outside the mapping.
  */
 /***
@@ -104,8 +113,7 @@ typedef struct dhdr {
   uint32_t hdrsize;
   uint64_t size;        /* bytes of the segment the dict uses */
   uint64_t bucket_off;  /* = hdrsize */
-  uint64_t seq_off;     /* = bucket_off + 4 * nbuckets */
-  uint64_t refs_off;    /* = seq_off + 4 * nbuckets */
+  uint64_t refs_off;    /* = bucket_off + 8 * nbuckets */
   uint64_t heap_off;    /* refs_off + nbuckets, rounded up to a cache line */
   uint32_t nbuckets;    /* a power of two */
   uint32_t nunits;      /* heap size in units */
@@ -172,6 +180,9 @@ _Static_assert(sizeof(dnode) == 24, "node header");
 _Static_assert(sizeof(dhdr) % D_CACHELINE == 0, "header");
 
 #define HDRSIZE ((uint32_t)sizeof(dhdr))
+/* the head of hash's chain, and the sequence word readers of it follow */
+#define BHEAD(d, hash) (&(d)->buckets[2 * (size_t)((hash) & (d)->mask)])
+#define BSEQ(d, hash) (&(d)->buckets[2 * (size_t)((hash) & (d)->mask) + 1])
 #define MKMETA(klen, type) ((uint32_t)(klen) | ((uint32_t)(type) << 16))
 #define MKLEN(meta) ((meta) & 0xffffu)
 #define MTYPE(meta) ((meta) >> 16)
@@ -200,8 +211,7 @@ typedef struct shm_dict {
   shm_segment *seg;    /* where heap memory is reserved as the allocator reaches it */
   /* validated configuration: copies, never re-read from shared memory */
   dhdr *h;
-  uint32_t *buckets;
-  uint32_t *bseq;      /* the buckets' sequence words */
+  uint32_t *buckets;   /* pairs: a chain's head, then its sequence word */
   unsigned char *refs;
   unsigned char *heap;
   uint32_t nbuckets, mask, nunits, maxorder, seed;
@@ -268,7 +278,7 @@ static uint32_t floorlog2(uint64_t v) {
 
 typedef struct dgeom {
   uint32_t nbuckets, nunits, maxorder;
-  uint64_t seq_off, refs_off, heap_off;
+  uint64_t refs_off, heap_off;
 } dgeom;
 
 /* The layout for `size` bytes; 0 if it does not fit. */
@@ -277,8 +287,7 @@ static int geometry(uint64_t size, dgeom *g) {
   if (size < D_MINCAP || size > ((uint64_t)1 << 34)) return 0;
   while (nb < (1u << 24) && nb * 128 < size) nb <<= 1;
   g->nbuckets = (uint32_t)nb;
-  g->seq_off = HDRSIZE + 4 * nb;
-  g->refs_off = g->seq_off + 4 * nb;
+  g->refs_off = HDRSIZE + 8 * nb;
   g->heap_off = (g->refs_off + nb + D_CACHELINE - 1) & ~(uint64_t)(D_CACHELINE - 1);
   if (g->heap_off + D_PAD >= size) return 0;
   rest = (size - g->heap_off - D_PAD) >> D_UNITSHIFT;
@@ -297,15 +306,13 @@ static const char *dict_attach(shm_dict *d, unsigned char *base, size_t size) {
   if (h->version != D_VERSION) return "unsupported dict version";
   if (h->hdrsize != HDRSIZE || h->bucket_off != HDRSIZE) return "bad header size";
   if (h->size > size || !geometry(h->size, &g)) return "size does not match the segment";
-  if (h->nbuckets != g.nbuckets || h->seq_off != g.seq_off || h->refs_off != g.refs_off ||
-      h->heap_off != g.heap_off ||
+  if (h->nbuckets != g.nbuckets || h->refs_off != g.refs_off || h->heap_off != g.heap_off ||
       h->nunits != g.nunits || h->maxorder != g.maxorder)
     return "bad geometry";
   d->base = base;
   d->size = size;
   d->h = h;
   d->buckets = (uint32_t *)(void *)(base + HDRSIZE);
-  d->bseq = (uint32_t *)(void *)(base + g.seq_off);
   d->refs = base + g.refs_off;
   d->heap = base + g.heap_off;
   d->nbuckets = g.nbuckets;
@@ -329,7 +336,6 @@ static void dict_format(unsigned char *base, size_t size, uint32_t seed) {
   h->hdrsize = HDRSIZE;
   h->size = size;
   h->bucket_off = HDRSIZE;
-  h->seq_off = g.seq_off;
   h->refs_off = g.refs_off;
   h->heap_off = g.heap_off;
   h->nbuckets = g.nbuckets;
@@ -342,8 +348,11 @@ static void dict_format(unsigned char *base, size_t size, uint32_t seed) {
   h->lru_head = h->lru_tail = D_NIL;
   h->evicted = h->expired = h->recovered = 0;
   h->jn = 0;
-  memset(base + HDRSIZE, 0xff, 4 * (size_t)g.nbuckets); /* every bucket D_NIL */
-  memset(base + g.seq_off, 0, 4 * (size_t)g.nbuckets);
+  for (at = 0; at < g.nbuckets; at++) { /* every bucket D_NIL, its sequence 0 */
+    uint32_t *b = (uint32_t *)(void *)(base + HDRSIZE) + 2 * (size_t)at;
+    b[0] = D_NIL;
+    b[1] = 0;
+  }
   memset(base + g.refs_off, 0, g.nbuckets);
   for (o = 0; o <= D_MAXORDER; o++) h->freelist[o] = D_NIL;
   /* carve the heap into maximal aligned blocks, largest first */
@@ -482,7 +491,7 @@ static int expired(shm_dict *d, dentry *e, uint64_t *now) {
  * entry's next).  Bounded by the number of units; 0 on a bad chain. */
 static int lookupv(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
                    uint32_t **link, dview *v) {
-  uint32_t *at = &d->buckets[hash & d->mask];
+  uint32_t *at = BHEAD(d, hash);
   uint32_t r = LOAD(at);
   dwalk w;
   walk_init(&w, d->nunits);
@@ -560,7 +569,7 @@ static void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
  * reader of that bucket follows changes, and even again at the commit.
  * Readers of other buckets never wait for this transaction. */
 static void bopen(shm_dict *d, uint32_t b) {
-  uint32_t *q = &d->bseq[b & d->mask], i;
+  uint32_t *q = BSEQ(d, b), i;
   for (i = 0; i < d->nopen; i++)
     if (d->open[i] == (b & d->mask)) return;
   if (d->nopen >= D_MAXOPEN) {
@@ -580,13 +589,13 @@ static void bopen(shm_dict *d, uint32_t b) {
 static const char *rollback(shm_dict *d) {
   dhdr *h = d->h;
   uint32_t n = LOAD(&h->jn);
-  size_t slo = (size_t)((unsigned char *)d->bseq - d->base), shi = slo + 4 * (size_t)d->nbuckets;
+  size_t shi = HDRSIZE + 8 * (size_t)d->nbuckets;
   if (n > D_JMAX) return "bad journal length";
   while (n-- > 0) {
     size_t off = (size_t)h->journal[n].word << 2;
     uint32_t old = h->journal[n].old;
     if (!jword_ok(d, off)) return "bad journal entry";
-    if (off >= slo && off < shi) old = (old | 1u) + 1u;
+    if (off >= HDRSIZE && off < shi && (off - HDRSIZE) % 8 == 4) old = (old | 1u) + 1u;
     __atomic_store_n((uint32_t *)(void *)(d->base + off), old, __ATOMIC_RELEASE);
   }
   __atomic_store_n(&h->jn, 0, __ATOMIC_RELEASE);
@@ -602,7 +611,7 @@ static void commit(shm_dict *d) {
   if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
   d->jn = 0;
   for (i = 0; i < d->nopen; i++) {
-    uint32_t *q = &d->bseq[d->open[i]];
+    uint32_t *q = BSEQ(d, d->open[i]);
     __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE); /* even */
   }
   d->nopen = 0;
@@ -832,7 +841,7 @@ static int unlink_entry(shm_dict *d, uint32_t ref, uint32_t *link) {
 /* The word pointing at entry ref in its chain (found again by its hash). */
 static uint32_t *linkto(shm_dict *d, uint32_t ref) {
   dentry *e = entryof(d, ref);
-  uint32_t *at = &d->buckets[e->hash & d->mask];
+  uint32_t *at = BHEAD(d, e->hash);
   dwalk w;
   walk_init(&w, d->nunits);
   while (*at != ref) {
@@ -1106,7 +1115,7 @@ static int copyout(const dview *v, dval *out, char *buf, size_t cap) {
 typedef int (*readfn)(shm_dict *d, const dview *v, uint64_t *now, void *arg);
 
 static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
-  uint32_t hash = dict_hash(d->seed, k, kl), ref, *q = &d->bseq[hash & d->mask];
+  uint32_t hash = dict_hash(d->seed, k, kl), ref, *q = BSEQ(d, hash);
   dview v;
   int tries, r;
   for (tries = 0; tries < D_SPINS; tries++) {
@@ -2978,7 +2987,6 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   lua_createtable(L, 0, 8);
   shm_setfield_int(L, "lock", (lua_Integer)offsetof(dhdr, lock));
   shm_setfield_int(L, "gc_head", (lua_Integer)offsetof(dhdr, gc_head));
-  shm_setfield_int(L, "seq_off", (lua_Integer)offsetof(dhdr, seq_off));
   shm_setfield_int(L, "nbuckets", (lua_Integer)offsetof(dhdr, nbuckets));
   shm_setfield_int(L, "count", (lua_Integer)offsetof(dhdr, count));
   shm_setfield_int(L, "lru_tail", (lua_Integer)offsetof(dhdr, lru_tail));
