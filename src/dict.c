@@ -385,7 +385,8 @@ static uint32_t optflags(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TNUMBER) luaL_error(L, "bad \"flags\" argument");
   f = lua_tonumber(L, idx);
   if (!(f >= -2147483648.0 && f < 4294967296.0)) luaL_error(L, "bad \"flags\" argument");
-  return f < 0 ? (uint32_t)(int32_t)f : (uint32_t)f;
+  /* as ngx, whose flags are a C int: 2^31 and above read back as -2^31 */
+  return f < 0 ? (uint32_t)(int32_t)f : f >= 2147483648.0 ? 0x80000000u : (uint32_t)f;
 }
 
 static int store(lua_State *L, int op, int safe) {

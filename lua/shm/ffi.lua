@@ -333,6 +333,7 @@ local function dicts(core, reg)
     if flags == nil or flags == false then flags = 0
     elseif type(flags) ~= "number" or flags ~= floor(flags) then return
     elseif flags < 0 and flags >= -2147483648 then flags = flags + 4294967296
+    elseif flags >= 2147483648 and flags < 4294967296 then flags = 2147483648 -- (as ngx: -2^31)
     elseif not (flags >= 0 and flags < 4294967296) then return end
     local t, p, n = type(v), valptr, 8
     if t == "string" then
