@@ -227,10 +227,16 @@ static int jfull(shm_dict *d) { return d->jn >= D_JSTEP || d->nopen >= D_MAXOPEN
  * owner left: its transaction rolled back, its unfinished frees finished. */
 int txn_begin(shm_dict *d) {
   dhdr *h = d->h;
-  shm_deadline dl;
+  uint64_t self = shm_ctx_self(d->ctx), free = 0;
   int r;
-  shm_deadline_after(&dl, d->timeout < 0 ? 1e18 : d->timeout);
-  r = shm_lock_acquire(&h->lock, shm_ctx_self(d->ctx), &dl);
+  if (__atomic_compare_exchange_n(&h->lock.word, &free, self, 0, __ATOMIC_ACQUIRE,
+                                  __ATOMIC_RELAXED)) {
+    r = SHM_OK; /* uncontended: no clock read for a deadline */
+  } else {
+    shm_deadline dl;
+    shm_deadline_after(&dl, d->timeout < 0 ? 1e18 : d->timeout);
+    r = shm_lock_acquire(&h->lock, self, &dl);
+  }
   d->jn = 0;
   d->nopen = 0;
   d->overflow = 0;
