@@ -532,13 +532,13 @@ static int checkrange(lua_State *L, int arg, const char *what, lua_Integer min, 
 static int kindmax(int kind) { return kind == SHM_SYSV ? SEMVMX : SEM_VALUE_MAX; }
 
 /* The constructors' result: the semaphore on top, or nil, message, errno. */
-static int made(lua_State *L, const char *call, int en) {
+static int made(lua_State *L, const char *call, int en, int hint) {
   char obj[NAME_MAX + 16];
   if (en == 0) return 1;
   if (lua_type(L, 1) == LUA_TSTRING) snprintf(obj, sizeof obj, "%s", lua_tostring(L, 1));
   else keystr(obj, sizeof obj, shm_checkkey(L, 1));
   shm_fail(L, en, "shm.sem.%s(%s)", call, obj);
-  if (en == ENOENT && lua_isnoneornil(L, 2)) return shm_hint(L, "pass a value to create it");
+  if (en == ENOENT && hint) return shm_hint(L, "pass a value to create it");
   return 3;
 }
 
@@ -573,7 +573,7 @@ static int l_create(lua_State *L) {
   s = newsem(L);
   en = kind == SHM_SYSV ? sysv_create(s, shm_checkkey(L, 1), value, mode)
                         : posix_create(s, lua_tostring(L, 1), value, mode);
-  return made(L, "create", en);
+  return made(L, "create", en, 0);
 }
 
 /***
@@ -604,7 +604,7 @@ static int l_open(lua_State *L) {
                 "shm.PRIVATE cannot be opened (use shm.sem.attach(id))");
   s = newsem(L);
   en = kind == SHM_SYSV ? sysv_open(s, key, value, mode) : posix_open(s, lua_tostring(L, 1), value, mode);
-  return made(L, "open", en);
+  return made(L, "open", en, value < 0);
 }
 
 /***
