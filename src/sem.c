@@ -32,6 +32,7 @@
 */
 #include "shm.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <semaphore.h>
@@ -54,6 +55,7 @@ union semun { /* semctl(2): the caller defines it */
   int val;
   struct semid_ds *buf;
   unsigned short *array;
+  struct seminfo *__buf; /* SEM_INFO */
 };
 
 /* ================= the core (no lua_State) ================= */
@@ -476,6 +478,46 @@ static int posix_open(semobj *s, const char *name, int value, int mode) {
   return EAGAIN;
 }
 
+/* ---- listing: every semaphore the caller can see ---- */
+
+/* Calls f(ud, id, &ds) for every System V set (SEM_STAT_ANY: without read
+ * permission too, since Linux 4.17; SEM_STAT before). */
+static int sysv_each(void (*f)(void *ud, int id, const struct semid_ds *ds), void *ud) {
+  struct seminfo info;
+  struct semid_ds ds;
+  union semun arg;
+  int i, id, maxidx, cmd = SEM_STAT_ANY;
+  arg.__buf = &info;
+  maxidx = semctl(0, 0, SEM_INFO, arg);
+  if (maxidx < 0) return errno;
+  arg.buf = &ds;
+  for (i = 0; i <= maxidx; i++) {
+    memset(&ds, 0, sizeof ds);
+    id = semctl(i, 0, cmd, arg);
+    if (id < 0 && errno == EINVAL && cmd == SEM_STAT_ANY && i == 0) {
+      id = semctl(i, 0, SEM_STAT, arg);
+      if (id >= 0 || errno != EINVAL) cmd = SEM_STAT;
+    }
+    if (id >= 0) f(ud, id, &ds);
+  }
+  return 0;
+}
+
+/* The value of the POSIX semaphore in /dev/shm/<file> (a regular file of a
+ * sem_t's size at least: glibc's sem_open maps it), or -1. */
+static long posix_peek(const char *file, const struct stat *st) {
+  char name[NAME_MAX + 2];
+  sem_t *p;
+  int v;
+  if (!S_ISREG(st->st_mode) || st->st_size < (off_t)sizeof(sem_t)) return -1;
+  snprintf(name, sizeof name, "/%s", file + 4); /* "sem.x" -> "/x" */
+  p = sem_open(name, 0);
+  if (p == SEM_FAILED) return -1;
+  if (sem_getvalue(p, &v) != 0) v = -1;
+  sem_close(p);
+  return v;
+}
+
 /* ================= the binding ================= */
 
 typedef struct semhook { /* the state's hook before a wait (semintr) */
@@ -527,6 +569,83 @@ static int checkrange(lua_State *L, int arg, const char *what, lua_Integer min, 
   if (v < min || v > max)
     luaL_argerror(L, arg, lua_pushfstring(L, "%s %I out of range (%I to %I)", what, v, min, max));
   return (int)v;
+}
+
+typedef struct semlist { /* shm.sem.list's table at index 1, and its length */
+  lua_State *L;
+  int n;
+} semlist;
+
+static void pushsysv(void *ud, int id, const struct semid_ds *ds) {
+  semlist *l = (semlist *)ud;
+  lua_State *L = l->L;
+  unsigned long i;
+  lua_createtable(L, 0, 12);
+  shm_setfield_str(L, "kind", "sysv");
+  shm_setfield_int(L, "key", (lua_Integer)(uint32_t)ds->sem_perm.__key);
+  shm_setfield_int(L, "id", id);
+  shm_setfield_int(L, "nsems", (lua_Integer)ds->sem_nsems);
+  shm_setfield_int(L, "mode", ds->sem_perm.mode & 0777);
+  shm_setfield_int(L, "uid", ds->sem_perm.uid);
+  shm_setfield_int(L, "gid", ds->sem_perm.gid);
+  shm_setfield_int(L, "cuid", ds->sem_perm.cuid);
+  shm_setfield_int(L, "cgid", ds->sem_perm.cgid);
+  shm_setfield_int(L, "otime", (lua_Integer)ds->sem_otime);
+  shm_setfield_int(L, "ctime", (lua_Integer)ds->sem_ctime);
+  lua_createtable(L, (int)(ds->sem_nsems < 64 ? ds->sem_nsems : 64), 0);
+  for (i = 0; i < ds->sem_nsems && i <= INDEX_MAX; i++) {
+    int v = semctl(id, (int)i, GETVAL);
+    if (v < 0) break; /* not readable by us, or gone */
+    lua_pushinteger(L, v);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  lua_setfield(L, -2, "values");
+  lua_rawseti(L, 1, ++l->n);
+}
+
+/***
+Every semaphore the caller can see: System V sets (`kind key id nsems mode uid
+gid cuid cgid otime ctime`, and `values`, an array of the members' values when
+readable) and POSIX semaphores in /dev/shm (`kind name mode uid gid size`, and
+`value` when this process may open it).
+@function sem.list
+@treturn {table,...}
+@usage for _, i in ipairs(shm.sem.list()) do print(i.kind, i.key or i.name) end
+@see semctl(2)
+*/
+static int l_list(lua_State *L) {
+  DIR *d;
+  struct dirent *e;
+  struct stat st;
+  semlist l;
+  int en;
+  lua_settop(L, 0);
+  lua_newtable(L);
+  l.L = L;
+  l.n = 0;
+  en = sysv_each(pushsysv, &l);
+  if (en != 0) return shm_fail(L, en, "shm.sem.list(): semctl(SEM_INFO)");
+  d = opendir("/dev/shm");
+  if (d == NULL) return 1; /* no POSIX semaphores on this system */
+  while ((e = readdir(d)) != NULL) {
+    long v;
+    if (strncmp(e->d_name, "sem.", 4) != 0 || e->d_name[4] == 0 ||
+        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    v = posix_peek(e->d_name, &st);
+    lua_createtable(L, 0, 7);
+    shm_setfield_str(L, "kind", "posix");
+    lua_pushfstring(L, "/%s", e->d_name + 4);
+    lua_setfield(L, -2, "name");
+    shm_setfield_int(L, "mode", st.st_mode & 0777);
+    shm_setfield_int(L, "uid", st.st_uid);
+    shm_setfield_int(L, "gid", st.st_gid);
+    shm_setfield_int(L, "size", (lua_Integer)st.st_size);
+    if (v >= 0) shm_setfield_int(L, "value", v);
+    lua_rawseti(L, 1, ++l.n);
+  }
+  closedir(d);
+  return 1;
 }
 
 static int kindmax(int kind) { return kind == SHM_SYSV ? SEMVMX : SEM_VALUE_MAX; }
@@ -928,7 +1047,8 @@ static const luaL_Reg sem_meta[] = {
   {"__newindex", s_newindex}, {NULL, NULL}};
 
 static const luaL_Reg sem_funcs[] = {
-  {"create", l_create}, {"open", l_open}, {"attach", l_attach}, {"unlink", l_unlink}, {NULL, NULL}};
+  {"create", l_create}, {"open", l_open}, {"attach", l_attach}, {"unlink", l_unlink},
+  {"list", l_list},     {NULL, NULL}};
 
 void shm_open_sem(lua_State *L, int module, int methods) {
   (void)methods;
