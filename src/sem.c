@@ -337,8 +337,10 @@ static int posix_getvalue(semobj *s, int *v) { return sem_getvalue(s->sem, v) ==
 /* n posts; refused (EOVERFLOW) before the first if they cannot all fit. */
 static int posix_release(semobj *s, int n) {
   int v, i;
-  if (sem_getvalue(s->sem, &v) != 0) return errno;
-  if (v > SEM_VALUE_MAX - n) return EOVERFLOW;
+  if (n > 1) { /* (one post: sem_post says EOVERFLOW itself) */
+    if (sem_getvalue(s->sem, &v) != 0) return errno;
+    if (v > SEM_VALUE_MAX - n) return EOVERFLOW;
+  }
   for (i = 0; i < n; i++)
     if (sem_post(s->sem) != 0) return errno;
   return 0;
@@ -533,6 +535,28 @@ static int hookset(void *ud) {
          lua_gethookcount(h->L) != h->count;
 }
 
+/* A semaphore that a constructor returns has a metatable of its own, whose
+ * __index is a plain table of the methods and of its fixed fields (kind, key,
+ * id, index, name, undo), so that `s:acquire()` costs a table lookup, not a
+ * call of an __index function (as segments do, segment.c); that table's own
+ * metatable answers `value` (shared: upvalue 2 of the constructors; the
+ * methods are upvalue 1).  Every such metatable, and the class's, holds
+ * mt[&sem_key] = true: the type check (tables Lua code cannot reach:
+ * __metatable hides them).  The __index table holds the semaphore at
+ * [&self_key], for `value`. */
+static const char sem_key = 0, self_key = 0;
+
+static semobj *testsem(lua_State *L, int idx) {
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    int ok = lua_rawgetp(L, -1, &sem_key) == LUA_TBOOLEAN;
+    lua_pop(L, 2);
+    if (ok) return (semobj *)p;
+  }
+  luaL_typeerror(L, idx, SEM_MT);
+  return NULL;
+}
+
 static semobj *newsem(lua_State *L) {
   semobj *s = (semobj *)lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
@@ -541,9 +565,44 @@ static semobj *newsem(lua_State *L) {
   return s;
 }
 
-/* self: a semaphore, open (methods have the metatable as first upvalue). */
+/* to[k] = from[k] for every k (raw). */
+static void copyfields(lua_State *L, int from, int to) {
+  for (lua_pushnil(L); lua_next(L, from);) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, to);
+  }
+}
+
+/* Give the semaphore on top (just opened) its own metatable. */
+static void personalize(lua_State *L, semobj *s) {
+  int ud = lua_gettop(L);
+  lua_createtable(L, 0, 10);          /* ud+1: its metatable */
+  luaL_getmetatable(L, SEM_MT);
+  copyfields(L, ud + 2, ud + 1);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 16);          /* ud+2: its __index */
+  copyfields(L, lua_upvalueindex(1), ud + 2);
+  shm_setfield_str(L, "kind", s->ops->kind);
+  shm_setfield_bool(L, "undo", 0);
+  if (s->ops == &sysv_semops) {
+    shm_setfield_int(L, "key", (lua_Integer)(uint32_t)s->key);
+    shm_setfield_int(L, "id", s->semid);
+    shm_setfield_int(L, "index", s->index);
+  } else {
+    shm_setfield_str(L, "name", s->name);
+  }
+  lua_pushvalue(L, ud);
+  lua_rawsetp(L, ud + 2, &self_key);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_setmetatable(L, ud + 2);
+  lua_setfield(L, ud + 1, "__index");
+  lua_setmetatable(L, ud);
+}
+
+/* self: a semaphore, open. */
 static semobj *checksem(lua_State *L) {
-  semobj *s = (semobj *)shm_checkupclass(L, 1, SEM_MT);
+  semobj *s = testsem(L, 1);
   if (!s->open) luaL_error(L, "attempt to use a closed semaphore");
   return s;
 }
@@ -653,7 +712,10 @@ static int kindmax(int kind) { return kind == SHM_SYSV ? SEMVMX : SEM_VALUE_MAX;
 /* The constructors' result: the semaphore on top, or nil, message, errno. */
 static int made(lua_State *L, const char *call, int en, int hint) {
   char obj[NAME_MAX + 16];
-  if (en == 0) return 1;
+  if (en == 0) {
+    personalize(L, (semobj *)lua_touserdata(L, -1));
+    return 1;
+  }
   if (lua_type(L, 1) == LUA_TSTRING) snprintf(obj, sizeof obj, "%s", lua_tostring(L, 1));
   else keystr(obj, sizeof obj, shm_checkkey(L, 1));
   shm_fail(L, en, "shm.sem.%s(%s)", call, obj);
@@ -751,6 +813,7 @@ static int l_attach(lua_State *L) {
     return 3;
   }
   if (en != 0) return shm_fail(L, en, "shm.sem.attach(id=%d)", id);
+  personalize(L, s);
   return 1;
 }
 
@@ -983,14 +1046,14 @@ semaphore, and calling it again is harmless; later use raises
 @see sem_close(3)
 */
 static int s_close(lua_State *L) {
-  semobj *s = (semobj *)shm_checkclass(L, 1, SEM_MT);
+  semobj *s = testsem(L, 1);
   if (s->open) s->ops->close(s);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int s_tostring(lua_State *L) {
-  semobj *s = (semobj *)shm_checkclass(L, 1, SEM_MT);
+  semobj *s = testsem(L, 1);
   char obj[NAME_MAX + 48];
   s->ops->describe(s, obj, sizeof obj);
   lua_pushfstring(L, "shm.sem(%s %s%s%s)", s->ops->kind, obj, s->undo ? " undo" : "",
@@ -998,32 +1061,23 @@ static int s_tostring(lua_State *L) {
   return 1;
 }
 
-/* __index (upvalue 1: the methods): methods first, then the fields. */
-static int s_index(lua_State *L) {
-  semobj *s = (semobj *)shm_checkclass(L, 1, SEM_MT);
-  const char *k;
-  int sysv = s->ops == &sysv_semops, v;
-  lua_settop(L, 2);
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL || lua_type(L, 2) != LUA_TSTRING) return 1;
-  k = lua_tostring(L, 2);
-  if (strcmp(k, "kind") == 0) lua_pushstring(L, s->ops->kind);
-  else if (strcmp(k, "undo") == 0) lua_pushboolean(L, s->undo);
-  else if (strcmp(k, "key") == 0 && sysv) lua_pushinteger(L, (lua_Integer)(uint32_t)s->key);
-  else if (strcmp(k, "id") == 0 && sysv) lua_pushinteger(L, s->semid);
-  else if (strcmp(k, "index") == 0 && sysv) lua_pushinteger(L, s->index);
-  else if (strcmp(k, "name") == 0 && !sysv) lua_pushstring(L, s->name);
-  else if (strcmp(k, "value") == 0) {
-    if (!s->open) return luaL_error(L, "attempt to use a closed semaphore");
-    if (s->ops->getvalue(s, &v) == 0) lua_pushinteger(L, v);
-    else lua_pushnil(L);
-  } else lua_pushnil(L);
+/* __index of a semaphore's __index table: `value` (the table holds the
+ * semaphore at [&self_key]); nil for anything else. */
+static int s_dynindex(lua_State *L) {
+  semobj *s;
+  int v;
+  if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "value") != 0) return 0;
+  lua_rawgetp(L, 1, &self_key);
+  s = testsem(L, -1);
+  if (!s->open) return luaL_error(L, "attempt to use a closed semaphore");
+  if (s->ops->getvalue(s, &v) == 0) lua_pushinteger(L, v);
+  else lua_pushnil(L);
   return 1;
 }
 
 /* __newindex: only undo, and only on System V. */
 static int s_newindex(lua_State *L) {
-  semobj *s = (semobj *)shm_checkclass(L, 1, SEM_MT);
+  semobj *s = testsem(L, 1);
   const char *k = lua_tostring(L, 2);
   if (lua_type(L, 2) != LUA_TSTRING || strcmp(k, "undo") != 0)
     return luaL_error(L, "cannot set field '%s' of a semaphore (only undo)", luaL_tolstring(L, 2, NULL));
@@ -1033,6 +1087,10 @@ static int s_newindex(lua_State *L) {
   if (!s->open) return luaL_error(L, "attempt to use a closed semaphore");
   luaL_checktype(L, 3, LUA_TBOOLEAN);
   s->undo = lua_toboolean(L, 3);
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__index");
+  lua_pushboolean(L, s->undo);
+  lua_setfield(L, -2, "undo");
   return 0;
 }
 
@@ -1054,12 +1112,17 @@ void shm_open_sem(lua_State *L, int module, int methods) {
   (void)methods;
   shm_newclass(L, SEM_MT, NULL, sem_meta);
   luaL_getmetatable(L, SEM_MT);
-  lua_newtable(L); /* the methods, with the metatable as upvalue (shm_checkupclass) */
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, sem_methods, 1);
-  lua_pushcclosure(L, s_index, 1);
+  lua_pushboolean(L, 1);
+  lua_rawsetp(L, -2, &sem_key);
+  luaL_newlib(L, sem_methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index"); /* (a constructor's failure: a semaphore nobody sees) */
+  lua_createtable(L, 0, 1);       /* the __index tables' metatable: `value` */
+  lua_pushcfunction(L, s_dynindex);
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  luaL_newlib(L, sem_funcs);
+  luaL_newlibtable(L, sem_funcs);
+  lua_insert(L, -3);
+  luaL_setfuncs(L, sem_funcs, 2); /* upvalues: the methods, that metatable */
   lua_setfield(L, module, "sem");
+  lua_pop(L, 1);
 }
