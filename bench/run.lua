@@ -250,8 +250,8 @@ line("")
 line("| size | op | lua-shm | memcpy | lua-shm / memcpy speed | Lua string floor |" ..
   (has_python and " python sysv_ipc |" or ""))
 line("|---|---|---|---|---|---|" .. (has_python and "---|" or ""))
-local function rate(size, ns) -- GB/s
-  return string.format("%.2f GB/s", size / ns)
+local function rate(size, nsec) -- GB/s
+  return string.format("%.2f GB/s", size / nsec)
 end
 for _, sz in ipairs(SIZES) do
   for _, mode in ipairs({ "write", "read" }) do

@@ -630,6 +630,14 @@ static int checkrange(lua_State *L, int arg, const char *what, lua_Integer min, 
   return (int)v;
 }
 
+/***
+Semaphores: shm.sem.
+System V semaphores (an integer key: a member of a set, `semop`) and POSIX named
+ones (`"/name"`, glibc's `sem_open`: the objects C's `sem_open` and Python's
+`posix_ipc` use).  Waits take a timeout in seconds on the monotonic clock.
+@section sem
+*/
+
 typedef struct semlist { /* shm.sem.list's table at index 1, and its length */
   lua_State *L;
   int n;
@@ -722,14 +730,6 @@ static int made(lua_State *L, const char *call, int en, int hint) {
   if (en == ENOENT && hint) return shm_hint(L, "pass a value to create it");
   return 3;
 }
-
-/***
-Semaphores (`shm.sem`): System V (an integer key: a member of a set, `semop`)
-and POSIX named ones (`"/name"`, glibc's `sem_open`: the objects C's
-`sem_open` and Python's `posix_ipc` use).  Waits take a timeout in seconds on
-the monotonic clock.
-@section sem
-*/
 
 /***
 Make a new semaphore with an initial value.  System V: a set of one
@@ -925,6 +925,8 @@ System V: wait until the value is 0; results as `sem:acquire`.
 @tparam[opt] number timeout seconds
 @treturn boolean `true`, or `false, "timeout"` / `false, "interrupted"`
 @raise on a POSIX semaphore
+@usage local done = shm.sem.create(0x5346, 3) -- three workers release it
+assert(done:wait_zero(60))
 @see semop(2)
 */
 static int s_wait_zero(lua_State *L) {
@@ -941,6 +943,7 @@ System V: set the value (`SETVAL`; waiters are woken as the value allows).
 @tparam integer value 0 to 32767
 @treturn boolean `true`
 @raise on a POSIX semaphore (POSIX has no such call)
+@usage s:setvalue(1)
 @see semctl(2)
 */
 static int s_setvalue(lua_State *L) {
@@ -962,6 +965,7 @@ adds `key id index nsems ncnt zcnt lastpid otime ctime cuid cgid`; POSIX adds
 @function sem:stat
 @treturn table
 @error `nil, message, errno` (removed: a POSIX name that no longer names it gives `ENOENT`)
+@usage print(s:stat().ncnt, "processes wait to acquire")
 @see semctl(2)
 */
 static int s_stat(lua_State *L) {
@@ -1001,6 +1005,7 @@ Permission bits (`IPC_SET`; POSIX: the file in /dev/shm).
 @tparam integer|string mode
 @treturn boolean `true`
 @error `nil, message, errno`
+@usage s:chmod("0660")
 */
 static int s_chmod(lua_State *L) {
   semobj *s = checksem(L);
@@ -1015,6 +1020,7 @@ Owner and group (`-1` or `nil`: unchanged).
 @tparam[opt] integer gid
 @treturn boolean `true`
 @error `nil, message, errno`
+@usage s:chown(nil, 1000)
 */
 static int s_chown(lua_State *L) {
   semobj *s = checksem(L);
@@ -1030,6 +1036,7 @@ Remove it from the system (`IPC_RMID`: waiters get `nil, message, EIDRM`;
 @function sem:remove
 @treturn boolean `true`
 @error `nil, message, errno`
+@usage s:remove()
 @see semctl(2), sem_unlink(3)
 */
 static int s_remove(lua_State *L) {
@@ -1043,6 +1050,7 @@ semaphore, and calling it again is harmless; later use raises
 `attempt to use a closed semaphore`.  `__gc` and `__close` call it.
 @function sem:close
 @treturn boolean `true`
+@usage do local s <close> = assert(shm.sem.open("/jobs")) ... end
 @see sem_close(3)
 */
 static int s_close(lua_State *L) {
