@@ -831,7 +831,8 @@ static int l_unlink(lua_State *L) {
   int kind = shm_checkkind(L, 1), en;
   if (kind == SHM_POSIX) {
     const char *name = shm_checkname(L, 1);
-    return shm_ok(L, sem_unlink(name) == 0, errno, "shm.sem.unlink(%s)", name);
+    en = sem_unlink(name) == 0 ? 0 : errno;
+    return shm_ok(L, en == 0, en, "shm.sem.unlink(%s)", name);
   }
   {
     int32_t key = shm_checkkey(L, 1);
