@@ -24,8 +24,9 @@
  * relative timeout: recomputed from the deadline at every restart.  EINTR
  * ends a wait with SHM_INTERRUPTED when the signal's handler asked the Lua
  * state to stop (the interpreter's Ctrl-C and luaposix's handlers set a hook:
- * the binding's `intr` callback looks); any other EINTR (a stop and a
- * continue: semop returns EINTR then, with no handler at all) restarts it.
+ * the binding's semintr callback, hookset, compares the state's hook with the
+ * one before the wait); any other EINTR (a stop and a continue: semop returns
+ * EINTR then, with no handler at all) restarts it.
  */
 /***
 @module shm
@@ -48,7 +49,7 @@
 #define SEMVMX 32767 /* the largest value of a System V semaphore (linux/sem.h) */
 #endif
 #define SEM_DIR "/dev/shm/sem." /* where glibc keeps POSIX semaphores */
-#define INDEX_MAX 65535  /* sem_num is an unsigned short */
+#define INDEX_MAX 65535         /* sem_num is an unsigned short */
 #define READY_WAIT 2.0          /* seconds an opener waits for a creator's SETVAL */
 
 union semun { /* semctl(2): the caller defines it */
