@@ -249,6 +249,26 @@ describe("shm.sem", function()
         -- the hook raises right after acquire returned false, "interrupted"
         assert.matches("raised\t.*interrupted!\nvalue\t0\n$", out)
         assert.equal(0, s.value)
+        -- waiting in a coroutine: the handler sets the main thread's hook, which
+        -- the wait looks at too; the coroutine's own hook is untouched, so it
+        -- sees the result (except under 5.1, with no way to the main thread,
+        -- and LuaJIT, whose hook is global: it raises in the coroutine at once)
+        if kind ~= "sysv" or (H.luaver == "5.1" and not jit) then return end
+        child = H.spawn(PRELUDE .. [[
+          local s = assert(shm.sem.open(obj))
+          print("waiting")
+          print(pcall(function()
+            local co = coroutine.wrap(function() print(s:acquire()) return "back" end)
+            return co()
+          end))
+        ]], { obj })
+        assert.equal("waiting", child:line())
+        assert.is_true(waiting(child.pid))
+        H.kill(child.pid, "INT")
+        out = child:finish()
+        if jit then assert.matches("interrupted!", out)
+        else assert.matches("^false\tinterrupted\n", out) end
+        assert.equal(0, s.value)
       end)
 
       it("interoperates with C, both ways", function()

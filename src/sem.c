@@ -523,17 +523,43 @@ static long posix_peek(const char *file, const struct stat *st) {
 
 /* ================= the binding ================= */
 
-typedef struct semhook { /* the state's hook before a wait (semintr) */
-  lua_State *L;
-  lua_Hook hook;
-  int mask, count;
+typedef struct semhook { /* the hooks before a wait (semintr) */
+  lua_State *L[2];         /* the waiting thread, and the main one (or NULL) */
+  lua_Hook hook[2];
+  int mask[2], count[2];
 } semhook;
+
+/* Note the hooks of the thread L and, when L is a coroutine, of the main
+ * thread: lua.c's handler sets the main thread's (hooks are per thread in
+ * 5.2-5.4; LuaJIT's are global; 5.1 gives no way to the main thread). */
+static void hooknote(semhook *h, lua_State *L) {
+  int i;
+  h->L[0] = L;
+  h->L[1] = NULL;
+#if LUA_VERSION_NUM >= 502
+  if (!lua_pushthread(L)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    h->L[1] = lua_tothread(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+#endif
+  for (i = 0; i < 2 && h->L[i] != NULL; i++) {
+    h->hook[i] = lua_gethook(h->L[i]);
+    h->mask[i] = lua_gethookmask(h->L[i]);
+    h->count[i] = lua_gethookcount(h->L[i]);
+  }
+}
 
 /* A signal handler that asks Lua to stop (lua.c's Ctrl-C, luaposix) sets a hook. */
 static int hookset(void *ud) {
   semhook *h = (semhook *)ud;
-  return lua_gethook(h->L) != h->hook || lua_gethookmask(h->L) != h->mask ||
-         lua_gethookcount(h->L) != h->count;
+  int i;
+  for (i = 0; i < 2 && h->L[i] != NULL; i++)
+    if (lua_gethook(h->L[i]) != h->hook[i] || lua_gethookmask(h->L[i]) != h->mask[i] ||
+        lua_gethookcount(h->L[i]) != h->count[i])
+      return 1;
+  return 0;
 }
 
 /* A semaphore that a constructor returns has a metatable of its own, whose
@@ -868,10 +894,7 @@ static int semwait(lua_State *L, semobj *s, const char *call, int n, const shm_d
   semintr in;
   int en = 0;
   shm_status st;
-  h.L = L;
-  h.hook = lua_gethook(L);
-  h.mask = lua_gethookmask(L);
-  h.count = lua_gethookcount(L);
+  hooknote(&h, L);
   in.asked = hookset;
   in.ud = &h;
   st = s->ops->op(s, n, d, &in, &en);
