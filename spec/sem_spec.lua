@@ -415,6 +415,32 @@ describe("shm.sem", function()
     end)
   end
 
+  it("cannot be forged: hidden metatables, every method refuses another self", function()
+    local a, b = assert(shm.sem.create(shm.PRIVATE, 1)), assert(shm.sem.create(sname(), 1))
+    local seg = assert(shm.create(shm.PRIVATE, 64))
+    seg:remove()
+    for _, s in ipairs({ a, b }) do
+      assert.equal("shm.sem", getmetatable(s))
+      assert.has_error(function() setmetatable(s, {}) end)
+      local methods = debug.getmetatable(s).__index
+      local tried = 0
+      for name, f in pairs(methods) do
+        if type(f) == "function" then
+          for _, other in ipairs({ seg, io.stdout, {}, 1, "x", false }) do
+            tried = tried + 1
+            local ok, err = pcall(f, other, 0, 1)
+            assert.is_false(ok, name)
+            assert.matches("shm%.sem expected", err, nil, name)
+          end
+        end
+      end
+      assert.equal(9 * 6, tried)
+    end
+    seg:detach()
+    a:remove()
+    b:remove()
+  end)
+
   describe("System V sets", function()
     it("opens a member of a set C made, by id and index", function()
       local key = skey()
