@@ -399,13 +399,15 @@ static int posix_stat(semobj *s, semstat *i) {
   return 0;
 }
 
-/* chmod or chown the file (through /proc: an O_PATH descriptor takes neither). */
+/* chmod or chown the file (through /proc: an O_PATH descriptor takes
+ * neither; without /proc, by its path, just checked). */
 static int posix_set(semobj *s, int mode, uid_t uid, gid_t gid) {
-  char proc[64];
+  char proc[sizeof SEM_DIR + NAME_MAX];
   struct stat st;
   int fd, r, en = posix_file(s, &fd, &st);
   if (en != 0) return en;
   snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  if (access(proc, F_OK) != 0) posix_path(s->name, proc, sizeof proc);
   r = mode >= 0 ? chmod(proc, (mode_t)mode) : chown(proc, uid, gid);
   en = r == 0 ? 0 : errno;
   close(fd);
@@ -454,8 +456,10 @@ static int posix_sem_open(semobj *s, const char *name, int flags, int mode, int 
     struct stat st;
     posix_path(name, path, sizeof path);
     en = stat(path, &st) == 0 ? 0 : errno;
-    s->dev = st.st_dev;
-    s->ino = st.st_ino;
+    if (en == 0) {
+      s->dev = st.st_dev;
+      s->ino = st.st_ino;
+    }
   }
   if (en == 0 && (flags & O_CREAT)) en = posix_chmod(s, mode);
   if (en != 0) {
