@@ -347,6 +347,9 @@ void shm_open_queue(lua_State *L, int module, int methods);
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
 void shm_open_dict(lua_State *L, int module, int methods);
 
+/* ---- sem.c: shm.sem, System V and POSIX semaphores ---- */
+void shm_open_sem(lua_State *L, int module, int methods);
+
 /* ---- pack.c: string.pack formats in place ---- */
 void shm_open_pack(lua_State *L, int module, int methods);
 
