@@ -47,6 +47,7 @@ build = {
         "src/posix.c",
         "src/queue.c",
         "src/segment.c",
+        "src/sem.c",
         "src/sysv.c",
       },
       incdirs = { "src" },
