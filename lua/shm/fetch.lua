@@ -36,12 +36,18 @@ local function opt(opts, name, def)
   return v
 end
 
--- Serve the stale value sv (flags sf) of key again for ttl seconds (when the
--- callback failed): value, true; or nil, false when there was none.
+-- Serve the stale value sv (flags sf) of key again for ttl seconds (the
+-- callback failed, or another process's callback outlived lock_timeout):
+-- value, state ("stale"; "shared" when another process stored a value
+-- meanwhile: only a missing key is resurrected), or nil when there was none.
 local function resurrect(d, key, ttl, sv, sf)
-  if sv == nil then return nil, false end
-  d:set(key, sv, ttl, sf or 0)
-  return decode(sv, sf), true
+  if sv == nil then return nil end
+  local ok, err = d:add(key, sv, ttl, sf or 0)
+  if not ok and err == "exists" then
+    local v, f = d:get(key)
+    if v ~= nil then return decode(v, f), "shared" end
+  end
+  return decode(sv, sf), "stale"
 end
 
 -- The miss path: under the per-key lock, look again, else run the callback.
@@ -62,8 +68,8 @@ local function fill(d, key, opts, cb, ...)
   if not elapsed then
     lerr = "could not acquire callback lock: " .. tostring(lerr)
     if resurrect_ttl then
-      local v2, found = resurrect(d, key, resurrect_ttl, sv, sf)
-      if found then return v2, lerr, "stale" end
+      local v2, state = resurrect(d, key, resurrect_ttl, sv, sf)
+      if state then return v2, state == "stale" and lerr or nil, state end
     end
     return nil, lerr
   end
@@ -73,10 +79,10 @@ local function fill(d, key, opts, cb, ...)
   if not ok then
     err = value
     if resurrect_ttl then
-      local v2, found = resurrect(d, key, resurrect_ttl, sv, sf)
-      if found then
+      local v2, state = resurrect(d, key, resurrect_ttl, sv, sf)
+      if state then
         lk:unlock()
-        return v2, err, "stale"
+        return v2, state == "stale" and err or nil, state
       end
     end
     lk:unlock()

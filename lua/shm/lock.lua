@@ -275,7 +275,4 @@ function Lock:__tostring()
   return key and format("shm.lock(%q held)", key) or "shm.lock(unlocked)"
 end
 
--- the tokens' reader, for shm.fetch and the specs
-M._holder = holder_of
-
 return M
