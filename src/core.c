@@ -132,5 +132,6 @@ int luaopen_shm_core(lua_State *L) {
   lua_setfield(L, -2, "pagesize");
   lua_pushliteral(L, SHM_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  shm_open_names(L, lua_gettop(L)); /* last: every function is in place */
   return 1;
 }

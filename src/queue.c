@@ -398,6 +398,16 @@ static shm_status q_close(qcore *q, const shm_deadline *d, uint64_t self, const 
   return SHM_OK;
 }
 
+/* Undo a close: pushes are taken again (what is queued stays).  SHM_OK,
+ * SHM_TIMEOUT, SHM_CORRUPT (why). */
+static shm_status q_reopen(qcore *q, const shm_deadline *d, uint64_t self, const char **why) {
+  shm_status st = lock_writers(q, self, d, why);
+  if (st == SHM_TIMEOUT) return st;
+  if (st == SHM_OK) __atomic_store_n(&q->h->closed, 0, __ATOMIC_SEQ_CST);
+  unlock_writers(q);
+  return st;
+}
+
 /* Count what is queued, under the lock: nothing in [head, tail) can change
  * then for any head read meanwhile (so popped = pushed - count). */
 static shm_status stat_locked(qcore *q, qstat *st, const char **why) {
@@ -563,6 +573,30 @@ static int l_close(lua_State *L) {
 }
 
 /***
+Undo `close`: writers can push again; what is still queued stays.  The way back
+for a queue a previous run left closed (`queue.open` attaches it as it is,
+closed or not).  Readers that already got `nil, "closed"` are not called back.
+@function queue:reopen
+@tparam[opt] number timeout for the writers' lock; `nil` waits forever
+@treturn boolean `true`
+@treturn[2] boolean `false`
+@treturn[2] string `"timeout"`
+@usage local q = assert(shm.queue.open("/jobs", 1024 * 1024))
+if q:stat().closed then q:reopen() end
+*/
+static int l_reopen(lua_State *L) {
+  shm_queue *q = checkwritable(L, 1, "reopen");
+  shm_deadline d;
+  const char *why = NULL;
+  shm_status st;
+  shm_optdeadline(L, 2, &d);
+  st = q_reopen(&q->core, &d, shm_ctx_self(q->ctx), &why);
+  if (st != SHM_OK) return failure(L, st, why, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/***
 Figures: `capacity`, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
 `recovered` (locks taken over from a writer that died holding them).
 @function queue:stat
@@ -713,8 +747,24 @@ segment whose first 8 bytes are zero counts as fresh and is made a queue when
 @usage local q = assert(shm.queue.open("/jobs"))
 local q2 = assert(shm.queue.open("/jobs", 1024 * 1024)) -- create or open
 */
+/* The segment layer's "exists with N bytes, M asked" (the segment smaller
+ * than the capacity asked needs), on top of the stack, in capacity terms. */
+static void capacity_terms(lua_State *L) {
+  unsigned long long have, asked;
+  const char *msg = lua_tostring(L, -2), *p = msg != NULL ? strstr(msg, "): exists with ") : NULL;
+  if (p != NULL && sscanf(p, "): exists with %llu bytes, %llu asked", &have, &asked) == 2 &&
+      have >= Q_HDRSIZE && asked >= Q_HDRSIZE) {
+    lua_pushlstring(L, msg, (size_t)(p - msg));
+    lua_pushfstring(L, "%s): exists with capacity %I, %I asked", lua_tostring(L, -1),
+                    (lua_Integer)(have - Q_HDRSIZE), (lua_Integer)(asked - Q_HDRSIZE));
+    lua_replace(L, -4);
+    lua_pop(L, 1);
+  }
+}
+
 static int l_open(lua_State *L) {
   uint64_t cap = lua_isnoneornil(L, 2) ? 0 : checkcapacity(L, 2);
+  shm_optmode(L, 3, 0600); /* checked here: the segment layer's own position is #4 */
   lua_settop(L, 3);
   lua_pushvalue(L, lua_upvalueindex(2)); /* the module's open */
   lua_pushvalue(L, 1);
@@ -723,14 +773,17 @@ static int l_open(lua_State *L) {
   else lua_pushnil(L);
   lua_pushvalue(L, 3);
   lua_call(L, 4, 3);
-  if (shm_inseg_failure(L, "shm.queue.open")) return 3;
+  if (shm_inseg_failure(L, "shm.queue.open")) {
+    capacity_terms(L);
+    return 3;
+  }
   lua_pop(L, 2);
   return newqueue(L, 4, 1, cap, "shm.queue.open", 0);
 }
 
 static const luaL_Reg queue_methods[] = {
   {"push", l_push},       {"pop", l_pop},       {"close", l_close},
-  {"stat", l_stat},       {"remove", l_remove}, {"detach", l_detach},
+  {"reopen", l_reopen},   {"stat", l_stat},       {"remove", l_remove}, {"detach", l_detach},
   {"segment", l_segment}, {NULL, NULL}};
 
 static const luaL_Reg queue_meta[] = {
