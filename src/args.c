@@ -220,7 +220,7 @@ size_t shm_optsize(lua_State *L, int arg) {
  * Lua has no octal literals: 0444 is the decimal 444 (octal 0674).  The rule:
  * 100 <= v <= 777 and every decimal digit 0-7.  Such an integer is refused,
  * never taken as a mode it was perhaps not meant to be (a decimal in that
- * range, 420 for 0644, is written "0644" or 0x1a4 instead). */
+ * range, 420 for 0644, is written as its octal string, "0644"). */
 static int octal_lookalike(lua_Integer v) {
   lua_Integer d;
   if (v < 100 || v > 777) return 0;
