@@ -53,7 +53,8 @@ local function script()
     [[local m = seg:mutex(0)]],
     [[local q = assert(shm.queue.create(KEY, 4096)) q:remove()]],
     [[local d = assert(shm.dict.create(KEY, 65536)) d:remove()]],
-    [[local function try(f) local ok, e = pcall(f) io.write(debug.getinfo(f, "S").linedefined, "\t", ok and "no error" or tostring(e), "\n") end]],
+    [[local function try(f) local ok, e = pcall(f) ]]
+      .. [[io.write(debug.getinfo(f, "S").linedefined, "\t", ok and "no error" or tostring(e), "\n") end]],
   }
   for _, c in ipairs(CASES) do
     -- not a tail call: the line is the caller's
@@ -136,8 +137,9 @@ describe("modes", function()
         local ok, err = pcall(f)
         assert.is_false(ok, i .. ": " .. m)
         local s = tostring(m)
-        assert.truthy(err:find("mode " .. s .. " reads as an octal number typed without its quotes: write \"0"
-          .. s .. "\" or tonumber(\"" .. s .. "\", 8) (Lua has no octal literals: " .. s .. " is decimal", 1, true), err)
+        local want = "mode " .. s .. " reads as an octal number typed without its quotes: write \"0"
+          .. s .. "\" or tonumber(\"" .. s .. "\", 8) (Lua has no octal literals: " .. s .. " is decimal"
+        assert.truthy(err:find(want, 1, true), err)
       end
     end
     -- and nothing was made
