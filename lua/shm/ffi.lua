@@ -265,6 +265,19 @@ local function dicts(core, reg)
     return "shm.dict: unexpected status " .. r
   end
 
+  -- A number as the dict stores it from an interpreter without integers: a
+  -- whole number exactly representable (|x| < 2^53, not -0) as an integer,
+  -- which Lua 5.3+ reads back as one; anything else as a float.  Writes the
+  -- 8 bytes into cell i of valbuf; returns the type.
+  local function putnum(i, v)
+    if v == floor(v) and v < 9007199254740992 and v > -9007199254740992 and (v ~= 0 or 1 / v > 0) then
+      valbuf[i].i = v
+      return T_INT
+    end
+    valbuf[i].d = v
+    return T_NUM
+  end
+
   local function int32(f)
     if f >= 2147483648 then return f - 4294967296 end
     return f
@@ -322,8 +335,7 @@ local function dicts(core, reg)
     if t == "string" then
       t, p, n = T_STR, v, #v
     elseif t == "number" then
-      t = T_NUM
-      valbuf[0].d = v
+      t = putnum(0, v)
     elseif t == "boolean" then
       t, n = T_BOOL, 1
       valbuf[0].b[0] = v and 1 or 0
@@ -376,10 +388,9 @@ local function dicts(core, reg)
       if (known[self] or check(self)) and goodkey(key) and type(step) == "number"
           and (not hasinit or type(init) == "number")
           and (init_ttl == nil or (type(init_ttl) == "number" and init_ttl >= 0 and hasinit)) then
-        p_type[0] = T_NUM
-        valbuf[0].d = step
-        if hasinit then valbuf[1].d = init end
-        local r = a_incr(self, key, #key, p_type, valptr, hasinit and T_NUM or 0, initptr,
+        p_type[0] = putnum(0, step)
+        local inittype = hasinit and putnum(1, init) or 0
+        local r = a_incr(self, key, #key, p_type, valptr, inittype, initptr,
                          init_ttl or 0, p_forcible)
         if r == OK then
           local v
