@@ -597,7 +597,7 @@ static int l_reopen(lua_State *L) {
 }
 
 /***
-Figures: `capacity`, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
+Figures: <code>capacity</code>, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
 `recovered` (locks taken over from a writer that died holding them).
 @function queue:stat
 @tparam[opt] number timeout for the writers' lock; `nil` waits forever
@@ -731,13 +731,16 @@ static int l_create(lua_State *L) {
 }
 
 /***
-Attach an existing queue (its header is validated first); with `capacity`, a
+Attach an existing queue (its header is validated first); with <code>capacity</code>, a
 missing one is created, atomically: processes racing to create-or-open one
 queue all end up on the same working queue.  An opener that finds the queue
 being initialised by another process waits for it (up to 5 s; a dead
-initialiser is taken over).  An existing queue keeps its own capacity; a
-segment whose first 8 bytes are zero counts as fresh and is made a queue when
-`capacity` is given.
+initialiser is taken over).  An existing queue keeps its own capacity: a
+larger one opens, a smaller one fails with `EINVAL` in capacity terms
+(`shm.queue.open(/jobs): exists with capacity 65536, 1048576 asked`).  A queue
+left closed (by a previous run) opens closed: `queue:reopen` takes pushes again.
+A segment whose first 8 bytes are zero counts as fresh and is made a queue when
+<code>capacity</code> is given.
 @function queue.open
 @tparam integer|string key_or_name
 @tparam[opt] integer capacity create it with this capacity if it is missing
@@ -792,7 +795,7 @@ static const luaL_Reg queue_meta[] = {
 /***
 Where the queue's fields are, in bytes from the start of its segment: for tools
 and tests that look at the raw memory (`header` is the header's size, the ring
-follows it).  Fields: `header`, `magic`, `capacity`, `closed`, `lock` (the
+follows it).  Fields: `header`, `magic`, <code>capacity</code>, `closed`, <code>lock</code> (the
 writers' lock word), `tail`, `head`.
 @table queue.layout
 */
