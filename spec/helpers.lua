@@ -292,6 +292,34 @@ function H.until_true(pred, limit)
   return ok
 end
 
+--- The ```lua blocks of README.md's section `title` (## title), in order.
+function H.readme_blocks(title)
+  local f = assert(io.open(H.root .. "/README.md"))
+  local text = f:read("*a")
+  f:close()
+  local start = text:find("\n## " .. title .. "\n", 1, true)
+  assert(start, "README has no section " .. title)
+  local section = text:sub(start + 1):match("^(.-)\n## ") or text:sub(start + 1)
+  local blocks = {}
+  for code in section:gmatch("\n```lua\n(.-)\n```") do blocks[#blocks + 1] = code end
+  return blocks
+end
+
+--- What a README example says it prints: the comments closing its print( and
+-- io.write( lines, one line each, runs of blanks as one space.
+function H.says(code)
+  local lines = {}
+  for line in (code .. "\n"):gmatch("([^\n]*)\n") do
+    local said = line:match("^%s*print%(.*%)%s+%-%-%s+(.-)%s*$")
+      or line:match("^%s*io%.write%(.*%)%s+%-%-%s+(.-)%s*$")
+    if said then lines[#lines + 1] = said end
+  end
+  return table.concat(lines, "\n")
+end
+
+--- Output compared with H.says: runs of blanks (print's tabs) as one space.
+function H.blanks(out) return (out:gsub("[ \t]+", " "):gsub("\n$", "")) end
+
 function H.kill(pid, sig)
   return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
 end
