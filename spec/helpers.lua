@@ -324,4 +324,35 @@ function H.kill(pid, sig)
   return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
 end
 
+--- A prefix for our own nginx (nginx -p DIR, its pid file DIR/nginx.pid): a new
+-- directory everyone can read, `dir`; `master()`, the pid nginx wrote (nil once
+-- it has exited); `errorlog()`, DIR/error.log; `workers`, pids to kill if the
+-- master does not stop; `stop()`: QUIT the master (KILL after 10 s), remove DIR.
+function H.nginx_prefix()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(H.exec("mkdir -m 0755 " .. shellquote(dir)))
+  local n = { dir = dir, workers = {} }
+  local function slurp(path)
+    local f = io.open(path)
+    local s = f and f:read("*a")
+    if f then f:close() end
+    return s
+  end
+  function n.master() return tonumber(slurp(dir .. "/nginx.pid") or "") end
+  function n.errorlog() return slurp(dir .. "/error.log") or "" end
+  function n.stop()
+    local pid = n.master()
+    if pid then
+      H.kill(pid, "QUIT")
+      if not H.until_true(function() return H.state(pid) == nil end, 10) then
+        for _, w in ipairs(n.workers) do H.kill(w, "KILL") end
+        H.kill(pid, "KILL")
+      end
+    end
+    H.exec("rm -rf " .. shellquote(dir))
+  end
+  return n
+end
+
 return H

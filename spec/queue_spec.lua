@@ -73,6 +73,28 @@ describe("shm.queue", function()
     q:detach()
   end)
 
+  it("reopens: a queue a previous run left closed takes pushes again, what is queued stays", function()
+    local key = H.key()
+    local out, rc = H.run([[
+      local q = assert(require("shm").queue.create(tonumber(arg[1]), 256))
+      q:push("left") q:close()
+    ]], { key })
+    assert.equal(0, rc, out)
+    local q = assert(shm.queue.open(key, 256)) -- open never changes it
+    assert.is_true(q:stat().closed)
+    assert.same({ false, "closed" }, { q:push("x") })
+    assert.is_true(q:reopen())
+    assert.is_false(q:stat().closed)
+    assert.is_true(q:push("new"))
+    assert.equal("left", q:pop())
+    assert.equal("new", q:pop())
+    assert.same({ nil, "timeout" }, { q:pop(0) })
+    assert.is_true(q:reopen(), "harmless on an open queue")
+    assert.error_matches(function() q:reopen(-1) end, "bad argument #1 to 'queue:reopen'")
+    q:remove()
+    q:detach()
+  end)
+
   it("checks its arguments and refuses to open what is not a queue", function()
     assert.error_matches(function() shm.queue.create(H.key(), 15) end, "capacity out of range")
     assert.error_matches(function() shm.queue.create(H.key(), 1.5) end, "integer capacity expected")
@@ -148,6 +170,9 @@ describe("shm.queue", function()
     local q = assert(shm.queue.create(key, 128))
     local q2 = assert(shm.queue.open(key, 64)) -- exists: kept as it is
     assert.equal(128, q2:stat().capacity)
+    -- a smaller one than asked: said in capacity terms, not segment bytes
+    assert.same({ nil, string.format("shm.queue.open(0x%x): exists with capacity 128, 65536 asked", key), 22 },
+      { shm.queue.open(key, 65536) })
     assert.error_matches(function() shm.queue.open(key, 8) end, "capacity out of range")
     assert.error_matches(function() shm.queue.open(key, 1.5) end, "integer capacity expected")
     assert.is_nil(rawget(shm, "queue_new"), "no internal entry point")

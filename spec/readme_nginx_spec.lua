@@ -50,34 +50,15 @@ describe("README's nginx.conf #nginx", function()
     return
   end
 
-  local dir, pidfile, start
-  local function master()
-    local f = pidfile and io.open(pidfile)
-    local pid = f and tonumber(f:read("*a"))
-    if f then f:close() end
-    return pid
-  end
-  local function errorlog()
-    local f = io.open(dir .. "/error.log")
-    local s = f and f:read("*a") or ""
-    if f then f:close() end
-    return s
-  end
-
+  local ngx
+  before_each(function() ngx = H.nginx_prefix() end)
   after_each(function()
-    local pid = master()
-    if pid then
-      H.kill(pid, "QUIT")
-      if not H.until_true(function() return H.state(pid) == nil end, 10) then H.kill(pid, "KILL") end
-    end
-    if dir then H.exec("rm -rf " .. q(dir)) end
+    ngx.stop()
     H.cleanup()
   end)
 
   it("runs as written: workers and a lua5.4 process outside nginx count on one dict", function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(H.exec("mkdir -m 0755 " .. q(dir)))
+    local dir, errorlog, start = ngx.dir, ngx.errorlog, false
     local root = dir .. "/root"
     -- installed as the README says, for nginx's LuaJIT and for lua5.4
     for _, lua in ipairs({ "luajit", "lua5.4" }) do
@@ -86,7 +67,6 @@ describe("README's nginx.conf #nginx", function()
     end
     assert(H.exec("chmod -R a+rX " .. q(dir)))
     local name = H.name()
-    pidfile = dir .. "/nginx.pid"
     local cmd = "cd " .. q(dir) .. " && env -u LD_PRELOAD " .. q(nginx) .. " -p \"$PWD\" -e error.log -c nginx.conf"
     local port, out
     for _ = 1, 10 do -- a free port: nginx says when it is not
@@ -125,11 +105,10 @@ describe("README's nginx.conf #nginx", function()
     assert.is_nil(errorlog():find("%[error%]"), errorlog())
     assert.is_nil(errorlog():find("%[alert%]"), errorlog())
     -- stopped as the README says
-    local pid = master()
+    local pid = ngx.master()
     out, rc = H.sh(cmd .. " -s quit")
     assert.equal(0, rc, out)
     assert.is_true(H.until_true(function() return H.state(pid) == nil end, 10))
-    pidfile = nil
     local d = assert(shm.dict.open(name))
     assert.equal(M + N + 1, d:get("hits"))
     d:remove()

@@ -40,7 +40,7 @@
  * The header lives in memory other processes can write: every field is read
  * once into a local, validated, and only then used.
  *
- * Structure: a core of plain C functions (q_attach, q_push, q_pop, q_close,
+ * Structure: a core of plain C functions (q_attach, q_push, q_pop, q_setclosed,
  * q_stat) that never see a lua_State, each with one unlock path and an
  * shm_status result; then the binding, which checks arguments and turns
  * statuses into Lua results.  No Lua call is made while the lock is held.
@@ -383,29 +383,22 @@ static shm_status q_pop(qcore *q, shm_buf *buf, size_t *len, const shm_deadline 
   }
 }
 
-/* Mark closed and wake everybody.  SHM_OK, SHM_TIMEOUT, SHM_CORRUPT (why). */
-static shm_status q_close(qcore *q, const shm_deadline *d, uint64_t self, const char **why) {
+/* Set the closed flag under the lock: closed (and wake everybody, so that
+ * blocked readers and writers see it), or open again (q:reopen).  SHM_OK,
+ * SHM_TIMEOUT, SHM_CORRUPT (why). */
+static shm_status q_setclosed(qcore *q, int closed, const shm_deadline *d, uint64_t self,
+                              const char **why) {
   qhdr *h = q->h;
   shm_status st = lock_writers(q, self, d, why);
   if (st == SHM_TIMEOUT) return st;
-  if (st == SHM_OK) __atomic_store_n(&h->closed, 1, __ATOMIC_SEQ_CST);
+  if (st == SHM_OK) __atomic_store_n(&h->closed, closed ? 1u : 0u, __ATOMIC_SEQ_CST);
   unlock_writers(q);
-  if (st != SHM_OK) return st;
+  if (st != SHM_OK || !closed) return st;
   __atomic_add_fetch(&h->nonempty, 1, __ATOMIC_SEQ_CST);
   shm_futex_wake(&h->nonempty, INT_MAX);
   __atomic_add_fetch(&h->nonfull, 1, __ATOMIC_SEQ_CST);
   shm_futex_wake(&h->nonfull, INT_MAX);
   return SHM_OK;
-}
-
-/* Undo a close: pushes are taken again (what is queued stays).  SHM_OK,
- * SHM_TIMEOUT, SHM_CORRUPT (why). */
-static shm_status q_reopen(qcore *q, const shm_deadline *d, uint64_t self, const char **why) {
-  shm_status st = lock_writers(q, self, d, why);
-  if (st == SHM_TIMEOUT) return st;
-  if (st == SHM_OK) __atomic_store_n(&q->h->closed, 0, __ATOMIC_SEQ_CST);
-  unlock_writers(q);
-  return st;
 }
 
 /* Count what is queued, under the lock: nothing in [head, tail) can change
@@ -550,6 +543,19 @@ static int l_pop(lua_State *L) {
   return 1;
 }
 
+/* q:close([timeout]), q:reopen([timeout]): true, or false, "timeout". */
+static int setclosed(lua_State *L, const char *what, int closed) {
+  shm_queue *q = checkwritable(L, 1, what);
+  shm_deadline d;
+  const char *why = NULL;
+  shm_status st;
+  shm_optdeadline(L, 2, &d);
+  st = q_setclosed(&q->core, closed, &d, shm_ctx_self(q->ctx), &why);
+  if (st != SHM_OK) return failure(L, st, why, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /***
 No more pushes: writers get `false, "closed"`; readers drain what is left, then get
 `nil, "closed"`.
@@ -560,17 +566,7 @@ No more pushes: writers get `false, "closed"`; readers drain what is left, then 
 @treturn[2] string `"timeout"`
 @usage q:close() -- readers finish what is queued, then stop
 */
-static int l_close(lua_State *L) {
-  shm_queue *q = checkwritable(L, 1, "close");
-  shm_deadline d;
-  const char *why = NULL;
-  shm_status st;
-  shm_optdeadline(L, 2, &d);
-  st = q_close(&q->core, &d, shm_ctx_self(q->ctx), &why);
-  if (st != SHM_OK) return failure(L, st, why, 0);
-  lua_pushboolean(L, 1);
-  return 1;
-}
+static int l_close(lua_State *L) { return setclosed(L, "close", 1); }
 
 /***
 Undo `close`: writers can push again; what is still queued stays.  The way back
@@ -584,17 +580,7 @@ closed or not).  Readers that already got `nil, "closed"` are not called back.
 @usage local q = assert(shm.queue.open("/jobs", 1024 * 1024))
 if q:stat().closed then q:reopen() end
 */
-static int l_reopen(lua_State *L) {
-  shm_queue *q = checkwritable(L, 1, "reopen");
-  shm_deadline d;
-  const char *why = NULL;
-  shm_status st;
-  shm_optdeadline(L, 2, &d);
-  st = q_reopen(&q->core, &d, shm_ctx_self(q->ctx), &why);
-  if (st != SHM_OK) return failure(L, st, why, 0);
-  lua_pushboolean(L, 1);
-  return 1;
-}
+static int l_reopen(lua_State *L) { return setclosed(L, "reopen", 0); }
 
 /***
 Figures: <code>capacity</code>, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
