@@ -192,6 +192,22 @@ const char *shm_optlstring(lua_State *L, int arg, const char *def, size_t *len) 
   return def;
 }
 
+void shm_checktype(lua_State *L, int arg, int t) {
+  if (lua_type(L, arg) != t) shm_typeerror(L, arg, lua_typename(L, t));
+}
+
+void shm_checkany(lua_State *L, int arg) {
+  if (lua_type(L, arg) == LUA_TNONE) shm_argerror(L, arg, "value expected");
+}
+
+int shm_checkoption(lua_State *L, int arg, const char *def, const char *const lst[]) {
+  const char *name = def != NULL ? shm_optlstring(L, arg, def, NULL) : shm_checklstring(L, arg, NULL);
+  int i;
+  for (i = 0; lst[i] != NULL; i++)
+    if (strcmp(lst[i], name) == 0) return i;
+  return shm_argerror(L, arg, lua_pushfstring(L, "invalid option '%s'", name));
+}
+
 static lua_Integer checkint(lua_State *L, int arg, const char *what) {
   int isnum = 0;
   lua_Integer v = lua_tointegerx(L, arg, &isnum);

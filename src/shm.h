@@ -122,6 +122,9 @@ lua_Integer shm_optinteger(lua_State *L, int arg, lua_Integer def);
 lua_Number shm_checknumber(lua_State *L, int arg);
 const char *shm_checklstring(lua_State *L, int arg, size_t *len);
 const char *shm_optlstring(lua_State *L, int arg, const char *def, size_t *len);
+void shm_checktype(lua_State *L, int arg, int t);
+void shm_checkany(lua_State *L, int arg);
+int shm_checkoption(lua_State *L, int arg, const char *def, const char *const lst[]);
 #undef luaL_argerror
 #undef luaL_typeerror
 #undef luaL_checkinteger
@@ -129,6 +132,9 @@ const char *shm_optlstring(lua_State *L, int arg, const char *def, size_t *len);
 #undef luaL_checknumber
 #undef luaL_checklstring
 #undef luaL_optlstring
+#undef luaL_checktype
+#undef luaL_checkany
+#undef luaL_checkoption
 #define luaL_argerror shm_argerror
 #define luaL_typeerror shm_typeerror
 #define luaL_checkinteger shm_checkinteger
@@ -136,6 +142,9 @@ const char *shm_optlstring(lua_State *L, int arg, const char *def, size_t *len);
 #define luaL_checknumber shm_checknumber
 #define luaL_checklstring shm_checklstring
 #define luaL_optlstring shm_optlstring
+#define luaL_checktype shm_checktype
+#define luaL_checkany shm_checkany
+#define luaL_checkoption shm_checkoption
 int shm_fail(lua_State *L, int en, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
