@@ -60,7 +60,7 @@ describe("the API reference #slow", function()
     assert.truthy(seen.segment and seen.queue and seen.mutex and seen.dict)
   end)
 
-  docit("covers every function of the module, segments, mutexes, queues and dicts", function()
+  docit("covers every function of the module, segments, mutexes, queues, dicts and semaphores", function()
     local documented = {}
     for name in html:gmatch('<a name = "([^"]+)"></a>') do documented[name] = true end
     local functions = 0
@@ -86,6 +86,10 @@ describe("the API reference #slow", function()
     check("dict:", debug.getmetatable(d).__index)
     d:remove() d:detach()
     seg:remove() seg:detach()
+    check("sem.", shm.sem)
+    local sem = assert(shm.sem.create(shm.PRIVATE, 1))
+    check("sem:", debug.getmetatable(sem).__index)
+    sem:remove()
     -- and each says what it takes and gives, with an example
     local _, params = html:gsub("<h3>Parameters:</h3>", "")
     local _, usages = html:gsub("<h3>Usage:</h3>", "")

@@ -1,9 +1,9 @@
 -- Numbers in a shm.dict between interpreters with and without an integer
 -- subtype.  The rule, both ways:
 --  * from LuaJIT, 5.1 and 5.2 (numbers are doubles), a whole number exactly
---    representable (|x| < 2^53, not -0) is stored as an integer: Lua 5.3+
+--    representable (|x| < 2^53; -0 is 0) is stored as an integer: Lua 5.3+
 --    reads it back as one, and `incr` of it with an integer step stays one;
---    fractions (and 2^53 and beyond, infinities, -0) stay floats;
+--    fractions (and 2^53 and beyond, infinities) stay floats;
 --  * from 5.3+, integers and floats are stored as they are: a float (3.0)
 --    stays a float, also after an `incr` from LuaJIT or 5.1.
 -- Writers and readers are child processes of each interpreter (the module
@@ -11,12 +11,6 @@
 local H = require "helpers"
 local shm = require "shm"
 
--- Whether src/dict.c's binding encodes whole numbers as integers on Lua
--- 5.1/5.2 (and LuaJIT without the FFI), as LuaJIT's FFI path
--- (lua/shm/ffi.lua) does: set, incr, list elements and numbers inside table
--- values.  Until it does, the cases that go through it are pending.
-local DICT_C_ENCODES_INTEGERS = false
-local dictc_it = DICT_C_ENCODES_INTEGERS and it or pending
 
 local WRITE = [[
 local shm = require "shm"
@@ -89,7 +83,7 @@ describe("numbers across interpreters", function()
 
   local SET = {
     whole = "integer 3", neg = "integer -42", exact = "integer 9007199254740991",
-    beyond = "float 9007199254740992", frac = "float 2.5", negzero = "float -0", inf = "float inf",
+    beyond = "float 9007199254740992", frac = "float 2.5", negzero = "integer 0", inf = "float inf",
     count = "integer 3", fcount = "float 1.5",
   }
   local function keys(t)
@@ -100,8 +94,8 @@ describe("numbers across interpreters", function()
 
   local writers = {
     { "LuaJIT (FFI)", "luajit", it, { SHM_NO_FFI = "0" } }, -- (whatever the suite runs with)
-    { "LuaJIT without the FFI (SHM_NO_FFI=1)", "luajit", dictc_it, { SHM_NO_FFI = "1" } },
-    { "Lua 5.1", "lua5.1", dictc_it },
+    { "LuaJIT without the FFI (SHM_NO_FFI=1)", "luajit", it, { SHM_NO_FFI = "1" } },
+    { "Lua 5.1", "lua5.1", it },
   }
   for _, w in ipairs(writers) do
     local label, lua, test, env = w[1], w[2], w[3], w[4]
@@ -112,7 +106,7 @@ describe("numbers across interpreters", function()
       assert.equal(103, d:incr("count", 100))
       if math.type then assert.equal("integer", math.type(d:get("count"))) end
     end)
-    dictc_it("numbers inside table values and lists written by " .. label .. " too", function()
+    it("numbers inside table values and lists written by " .. label .. " too", function()
       run(lua, WRITE, { name, "nested" }, env)
       assert.same({ ["t.n"] = "integer 5", ["t.f"] = "float 0.5", ["l.lpop"] = "integer 7" },
         read54(name, { "t.n", "t.f", "l.lpop" }))

@@ -59,9 +59,9 @@ int shm_hint(lua_State *L, const char *hint) {
  * layer), when it is called through pcall.  Here the name comes from the
  * function itself: luaopen_shm_core names every function of the module once
  * (shm_open_names: registry[&names_key][f] = "shm.dict.open", "dict:set"),
- * and an error raised in a chain of our C functions calling each other is
- * reported for the outermost one (the one the user called), at its caller's
- * position.  shm.h routes luaL_argerror, luaL_typeerror and the luaL_check*
+ * and an error raised in a chain of C functions calling each other is
+ * reported for the outermost of ours (the one the user called), at its
+ * caller's position.  shm.h routes luaL_argerror, luaL_typeerror and the luaL_check*
  * functions the module uses here, in every file. */
 static const char names_key = 0;
 
@@ -124,11 +124,20 @@ int shm_argerror(lua_State *L, int arg, const char *extramsg) {
   luaL_checkstack(L, 4, NULL);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &names_key);
   names = lua_gettop(L);
+  /* the C frames above the first Lua one: the outermost of ours named there
+   * (one of ours may call another through a helper closure of no name) */
   for (level = 0; lua_istable(L, names) && lua_getstack(L, level, &ar); level++) {
-    lua_getinfo(L, "f", &ar);
-    if (lua_rawget(L, names) != LUA_TSTRING) break;
-    name = lua_tostring(L, -1); /* (stays on the stack) */
-    outer = level;
+    lua_getinfo(L, "Sf", &ar);
+    if (strcmp(ar.what, "C") != 0) {
+      lua_pop(L, 1);
+      break;
+    }
+    if (lua_rawget(L, names) == LUA_TSTRING) {
+      name = lua_tostring(L, -1); /* (stays on the stack) */
+      outer = level;
+    } else {
+      lua_pop(L, 1);
+    }
   }
   if (outer < 0) { /* not one of the module's functions: lauxlib's way */
     if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.namewhat != NULL &&

@@ -125,3 +125,22 @@ const char *shm_inseg_name(lua_State *L, int idx) {
   }
   return luaL_tolstring(L, idx, NULL);
 }
+
+/* Push the name of the segment of the object at idx (attached) as messages
+ * show it ("0x1234", "/name", "/path"); returns it. */
+const char *shm_inseg_objname(lua_State *L, int idx) {
+  static const char *const fields[] = {"key", "name", "path", NULL};
+  int i, seg;
+  lua_getiuservalue(L, idx, 1);
+  seg = lua_gettop(L);
+  for (i = 0; fields[i] != NULL; i++) {
+    lua_getfield(L, seg, fields[i]);
+    if (!lua_isnil(L, -1)) break;
+    lua_pop(L, 1);
+  }
+  if (fields[i] == NULL) lua_pushliteral(L, "?");
+  shm_inseg_name(L, -1);
+  lua_replace(L, seg);
+  lua_settop(L, seg);
+  return lua_tostring(L, -1);
+}
