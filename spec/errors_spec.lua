@@ -23,6 +23,8 @@ local CASES = {
     [[bad argument #3 to 'shm.queue.open' (integer or octal string expected, got table)]] },
   { [[shm.queue.open({})]], [[bad argument #1 to 'shm.queue.open' (integer key or '/name' expected, got table)]] },
   { [[shm.create("x", 4096)]], [[bad argument #1 to 'shm.create' (a POSIX name must start with '/')]] },
+  { [[shm.sem.open("x")]], [[bad argument #1 to 'shm.sem.open' (a POSIX name must start with '/')]] },
+  { [[shm.sem.create(KEY, 1, 0644)]], [[bad argument #3 to 'shm.sem.create' (mode 644 reads as]] },
   { [[shm.open(KEY, "w")]], [[bad argument #2 to 'shm.open' (access must be "rw" or "r", got "w")]] },
   { [[shm.ftok("/", 300)]], [[bad argument #2 to 'shm.ftok' (project id out of range (0 to 255))]] },
   { [[seg:read(-1)]], [[bad argument #1 to 'segment:read' (offset -1 out of range (segment size 4096))]] },
@@ -142,6 +144,8 @@ describe("modes", function()
         function() return shm.queue.open(name, 64, m) end,
         function() return shm.dict.create(H.key(), 65536, m) end,
         function() return shm.dict.open(name, 65536, m) end,
+        function() return shm.sem.create(H.key(), 1, m) end,
+        function() return shm.sem.open(name, 1, m) end,
       }
       for i, f in ipairs(calls) do
         local ok, err = pcall(f)
