@@ -179,5 +179,8 @@ docs: deps
 	  -e '^\*\*\*closing section from master module' -e '^$$' || true; exit $$rc
 	@echo "$(DOCS_DIR)/index.html"
 
+# (and what luarocks make's builtin build leaves in the checkout: src/*.o, shm/core.so)
 clean:
 	rm -rf build docs lua-shm-*.src.rock
+	rm -f src/*.o shm/core.so
+	[ ! -d shm ] || rmdir --ignore-fail-on-non-empty shm

@@ -213,6 +213,7 @@ describe("shm.dict fuzzing", function()
     local made, raised = out:match("calls=(%d+) raised=(%d+)$")
     assert.is_truthy(made, out:sub(-500))
     assert.is_true(tonumber(raised) > 0 and tonumber(raised) < tonumber(made))
-    print(string.format("\n    dict fuzz: seed %d, %s calls, %s raised, no crash", seed, made, raised))
+    print(string.format("\n    dict fuzz passed: seed %d, %s calls (%s raised an error, as they must), no crash",
+      seed, made, raised))
   end)
 end)

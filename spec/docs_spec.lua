@@ -38,6 +38,17 @@ describe("the API reference #slow", function()
     assert.is_nil(remove:find('href="#unlink"', 1, true))
   end)
 
+  docit("links a field's name to no other class's method, and gives this release's version", function()
+    -- (LDoc links a bare `word` to any method of that name)
+    for _, name in ipairs({ "queue:stat", "queue.open", "queue.layout" }) do
+      local entry = html:match('<a name = "' .. name .. '"></a>(.-)</dd>')
+      assert.is_string(entry, name)
+      assert.is_nil(entry:find('href="[^"]*#dict:'), name .. " links to a dict method")
+      assert.is_nil(entry:find('href="[^"]*#mutex:'), name .. " links to a mutex method")
+    end
+    assert.truthy(html:find(shm._VERSION, 1, true), shm._VERSION)
+  end)
+
   docit("lists each class once in the contents", function()
     local contents = html:match("<h2>Contents</h2>(.-)</ul>")
     local seen = {}

@@ -337,6 +337,35 @@ function H.kill_storm(code, args, n, kills, check)
   if not ok then error(err, 0) end
 end
 
+
+--- The ```lua blocks of README.md's section `title` (## title), in order.
+function H.readme_blocks(title)
+  local f = assert(io.open(H.root .. "/README.md"))
+  local text = f:read("*a")
+  f:close()
+  local start = text:find("\n## " .. title .. "\n", 1, true)
+  assert(start, "README has no section " .. title)
+  local section = text:sub(start + 1):match("^(.-)\n## ") or text:sub(start + 1)
+  local blocks = {}
+  for code in section:gmatch("\n```lua\n(.-)\n```") do blocks[#blocks + 1] = code end
+  return blocks
+end
+
+--- What a README example says it prints: the comments closing its print( and
+-- io.write( lines, one line each, runs of blanks as one space.
+function H.says(code)
+  local lines = {}
+  for line in (code .. "\n"):gmatch("([^\n]*)\n") do
+    local said = line:match("^%s*print%(.*%)%s+%-%-%s+(.-)%s*$")
+      or line:match("^%s*io%.write%(.*%)%s+%-%-%s+(.-)%s*$")
+    if said then lines[#lines + 1] = said end
+  end
+  return table.concat(lines, "\n")
+end
+
+--- Output compared with H.says: runs of blanks (print's tabs) as one space.
+function H.blanks(out) return (out:gsub("[ \t]+", " "):gsub("\n$", "")) end
+
 --- Run Lua `code` (with `args`) in a child inside `unshare FLAGS` (private
 -- namespaces: the machine's own settings and /dev/shm are never touched),
 -- after the shell command `setup` there.  Returns its output and exit code.
@@ -353,6 +382,37 @@ end
 
 function H.kill(pid, sig)
   return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
+end
+
+--- A prefix for our own nginx (nginx -p DIR, its pid file DIR/nginx.pid): a new
+-- directory everyone can read, `dir`; `master()`, the pid nginx wrote (nil once
+-- it has exited); `errorlog()`, DIR/error.log; `workers`, pids to kill if the
+-- master does not stop; `stop()`: QUIT the master (KILL after 10 s), remove DIR.
+function H.nginx_prefix()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(H.exec("mkdir -m 0755 " .. shellquote(dir)))
+  local n = { dir = dir, workers = {} }
+  local function slurp(path)
+    local f = io.open(path)
+    local s = f and f:read("*a")
+    if f then f:close() end
+    return s
+  end
+  function n.master() return tonumber(slurp(dir .. "/nginx.pid") or "") end
+  function n.errorlog() return slurp(dir .. "/error.log") or "" end
+  function n.stop()
+    local pid = n.master()
+    if pid then
+      H.kill(pid, "QUIT")
+      if not H.until_true(function() return H.state(pid) == nil end, 10) then
+        for _, w in ipairs(n.workers) do H.kill(w, "KILL") end
+        H.kill(pid, "KILL")
+      end
+    end
+    H.exec("rm -rf " .. shellquote(dir))
+  end
+  return n
 end
 
 return H

@@ -133,34 +133,14 @@ print(string.format("pushed %d, %s", n, _VERSION))
 ]]
 
 describe("lua-shm inside nginx #nginx", function()
-  local dir, pidfile
+  local ngx, dir, master, errorlog, workers -- workers: pids, as the workers wrote them in the dict
 
-  local function master()
-    local f = pidfile and io.open(pidfile)
-    local pid = f and tonumber(f:read("*a"))
-    if f then f:close() end
-    return pid
-  end
-
-  local function errorlog()
-    local f = io.open(dir .. "/error.log")
-    local s = f and f:read("*a") or ""
-    if f then f:close() end
-    return s
-  end
-
-  local workers = {} -- pids, as the workers wrote them in the dict
-
+  before_each(function()
+    ngx = H.nginx_prefix()
+    dir, master, errorlog, workers = ngx.dir, ngx.master, ngx.errorlog, ngx.workers
+  end)
   after_each(function()
-    local pid = master()
-    if pid then
-      H.kill(pid, "QUIT")
-      if not H.until_true(function() return H.state(pid) == nil end, 10) then
-        for _, w in ipairs(workers) do H.kill(w, "KILL") end
-        H.kill(pid, "KILL")
-      end
-    end
-    if dir then H.exec("rm -rf " .. q(dir)) end
+    ngx.stop()
     H.cleanup()
   end)
 
@@ -178,12 +158,9 @@ describe("lua-shm inside nginx #nginx", function()
     local jobs = assert(shm.queue.create(qkey, 64 * 1024))
     assert(d:segment():chown(nobody))
     assert(jobs:segment():chown(nobody))
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(H.exec("mkdir -m 0755 " .. q(dir) .. " " .. q(dir .. "/lib") .. " && cp -R " .. q(H.root .. "/lua")
+    assert(H.exec("mkdir -m 0755 " .. q(dir .. "/lib") .. " && cp -R " .. q(H.root .. "/lua")
       .. " " .. q(dir) .. " && cp -R " .. q(H.root .. "/build/luajit/shm") .. " " .. q(dir .. "/lib")
       .. " && chmod -R a+rX " .. q(dir)))
-    pidfile = dir .. "/nginx.pid"
     -- a free port: nginx says when it is not
     local port, started, out
     for _ = 1, 10 do
@@ -251,7 +228,6 @@ describe("lua-shm inside nginx #nginx", function()
     -- stopped by its pid: the workers detach, the objects stay for us to remove
     H.kill(pid, "QUIT")
     assert.is_true(H.until_true(function() return H.state(pid) == nil end, 10))
-    pidfile = nil
     assert.equal(N + 2 * M, d:get("hits"))
     d:remove() d:detach()
     jobs:remove() jobs:detach()

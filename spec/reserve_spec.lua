@@ -124,12 +124,15 @@ describe("memory committed as used", function()
       fill:remove()
     ]], { H.lua })
     assert.equal(0, rc, out)
+    out = out:gsub(" %(%d+ bytes free in /dev/shm%)", " (N bytes free in /dev/shm)")
     assert.equal("17\tnil\tq:push(/q): No space left on device\t28\n" ..
                  "nil\tq:push(/q): No space left on device\t28\n" ..
                  "17\ttrue\ttrue\n" ..
                  "small\t0\n" ..
-                 "nil\tshm.queue.create(/q2): No space left on device\t28\n" ..
-                 "nil\tshm.queue.open(/q3): No space left on device\t28\n" ..
+                 "nil\tshm.queue.create(/q2): reserving 1024 bytes: No space left on device" ..
+                 " (N bytes free in /dev/shm)\t28\n" ..
+                 "nil\tshm.queue.open(/q3): reserving 1024 bytes: No space left on device" ..
+                 " (N bytes free in /dev/shm)\t28\n" ..
                  "nil\tshm.open(/q2): No such file or directory (pass a size to create it)\t2\n" ..
                  "nil\tshm.open(/q3): No such file or directory (pass a size to create it)\t2\n", out)
   end)

@@ -75,15 +75,28 @@ int shm_inseg_tostring(lua_State *L, const char *name) {
 /* The segment layer's results (a segment, or nil, message, errno) on top of
  * the stack, from the function a constructor of such an object called: 0 if
  * a segment came; else the message renamed ("shm.open(0x1234): ..." ->
- * "shm.queue.open(0x1234): ...": `to` replaces what precedes the first '(')
- * and 3, the results to return. */
+ * "shm.queue.open(0x1234): ...": `to` replaces what precedes the first '(';
+ * and the hint of a missing segment is about a capacity, as the constructors
+ * take one, not a size) and 3, the results to return. */
 int shm_inseg_failure(lua_State *L, const char *to) {
+  static const char size_hint[] = " (pass a size to create it)";
+  const size_t hl = sizeof size_hint - 1;
   const char *msg, *p;
+  size_t len;
   if (!lua_isnil(L, -3)) return 0;
   msg = lua_tostring(L, -2);
   p = msg != NULL ? strchr(msg, '(') : NULL;
   if (p != NULL) {
-    lua_pushfstring(L, "%s%s", to, p);
+    len = strlen(p);
+    lua_pushstring(L, to);
+    if (len >= hl && strcmp(p + len - hl, size_hint) == 0) {
+      lua_pushlstring(L, p, len - hl);
+      lua_pushliteral(L, " (pass a capacity to create it)");
+    } else {
+      lua_pushstring(L, p);
+      lua_pushliteral(L, "");
+    }
+    lua_concat(L, 3);
     lua_replace(L, -3);
   }
   return 3;

@@ -18,7 +18,16 @@ returns `nil, message, errno` (the message names the call and the object); misus
 (a bad argument, an offset out of range, a write that does not fit, a write to a
 read-only attachment, any use of a detached segment) raises an error.
 `mode` is permission bits, an integer (`384`) or an octal string (`"0600"`); the
-default is `0600`.
+default is `0600`.  Lua has no octal literals (`0644` is the decimal 644), so an
+integer mode from 100 to 777 whose digits are all 0-7 is refused with an error
+showing both ways to write it (`"0644"` or `tonumber("644", 8)`): it never
+silently means something else.  A decimal in that range (420 for `0644`) is
+written as its octal string.
+
+Argument errors name the function as it was called (`shm.dict.open`; methods as
+`segment:read`, `dict:set`, counting arguments after `self`) and the caller's
+position: `t.lua:2: bad argument #1 to 'shm.dict.open' (a POSIX name must start
+with '/')`.
 
 Runs on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1.  Integer arguments are checked the
 5.4 way everywhere (a whole number in the 64-bit range, else "no integer
@@ -104,7 +113,7 @@ Constants.
 @field PRIVATE the System V key `IPC_PRIVATE`: `shm.create(shm.PRIVATE, size)` always makes a new segment
 @field pagesize the system's page size in bytes
 @field MUTEX_SIZE bytes a `segment:mutex` takes (64)
-@field _VERSION e.g. `"lua-shm 0.1.0"`
+@field _VERSION `"lua-shm 0.2.0"` (this release)
 */
 
 /* (documented in file.c) */
@@ -135,5 +144,6 @@ int luaopen_shm_core(lua_State *L) {
   lua_setfield(L, -2, "pagesize");
   lua_pushliteral(L, SHM_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  shm_open_names(L, lua_gettop(L)); /* last: every function is in place */
   return 1;
 }

@@ -384,9 +384,10 @@ static uint32_t optflags(lua_State *L, int idx) {
     return 0;
   if (lua_type(L, idx) != LUA_TNUMBER) luaL_error(L, "bad \"flags\" argument");
   f = lua_tonumber(L, idx);
-  if (!(f >= -2147483648.0 && f < 4294967296.0)) luaL_error(L, "bad \"flags\" argument");
-  /* as ngx, whose flags are a C int: 2^31 and above read back as -2^31 */
-  return f < 0 ? (uint32_t)(int32_t)f : f >= 2147483648.0 ? 0x80000000u : (uint32_t)f;
+  /* as ngx, whose flags are a C int converted from the number: truncated, and
+   * anything outside the int's range (or NaN) is -2^31 */
+  if (!(f > -2147483649.0 && f < 2147483648.0)) return 0x80000000u;
+  return (uint32_t)(int32_t)f;
 }
 
 static int store(lua_State *L, int op, int safe) {
@@ -856,11 +857,11 @@ static int l_flush_all(lua_State *L) {
 /* the optional max of flush_expired and get_keys: count checked as ngx */
 static uint32_t optmax(lua_State *L, uint32_t def) {
   int top = lua_gettop(L);
-  lua_Integer m;
+  lua_Number m;
   if (top < 1 || top > 2) luaL_error(L, "expecting 1 or 2 argument(s), but saw %d", top);
   if (top == 1) return def;
-  m = luaL_checkinteger(L, 2);
-  return m <= 0 ? 0 : m > (lua_Integer)UINT32_MAX ? UINT32_MAX : (uint32_t)m;
+  m = luaL_checknumber(L, 2); /* (a fraction truncated, as ngx's C int) */
+  return !(m >= 1) ? 0 : m >= (lua_Number)UINT32_MAX ? UINT32_MAX : (uint32_t)m;
 }
 
 /***

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define SHM_DIR "/dev/shm"
@@ -202,6 +203,21 @@ static int fail_fd(lua_State *L, int en, int fd, const char *created, const char
   return shm_fail(L, en, "%s(%s)", what, name);
 }
 
+/* A failure to reserve `size` bytes of fd ("reserving [its ]N bytes"); with
+ * ENOSPC the message says what the file system has free. */
+static int fail_size(lua_State *L, int en, int fd, const char *created, const char *what,
+                     const char *name, const char *its, size_t size) {
+  struct statvfs fs;
+  char hint[64];
+  int known = en == ENOSPC && fd >= 0 && fstatvfs(fd, &fs) == 0;
+  if (known)
+    snprintf(hint, sizeof hint, "%llu bytes free in " SHM_DIR,
+             (unsigned long long)fs.f_bavail * (unsigned long long)fs.f_frsize);
+  discard(fd, created);
+  shm_fail(L, en, "%s(%s): reserving %s%zu bytes", what, name, its, size);
+  return known ? shm_hint(L, hint) : 3;
+}
+
 static void setname(lua_State *L, const char *name) {
   lua_pushstring(L, name);
   lua_setiuservalue(L, -2, 1);
@@ -220,7 +236,8 @@ int shm_posix_create(lua_State *L, size_t reserve) {
   /* the mode asked for, not the one the umask leaves */
   if (fchmod(fd, (mode_t)mode) != 0) return fail_fd(L, errno, fd, name, "shm.create", name);
   en = shm_fd_size(fd, size, reserve, NULL, &reserved);
-  if (en == 0) en = shm_fd_map(s, fd, size, 0, reserved);
+  if (en != 0) return fail_size(L, en, fd, name, "shm.create", name, "", reserve < size ? reserve : size);
+  en = shm_fd_map(s, fd, size, 0, reserved);
   if (en != 0) return fail_fd(L, en, fd, name, "shm.create", name);
   return 1;
 }
@@ -280,12 +297,9 @@ int shm_posix_open(lua_State *L, size_t reserve) {
    * SIGBUS at the first write. */
   if (have >= size) size = have;
   en = readonly ? 0 : shm_fd_size(fd, size, reserve, &st, &reserved);
-  if (en != 0 && created == NULL) {
-    discard(fd, NULL);
-    return shm_fail(L, en, "shm.open(%s): reserving its %zu bytes", name,
-                    reserve < size ? reserve : size);
-  }
-  if (en != 0) return fail_fd(L, en, fd, created, "shm.open", name);
+  if (en != 0)
+    return fail_size(L, en, fd, created, "shm.open", name, created ? "" : "its ",
+                     reserve < size ? reserve : size);
   en = shm_fd_map(s, fd, size, readonly, reserved);
   if (en != 0) return fail_fd(L, en, fd, created, "shm.open", name);
   return 1;

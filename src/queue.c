@@ -46,7 +46,7 @@
  * The header lives in memory other processes can write: every field is read
  * once into a local, validated, and only then used.
  *
- * Structure: a core of plain C functions (q_attach, q_push, q_pop, q_close,
+ * Structure: a core of plain C functions (q_attach, q_push, q_pop, q_setclosed,
  * q_stat) that never see a lua_State, each with one unlock path and an
  * shm_status result; then the binding, which checks arguments and turns
  * statuses into Lua results.  No Lua call is made while the lock is held.
@@ -407,14 +407,17 @@ static shm_status q_pop(qcore *q, shm_buf *buf, size_t *len, const shm_deadline 
   }
 }
 
-/* Mark closed and wake everybody.  SHM_OK, SHM_TIMEOUT, SHM_CORRUPT (why). */
-static shm_status q_close(qcore *q, const shm_deadline *d, uint64_t self, const char **why) {
+/* Set the closed flag under the lock: closed (and wake everybody, so that
+ * blocked readers and writers see it), or open again (q:reopen).  SHM_OK,
+ * SHM_TIMEOUT, SHM_CORRUPT (why). */
+static shm_status q_setclosed(qcore *q, int closed, const shm_deadline *d, uint64_t self,
+                              const char **why) {
   qhdr *h = q->h;
   shm_status st = lock_writers(q, self, d, why);
   if (st == SHM_TIMEOUT) return st;
-  if (st == SHM_OK) __atomic_store_n(&h->closed, 1, __ATOMIC_SEQ_CST);
+  if (st == SHM_OK) __atomic_store_n(&h->closed, closed ? 1u : 0u, __ATOMIC_SEQ_CST);
   unlock_writers(q);
-  if (st != SHM_OK) return st;
+  if (st != SHM_OK || !closed) return st;
   __atomic_add_fetch(&h->nonempty, 1, __ATOMIC_SEQ_CST);
   shm_futex_wake(&h->nonempty, INT_MAX);
   __atomic_add_fetch(&h->nonfull, 1, __ATOMIC_SEQ_CST);
@@ -570,6 +573,19 @@ static int l_pop(lua_State *L) {
   return 1;
 }
 
+/* q:close([timeout]), q:reopen([timeout]): true, or false, "timeout". */
+static int setclosed(lua_State *L, const char *what, int closed) {
+  shm_queue *q = checkwritable(L, 1, what);
+  shm_deadline d;
+  const char *why = NULL;
+  shm_status st;
+  shm_optdeadline(L, 2, &d);
+  st = q_setclosed(&q->core, closed, &d, shm_ctx_self(q->ctx), &why);
+  if (st != SHM_OK) return failure(L, st, why, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /***
 No more pushes: writers get `false, "closed"`; readers drain what is left, then get
 `nil, "closed"`.
@@ -580,20 +596,24 @@ No more pushes: writers get `false, "closed"`; readers drain what is left, then 
 @treturn[2] string `"timeout"`
 @usage q:close() -- readers finish what is queued, then stop
 */
-static int l_close(lua_State *L) {
-  shm_queue *q = checkwritable(L, 1, "close");
-  shm_deadline d;
-  const char *why = NULL;
-  shm_status st;
-  shm_optdeadline(L, 2, &d);
-  st = q_close(&q->core, &d, shm_ctx_self(q->ctx), &why);
-  if (st != SHM_OK) return failure(L, st, why, 0);
-  lua_pushboolean(L, 1);
-  return 1;
-}
+static int l_close(lua_State *L) { return setclosed(L, "close", 1); }
 
 /***
-Figures: `capacity`, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
+Undo `close`: writers can push again; what is still queued stays.  The way back
+for a queue a previous run left closed (`queue.open` attaches it as it is,
+closed or not).  Readers that already got `nil, "closed"` are not called back.
+@function queue:reopen
+@tparam[opt] number timeout for the writers' lock; `nil` waits forever
+@treturn boolean `true`
+@treturn[2] boolean `false`
+@treturn[2] string `"timeout"`
+@usage local q = assert(shm.queue.open("/jobs", 1024 * 1024))
+if q:stat().closed then q:reopen() end
+*/
+static int l_reopen(lua_State *L) { return setclosed(L, "reopen", 0); }
+
+/***
+Figures: <code>capacity</code>, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
 `recovered` (locks taken over from a writer that died holding them).
 @function queue:stat
 @tparam[opt] number timeout for the writers' lock; `nil` waits forever
@@ -729,13 +749,16 @@ static int l_create(lua_State *L) {
 }
 
 /***
-Attach an existing queue (its header is validated first); with `capacity`, a
+Attach an existing queue (its header is validated first); with <code>capacity</code>, a
 missing one is created, atomically: processes racing to create-or-open one
 queue all end up on the same working queue.  An opener that finds the queue
 being initialised by another process waits for it (up to 5 s; a dead
-initialiser is taken over).  An existing queue keeps its own capacity; a
-segment whose first 8 bytes are zero counts as fresh and is made a queue when
-`capacity` is given.
+initialiser is taken over).  An existing queue keeps its own capacity: a
+larger one opens, a smaller one fails with `EINVAL` in capacity terms
+(`shm.queue.open(/jobs): exists with capacity 65536, 1048576 asked`).  A queue
+left closed (by a previous run) opens closed: `queue:reopen` takes pushes again.
+A segment whose first 8 bytes are zero counts as fresh and is made a queue when
+<code>capacity</code> is given.
 @function queue.open
 @tparam integer|string key_or_name
 @tparam[opt] integer capacity create it with this capacity if it is missing
@@ -745,8 +768,24 @@ segment whose first 8 bytes are zero counts as fresh and is made a queue when
 @usage local q = assert(shm.queue.open("/jobs"))
 local q2 = assert(shm.queue.open("/jobs", 1024 * 1024)) -- create or open
 */
+/* The segment layer's "exists with N bytes, M asked" (the segment smaller
+ * than the capacity asked needs), on top of the stack, in capacity terms. */
+static void capacity_terms(lua_State *L) {
+  unsigned long long have, asked;
+  const char *msg = lua_tostring(L, -2), *p = msg != NULL ? strstr(msg, "): exists with ") : NULL;
+  if (p != NULL && sscanf(p, "): exists with %llu bytes, %llu asked", &have, &asked) == 2 &&
+      have >= Q_HDRSIZE && asked >= Q_HDRSIZE) {
+    lua_pushlstring(L, msg, (size_t)(p - msg));
+    lua_pushfstring(L, "%s): exists with capacity %I, %I asked", lua_tostring(L, -1),
+                    (lua_Integer)(have - Q_HDRSIZE), (lua_Integer)(asked - Q_HDRSIZE));
+    lua_replace(L, -4);
+    lua_pop(L, 1);
+  }
+}
+
 static int l_open(lua_State *L) {
   uint64_t cap = lua_isnoneornil(L, 2) ? 0 : checkcapacity(L, 2);
+  shm_optmode(L, 3, 0600); /* checked here: the segment layer's own position is #4 */
   lua_settop(L, 3);
   lua_pushvalue(L, 1);
   lua_pushliteral(L, "rw");
@@ -754,14 +793,17 @@ static int l_open(lua_State *L) {
   else lua_pushnil(L);
   lua_pushvalue(L, 3);
   shm_segment_call(L, "open", 4, Q_HDRSIZE);
-  if (shm_inseg_failure(L, "shm.queue.open")) return 3;
+  if (shm_inseg_failure(L, "shm.queue.open")) {
+    capacity_terms(L);
+    return 3;
+  }
   lua_pop(L, 2);
   return newqueue(L, 4, 1, cap, "shm.queue.open", 0);
 }
 
 static const luaL_Reg queue_methods[] = {
   {"push", l_push},       {"pop", l_pop},       {"close", l_close},
-  {"stat", l_stat},       {"remove", l_remove}, {"detach", l_detach},
+  {"reopen", l_reopen},   {"stat", l_stat},       {"remove", l_remove}, {"detach", l_detach},
   {"segment", l_segment}, {NULL, NULL}};
 
 static const luaL_Reg queue_meta[] = {
@@ -770,7 +812,7 @@ static const luaL_Reg queue_meta[] = {
 /***
 Where the queue's fields are, in bytes from the start of its segment: for tools
 and tests that look at the raw memory (`header` is the header's size, the ring
-follows it).  Fields: `header`, `magic`, `capacity`, `closed`, `lock` (the
+follows it).  Fields: `header`, `magic`, <code>capacity</code>, `closed`, <code>lock</code> (the
 writers' lock word), `tail`, `head`.
 @table queue.layout
 */

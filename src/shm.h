@@ -136,6 +136,43 @@ static inline int shm_segment_reserve(shm_segment *s, size_t off, size_t len) {
 
 /* ---- args.c: argument checking and error results (lauxlib's naming:
  * check = required, opt = optional with a default) ---- */
+/* Every argument error of the module names the function the user called
+ * ("shm.dict.open", "dict:set": methods count their arguments after self) and
+ * the caller's position, whichever C function of ours raises it and however
+ * it was reached (args.c).  shm_open_names (the end of luaopen_shm_core)
+ * names the module's functions; lauxlib's raisers and checkers, which name a
+ * function from the call information, are replaced by these in every file. */
+void shm_open_names(lua_State *L, int module);
+int shm_argerror(lua_State *L, int arg, const char *extramsg);
+int shm_typeerror(lua_State *L, int arg, const char *tname);
+lua_Integer shm_checkinteger(lua_State *L, int arg);
+lua_Integer shm_optinteger(lua_State *L, int arg, lua_Integer def);
+lua_Number shm_checknumber(lua_State *L, int arg);
+const char *shm_checklstring(lua_State *L, int arg, size_t *len);
+const char *shm_optlstring(lua_State *L, int arg, const char *def, size_t *len);
+void shm_checktype(lua_State *L, int arg, int t);
+void shm_checkany(lua_State *L, int arg);
+int shm_checkoption(lua_State *L, int arg, const char *def, const char *const lst[]);
+#undef luaL_argerror
+#undef luaL_typeerror
+#undef luaL_checkinteger
+#undef luaL_optinteger
+#undef luaL_checknumber
+#undef luaL_checklstring
+#undef luaL_optlstring
+#undef luaL_checktype
+#undef luaL_checkany
+#undef luaL_checkoption
+#define luaL_argerror shm_argerror
+#define luaL_typeerror shm_typeerror
+#define luaL_checkinteger shm_checkinteger
+#define luaL_optinteger shm_optinteger
+#define luaL_checknumber shm_checknumber
+#define luaL_checklstring shm_checklstring
+#define luaL_optlstring shm_optlstring
+#define luaL_checktype shm_checktype
+#define luaL_checkany shm_checkany
+#define luaL_checkoption shm_checkoption
 int shm_fail(lua_State *L, int en, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
