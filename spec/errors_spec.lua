@@ -114,7 +114,7 @@ describe("argument errors", function()
 
   -- shm.dict.open checks its mode itself once src/dict.c does (issue 22): until
   -- then shm.open, which it calls, reports it at its own position, #4
-  local DICT_C_CHECKS_MODE = false
+  local DICT_C_CHECKS_MODE = true
   local dictc_it = DICT_C_CHECKS_MODE and it or pending
   dictc_it("count shm.dict.open's mode as its third argument", function()
     local ok, err = pcall(function() local r = shm.dict.open("/d", 65536, {}) return r end)

@@ -451,6 +451,13 @@ static int l_set(lua_State *L) { return store(L, OP_SET, 0); }
 /***
 As `set`, but never evicts: `false, "no memory"` when full.
 @function dict:safe_set
+@tparam string key
+@param value
+@tparam[opt=0] number exptime seconds; 0 never expires
+@tparam[opt=0] integer flags
+@treturn boolean ok
+@treturn string|nil err `"no memory"`
+@treturn boolean forcible (always `false`)
 @usage assert(d:safe_set("k", "v"))
 */
 static int l_safe_set(lua_State *L) { return store(L, OP_SET, 1); }
@@ -458,6 +465,13 @@ static int l_safe_set(lua_State *L) { return store(L, OP_SET, 1); }
 /***
 As `set`, only if the key is missing (or expired): else `false, "exists"`.
 @function dict:add
+@tparam string key
+@param value (not `nil`)
+@tparam[opt=0] number exptime seconds; 0 never expires
+@tparam[opt=0] integer flags
+@treturn boolean ok
+@treturn string|nil err `"exists"`, `"no memory"`
+@treturn boolean forcible
 @usage if d:add("lock:job", true, 30) then run() end
 */
 static int l_add(lua_State *L) { return store(L, OP_ADD, 0); }
@@ -465,6 +479,13 @@ static int l_add(lua_State *L) { return store(L, OP_ADD, 0); }
 /***
 As `add`, but never evicts.
 @function dict:safe_add
+@tparam string key
+@param value (not `nil`)
+@tparam[opt=0] number exptime seconds; 0 never expires
+@tparam[opt=0] integer flags
+@treturn boolean ok
+@treturn string|nil err `"exists"`, `"no memory"`
+@treturn boolean forcible (always `false`)
 @usage d:safe_add("k", 1)
 */
 static int l_safe_add(lua_State *L) { return store(L, OP_ADD, 1); }
@@ -472,6 +493,13 @@ static int l_safe_add(lua_State *L) { return store(L, OP_ADD, 1); }
 /***
 As `set`, only if the key is there (and live): else `false, "not found"`.
 @function dict:replace
+@tparam string key
+@param value (not `nil`)
+@tparam[opt=0] number exptime seconds; 0 never expires
+@tparam[opt=0] integer flags
+@treturn boolean ok
+@treturn string|nil err `"not found"`, `"no memory"`
+@treturn boolean forcible
 @usage d:replace("config", new)
 */
 static int l_replace(lua_State *L) { return store(L, OP_REPLACE, 0); }
@@ -708,6 +736,11 @@ static int l_lpush(lua_State *L) { return push(L, 1); }
 /***
 Push to the tail of a list.
 @function dict:rpush
+@tparam string key
+@tparam string|number value
+@treturn integer the list's length
+@treturn[2] nil
+@treturn[2] string `"value not a list"`, `"bad value type"`, `"no memory"`
 @usage d:rpush("jobs", "job 2")
 */
 static int l_rpush(lua_State *L) { return push(L, 0); }
@@ -752,6 +785,8 @@ static int l_lpop(lua_State *L) { return pop(L, 1); }
 /***
 Pop from the tail of a list.
 @function dict:rpop
+@tparam string key
+@return the element, or `nil` when the list is empty or missing
 @usage local last = d:rpop("jobs")
 */
 static int l_rpop(lua_State *L) { return pop(L, 0); }
@@ -1030,22 +1065,10 @@ static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, DICT_MT); }
  * the stack; leaves the segment and returns 1, or leaves nil, msg, errno
  * with the message renamed to `who` and returns 0. */
 static int callseg(lua_State *L, const char *fn, int n, const char *who) {
-  const char *msg, *hint;
   shm_segment_call(L, fn, n, sizeof(dhdr)); /* the heap: reserved as it is used */
-  if (!shm_inseg_failure(L, who)) {
-    lua_pop(L, 2);
-    return 1;
-  }
-  /* a dict's argument is its capacity: "(pass a size ...)" says so */
-  msg = lua_tostring(L, -2);
-  hint = msg != NULL ? strstr(msg, " (pass a size to create it)") : NULL;
-  if (hint != NULL) {
-    lua_pushlstring(L, msg, (size_t)(hint - msg));
-    lua_pushfstring(L, "%s (pass a capacity to create it)", lua_tostring(L, -1));
-    lua_replace(L, -4);
-    lua_pop(L, 1);
-  }
-  return 0;
+  if (shm_inseg_failure(L, who)) return 0; /* (its hint says "pass a capacity") */
+  lua_pop(L, 2);
+  return 1;
 }
 
 /* Memory for what dict_format writes: everything before the heap, and the
@@ -1168,6 +1191,7 @@ up on one dict, and one being initialised by another process is waited for).
 static int l_open(lua_State *L) {
   lua_settop(L, 3);
   if (!lua_isnil(L, 2)) checkcapacity(L, 2);
+  shm_optmode(L, 3, 0600); /* checked here: shm.open's own position for it is #4 */
   lua_pushvalue(L, 1);
   lua_pushliteral(L, "rw");
   lua_pushvalue(L, 2);
