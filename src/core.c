@@ -115,7 +115,7 @@ static const luaL_Reg funcs[] = {
 /* The parts that add to the module and to the segment's methods, each
  * opened with the same arguments (as luasocket's mod[]). */
 static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, shm_open_mutex, shm_open_queue,
-                                  shm_open_dict, shm_open_ffi, NULL};
+                                  shm_open_dict, shm_open_events, shm_open_ffi, NULL};
 
 int luaopen_shm_core(lua_State *L) {
   int i, methods, module;

@@ -13,7 +13,7 @@
  *                                   through the kind's table of operations
  *   sysv.c, posix.c, file.c         the kinds (each exports one shm_ops)
  *   atomic, pack, lock, mutex,      what lives in a segment
- *   queue, dict
+ *   queue, dict, events
  *   core.c                          the module table (luaopen_shm_core)
  */
 #ifndef LUA_SHM_H
@@ -292,6 +292,9 @@ void shm_open_queue(lua_State *L, int module, int methods);
 
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
 void shm_open_dict(lua_State *L, int module, int methods);
+
+/* ---- events.c: broadcast in a segment (shm.events) ---- */
+void shm_open_events(lua_State *L, int module, int methods);
 
 /* ---- pack.c: string.pack formats in place ---- */
 void shm_open_pack(lua_State *L, int module, int methods);
