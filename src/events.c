@@ -382,16 +382,18 @@ static shm_status await(evhdr *h, uint64_t seen, const shm_deadline *d) {
 }
 
 /* A new cursor: at the next event to be published, or (oldest) at the oldest
- * kept.  SHM_OK or SHM_CORRUPT (why). */
+ * kept.  SHM_OK, or SHM_CORRUPT (why) with *c unchanged. */
 static shm_status ev_cursor(const evcore *e, evcursor *c, int oldest, const char **why) {
   evhdr *h = e->h;
   uint64_t w = LOAD(oldest ? &h->oldw : &h->tailw), newest = LOAD(&h->newest);
-  c->seq = unpack_seq(w, newest + 1);
+  uint64_t seq = unpack_seq(w, newest + 1), off;
   /* tailw leads newest by one event while a publish commits */
-  if (c->seq > newest + (oldest ? 1 : 2) || !unpack_off(e, w, &c->off)) {
+  if (seq > newest + (oldest ? 1 : 2) || !unpack_off(e, w, &off)) {
     *why = oldest ? "bad oldest event" : "bad tail";
     return SHM_CORRUPT;
   }
+  c->seq = seq;
+  c->off = off;
   return SHM_OK;
 }
 
@@ -439,14 +441,15 @@ static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint
   }
   /* fell behind: on from the oldest kept event */
   {
-    uint64_t s = c->seq;
-    shm_status st = ev_cursor(e, c, 1, why);
+    evcursor to;
+    shm_status st = ev_cursor(e, &to, 1, why);
     if (st != SHM_OK) return st;
-    if (c->seq <= s) {
+    if (to.seq <= c->seq) {
       *why = "bad oldest event";
       return SHM_CORRUPT;
     }
-    *lost = c->seq - s;
+    *lost = to.seq - c->seq;
+    *c = to;
     return EV_LOST;
   }
 }
