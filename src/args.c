@@ -206,15 +206,18 @@ size_t shm_optlength(lua_State *L, int arg, const shm_segment *s, size_t off) {
 
 /* A timeout in seconds at `arg`: none, nil or more than 1e9 (math.huge) =
  * forever; negative or NaN raises. */
-void shm_optdeadline(lua_State *L, int arg, shm_deadline *d) {
+double shm_opttimeout(lua_State *L, int arg) {
   lua_Number t;
-  if (lua_isnoneornil(L, arg)) {
-    d->forever = 1;
-    return;
-  }
+  if (lua_isnoneornil(L, arg)) return -1;
   t = luaL_checknumber(L, arg);
   luaL_argcheck(L, t >= 0, arg, "timeout must be a non-negative number of seconds");
-  shm_deadline_after(d, (double)t);
+  return (double)t;
+}
+
+void shm_optdeadline(lua_State *L, int arg, shm_deadline *d) {
+  double t = shm_opttimeout(L, arg);
+  if (t < 0) d->forever = 1;
+  else shm_deadline_after(d, t);
 }
 
 void shm_setfield_int(lua_State *L, const char *k, lua_Integer v) {

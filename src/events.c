@@ -41,9 +41,10 @@
  * then subscribers see the state before the publish, which is consistent.
  *
  * Wake-ups: a subscriber that finds nothing new spins briefly on `newest`,
- * then registers in `sleepers` and sleeps on the `wake` word; a publisher
- * touches the word and makes the wake system call only when somebody is
- * registered, so a publish nobody waits for makes no system call.
+ * then raises the `sleepers` flag and sleeps on the `wake` word; a publisher
+ * that finds the flag raised lowers it, touches the word and wakes every
+ * sleeper with one system call.  So a publish nobody waits for makes no
+ * system call, and a burst of publishes makes one for all the sleepers.
  *
  * The header and the records live in memory other processes can write:
  * every field is read once into a local and validated before use; every loop
@@ -72,7 +73,7 @@
 #define EV_MAXCAP UINT32_MAX
 #define EV_RECHDR 16u
 #define EV_CHECK 0x45564e54u /* "EVNT" */
-#define EV_SPINS 4000        /* looks before sleeping */
+#define EV_SPINS 200         /* looks before sleeping */
 #define EV_CACHELINE 64
 #define EV_INIT_WAIT 5.0     /* seconds an opener waits for an initialiser */
 
@@ -90,7 +91,7 @@ typedef struct evhdr {
   _Alignas(EV_CACHELINE) uint64_t oldest;
   uint64_t oldw;
   _Alignas(EV_CACHELINE) uint32_t wake; /* futex word */
-  uint32_t sleepers;                    /* subscribers registered on it */
+  uint32_t sleepers;                    /* nonzero: somebody may sleep on it */
 } evhdr;
 
 _Static_assert(sizeof(evhdr) <= EV_HDRSIZE, "events header too large");
@@ -118,11 +119,21 @@ typedef struct evcore {
   uint64_t ring;       /* usable bytes: cap rounded down to 8 */
 } evcore;
 
-/* A subscriber's position: the next event's sequence number and offset. */
+/* A subscriber's position: the next event's sequence number and offset, and
+ * the newest sequence number it has seen published (so that a subscriber
+ * behind reads records without touching the line publishers write). */
 typedef struct evcursor {
   uint64_t seq;
   uint64_t off;
+  uint64_t newest;
 } evcursor;
+
+/* A wait that reads the clock only once it has to wait. */
+typedef struct evwait {
+  double timeout;  /* seconds; < 0: none (forever); 0: only look */
+  int started;     /* d is set */
+  shm_deadline d;
+} evwait;
 
 typedef struct evstat {
   uint64_t capacity, published, oldest, newest, recovered;
@@ -356,27 +367,36 @@ static int ev_publish(evcore *e, const void *msg, size_t len, const shm_deadline
   if (st == SHM_TIMEOUT) return st;
   if (st == SHM_OK) st = publish_locked(e, msg, (uint32_t)len, why);
   unlock_publishers(e);
-  if (st == SHM_OK && LOADSC(&h->sleepers) != 0) { /* after the SEQ_CST store of newest */
+  /* after the SEQ_CST store of newest: a sleeper raised the flag before it
+   * looked at newest, or it sees the new newest and does not sleep */
+  if (st == SHM_OK && LOADSC(&h->sleepers) != 0 && __atomic_exchange_n(&h->sleepers, 0, __ATOMIC_SEQ_CST)) {
     __atomic_add_fetch(&h->wake, 1, __ATOMIC_SEQ_CST);
     shm_futex_wake(&h->wake, INT_MAX);
   }
   return st;
 }
 
-/* Wait until newest moves on from `seen`: spin, then sleep registered in
- * `sleepers`.  SHM_OK, SHM_TIMEOUT or SHM_INTERRUPTED. */
-static shm_status await(evhdr *h, uint64_t seen, const shm_deadline *d) {
+/* Wait until newest moves on from `seen`: spin, then sleep with the
+ * `sleepers` flag raised.  SHM_OK, SHM_TIMEOUT or SHM_INTERRUPTED. */
+static shm_status await(evhdr *h, uint64_t seen, evwait *wt) {
+  const shm_deadline *d = &wt->d;
   int i, en = 0;
   uint32_t w;
-  if (shm_deadline_expired(d)) return SHM_TIMEOUT;
+  if (wt->timeout == 0) return SHM_TIMEOUT;
+  if (!wt->started) {
+    wt->started = 1;
+    if (wt->timeout < 0) wt->d.forever = 1;
+    else shm_deadline_after(&wt->d, wt->timeout);
+  } else if (shm_deadline_expired(d)) {
+    return SHM_TIMEOUT;
+  }
   for (i = 0; i < EV_SPINS; i++) {
     if (LOAD(&h->newest) != seen) return SHM_OK;
     cpu_relax();
   }
-  __atomic_add_fetch(&h->sleepers, 1, __ATOMIC_SEQ_CST);
-  w = LOADSC(&h->wake);
+  w = LOADSC(&h->wake); /* before the flag: a wake after it changes the word */
+  if (LOADSC(&h->sleepers) == 0) STORE(&h->sleepers, 1);
   if (LOADSC(&h->newest) == seen) en = shm_futex_wait(&h->wake, w, d);
-  __atomic_sub_fetch(&h->sleepers, 1, __ATOMIC_SEQ_CST);
   if (en == ETIMEDOUT) return shm_deadline_expired(d) ? SHM_TIMEOUT : SHM_OK;
   return en == EINTR ? SHM_INTERRUPTED : SHM_OK;
 }
@@ -394,6 +414,7 @@ static shm_status ev_cursor(const evcore *e, evcursor *c, int oldest, const char
   }
   c->seq = seq;
   c->off = off;
+  c->newest = newest;
   return SHM_OK;
 }
 
@@ -403,20 +424,24 @@ static shm_status ev_cursor(const evcore *e, evcursor *c, int oldest, const char
  * missed); SHM_TIMEOUT; SHM_INTERRUPTED; SHM_CORRUPT (why); SHM_ERRNO
  * (ENOMEM). */
 static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint64_t *seq,
-                   uint64_t *lost, const shm_deadline *d, const char **why) {
+                   uint64_t *lost, evwait *wt, const char **why) {
   evhdr *h = e->h;
   for (;;) {
-    uint64_t s = c->seq, newest = LOAD(&h->newest);
+    uint64_t s = c->seq;
     evrec r;
     shm_status st;
-    if (s > newest) {
+    if (s > c->newest) { /* beyond what it has seen published: look again */
+      uint64_t newest = LOAD(&h->newest);
       if (s > newest + 2) { /* (+2: a cursor made while a publish committed) */
         *why = "sequence number went backwards";
         return SHM_CORRUPT;
       }
-      st = await(h, newest, d);
-      if (st != SHM_OK) return st;
-      continue;
+      c->newest = newest;
+      if (s > newest) {
+        st = await(h, newest, wt);
+        if (st != SHM_OK) return st;
+        continue;
+      }
     }
     if (s < LOAD(&h->oldest)) break;
     ring_get(e, c->off, &r, EV_RECHDR);
@@ -663,13 +688,11 @@ end
 */
 static int l_next(lua_State *L) {
   shm_subscriber *s = checksub(L, 1);
-  shm_deadline d;
+  evwait wt = {shm_opttimeout(L, 2), 0, {0, {0, 0}}};
   const char *why = NULL;
   size_t len = 0;
   uint64_t seq = 0, lost = 0;
-  int st;
-  shm_optdeadline(L, 2, &d);
-  st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &seq, &lost, &d, &why);
+  int st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &seq, &lost, &wt, &why);
   if (st == SHM_OK) {
     lua_pushlstring(L, s->buf.p, len);
     lua_pushinteger(L, (lua_Integer)seq);
@@ -838,16 +861,13 @@ static void pushlayout(lua_State *L) {
  * < 0 means none (wait forever).  They return an shm_status (or EV_TOOBIG,
  * EV_LOST), or SHM_FFI_FALLBACK having done nothing, for a call l_publish or
  * l_next must answer (detached, read-only, out of memory). */
-static void ffi_deadline(shm_deadline *d, double timeout) {
-  if (timeout < 0) d->forever = 1;
-  else shm_deadline_after(d, timeout);
-}
 
 static int ffi_publish(void *ud, const char *msg, size_t len, double timeout, const char **why) {
   shm_events *e = (shm_events *)ud;
   shm_deadline d;
   if (e->seg->addr == NULL || e->seg->readonly) return SHM_FFI_FALLBACK;
-  ffi_deadline(&d, timeout);
+  if (timeout < 0) d.forever = 1;
+  else shm_deadline_after(&d, timeout);
   *why = NULL;
   return ev_publish(&e->core, msg, len, &d, shm_ctx_self(e->ctx), why);
 }
@@ -855,14 +875,13 @@ static int ffi_publish(void *ud, const char *msg, size_t len, double timeout, co
 static int ffi_next(void *ud, double timeout, const char **p, size_t *len, double *seq,
                     const char **why) {
   shm_subscriber *s = (shm_subscriber *)ud;
-  shm_deadline d;
+  evwait wt = {timeout, 0, {0, {0, 0}}};
   uint64_t n = 0, lost = 0;
   int st;
   if (s->ev->seg->addr == NULL) return SHM_FFI_FALLBACK;
-  ffi_deadline(&d, timeout);
   *why = NULL;
   *len = 0;
-  st = ev_next(&s->ev->core, &s->cur, &s->buf, len, &n, &lost, &d, why);
+  st = ev_next(&s->ev->core, &s->cur, &s->buf, len, &n, &lost, &wt, why);
   if (st == SHM_ERRNO) return SHM_FFI_FALLBACK; /* nothing taken: l_next says why */
   *p = s->buf.p;
   *seq = (double)(st == EV_LOST ? lost : n);

@@ -183,8 +183,10 @@ int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d);
 int shm_futex_wake(uint32_t *addr, int n);
 /* The 32-bit futex word inside an int64: the half holding its low bits. */
 uint32_t *shm_futex_word(int64_t *p);
-/* args.c: a timeout argument (seconds; none/nil = forever). */
+/* args.c: a timeout argument (seconds; none/nil = forever), as a deadline or
+ * as seconds (-1: none), for a wait that reads the clock only if it waits. */
 void shm_optdeadline(lua_State *L, int arg, shm_deadline *d);
+double shm_opttimeout(lua_State *L, int arg);
 
 /* ---- Status of the locked cores (queue, dict, lock): plain C functions that
  * never see a lua_State return one of these; the bindings turn them into Lua

@@ -1,0 +1,175 @@
+-- Broadcast: one publisher (this process) to SUBS subscriber processes.
+-- The same script for every transport:
+--   events   shm.events: publish / sub:next (subscribers sleep on a futex)
+--   dict     the event log of lua-resty-worker-events and mlcache's ipc_shm,
+--            over shm.dict: the publisher does incr(index) then set(index,
+--            event); subscribers poll the index and get each event by it
+--            (throughput: polling without a pause, its best case; latency:
+--            a poll every POLL_MS milliseconds, as those libraries do with
+--            their timers, only much more often)
+--   fifo     a FIFO per subscriber, the publisher writes each event to each
+--            (throughput: stdio buffering, one flush at the end; latency: a
+--            flush per event)
+-- usage: events.lua throughput TRANSPORT SIZE SUBS COUNT -> events per second
+--        (until the last subscriber has the last event; every event checked)
+--        events.lua latency TRANSPORT COUNT -> median µs from publish to the
+--        subscriber's wake-up (64 B events, the subscriber asleep before each)
+local lib = require "lib"
+local shm = require "shm"
+
+local mode, transport = arg[1], arg[2]
+local q = lib.q
+local POLL_MS = 1
+local PID = io.open("/proc/self/stat"):read("*n")
+
+-- a sleep that is a real wait (a futex with a timeout, nothing wakes it)
+local nap_seg = assert(shm.create(shm.PRIVATE, 8))
+nap_seg:remove()
+local function nap(s) nap_seg:wait(0, 0, s) end
+
+---------------------------------------------------------------- subscribers
+
+if mode == "sub" then
+  local name, size, count, gate_id, lat = arg[3], tonumber(arg[4]), tonumber(arg[5]), tonumber(arg[6]), arg[7]
+  local msgs = lib.messages(size)
+  local gate = assert(shm.attach(gate_id))
+  local lats = {}
+  local function got(i, m)
+    if lat then
+      lats[i] = (lib.now() - tonumber(m:match("^(%S+)"))) * 1e6
+    elseif m ~= msgs[i % 1024] then
+      error("event " .. i .. " lost, torn or out of order")
+    end
+  end
+  if transport == "events" then
+    local ev = assert(shm.events.open(name))
+    local sub = ev:subscribe()
+    local nxt = sub.next
+    gate:add(0, 1)
+    for i = 1, count do
+      local m, why = nxt(sub, 30)
+      if not m then error("next: " .. tostring(why)) end
+      got(i, m)
+    end
+  elseif transport == "dict" then
+    local d = assert(shm.dict.open(name))
+    local get = d.get
+    gate:add(0, 1)
+    local i = 0
+    while i < count do
+      local idx = get(d, "idx") or 0
+      if idx > i then
+        for j = i + 1, idx do
+          local m = get(d, "ev:" .. j)
+          while m == nil do m = get(d, "ev:" .. j) end -- (the set after the incr is on its way)
+          got(j, m)
+        end
+        i = idx
+      elseif lat then
+        nap(POLL_MS / 1000)
+      end
+    end
+  else
+    gate:add(0, 1)
+    local f = assert(io.open(name, "rb"))
+    for i = 1, count do got(i, assert(f:read(size))) end
+    f:close()
+  end
+  if lat then
+    print(string.format("%.3f", lib.median(lats)))
+  else
+    print(string.format("%.9f", lib.now()))
+  end
+  os.exit(0)
+end
+
+---------------------------------------------------------------- the publisher
+
+local size, subs, count
+if mode == "latency" then
+  size, subs, count = 64, 1, tonumber(arg[3])
+else
+  size, subs, count = tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
+end
+local msgs = lib.messages(size)
+local name = string.format("/lshm-bench-ev-%d", PID)
+local gate = assert(shm.create(shm.PRIVATE, 8))
+gate:remove()
+local fifos = {}
+
+local publish, finish
+if transport == "events" then
+  -- room for every event: nobody falls behind the ring, nothing is lost
+  local ev = assert(shm.events.create(name, count * (size + 16) + 4096))
+  local pub = ev.publish
+  publish = function(m) pub(ev, m) end
+  finish = function() ev:remove() ev:detach() end
+elseif transport == "dict" then
+  local d = assert(shm.dict.create(name, math.max(8 * 1024 * 1024, count * (size + 256))))
+  local incr, set = d.incr, d.set
+  publish = function(m)
+    local i = incr(d, "idx", 1, 0)
+    set(d, "ev:" .. i, m)
+  end
+  finish = function() d:remove() d:detach() end
+else
+  for s = 1, subs do
+    fifos[s] = os.tmpname()
+    os.remove(fifos[s])
+    assert(lib.exec("mkfifo -m 0600 " .. q(fifos[s])))
+  end
+  finish = function() for s = 1, subs do os.remove(fifos[s]) end end
+end
+
+local kids = {}
+for s = 1, subs do
+  local cmd = { arg[-1], q(arg[0]), "sub", transport, q(fifos[s] or name), size, count, gate.id }
+  if mode == "latency" then cmd[#cmd + 1] = "lat" end
+  kids[s] = assert(io.popen(table.concat(cmd, " "), "r"))
+end
+if transport == "fifo" then
+  local fs = {}
+  for s = 1, subs do fs[s] = assert(io.open(fifos[s], "wb")) end
+  local flush = mode == "latency"
+  publish = function(m)
+    for s = 1, subs do
+      local f = fs[s]
+      f:write(m)
+      if flush then f:flush() end
+    end
+  end
+  local done = finish
+  finish = function()
+    for s = 1, subs do fs[s]:close() end
+    done()
+  end
+end
+while gate:load(0) < subs do nap(0.001) end -- every subscriber is there
+
+local t0 = lib.now()
+if mode == "latency" then
+  for _ = 1, count do
+    nap(0.002) -- the subscriber goes to sleep
+    local m = string.format("%.9f ", lib.now())
+    publish(m .. string.rep("x", size - #m))
+  end
+else
+  for i = 1, count do publish(msgs[i % 1024]) end
+end
+if transport == "fifo" then finish() end -- flushed, closed and removed
+local results = {}
+for s = 1, subs do
+  local out = kids[s]:read("*a")
+  local ok = kids[s]:close()
+  local v = tonumber(out:match("^%s*([%d.]+)"))
+  if not v or ok == false then error("subscriber " .. s .. " failed:\n" .. out) end
+  results[s] = v
+end
+if transport ~= "fifo" then finish() end
+if mode == "latency" then
+  print(string.format("%.3f", results[1]))
+else
+  local last = 0
+  for _, t in ipairs(results) do last = math.max(last, t) end
+  print(string.format("%.0f", count / (last - t0)))
+end
