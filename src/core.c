@@ -10,8 +10,8 @@
 
 /***
 Shared memory for Lua: System V, POSIX and file segments, atomics, a robust mutex,
-a message queue (`shm.queue`) and a dictionary with ngx.shared.DICT's API
-(`shm.dict`).  `local shm = require "shm"`.
+a message queue (`shm.queue`), a dictionary with ngx.shared.DICT's API
+(`shm.dict`) and broadcast events (`shm.events`).  `local shm = require "shm"`.
 
 Conventions: offsets are 0-based and lengths in bytes; a failing system call
 returns `nil, message, errno` (the message names the call and the object); misuse
