@@ -60,8 +60,12 @@ if mode == "sub" then
       local idx = get(d, "idx") or 0
       if idx > i then
         for j = i + 1, idx do
-          local m = get(d, "ev:" .. j)
-          while m == nil do m = get(d, "ev:" .. j) end -- (the set after the incr is on its way)
+          local m, t = get(d, "ev:" .. j), nil
+          while m == nil do -- (the set after the incr is on its way)
+            t = t or lib.now()
+            if lib.now() - t > 5 then error("event " .. j .. " never came") end
+            m = get(d, "ev:" .. j)
+          end
           got(j, m)
         end
         i = idx
@@ -105,11 +109,13 @@ if transport == "events" then
   publish = function(m) pub(ev, m) end
   finish = function() ev:remove() ev:detach() end
 elseif transport == "dict" then
-  local d = assert(shm.dict.create(name, math.max(8 * 1024 * 1024, count * (size + 256))))
+  -- (values above 4 KiB take an 8 KiB block)
+  local d = assert(shm.dict.create(name, 16 * 1024 * 1024 + count * (2 * size + 512)))
   local incr, set = d.incr, d.set
   publish = function(m)
     local i = incr(d, "idx", 1, 0)
-    set(d, "ev:" .. i, m)
+    local ok, err, forcible = set(d, "ev:" .. i, m)
+    if not ok or forcible then error("bench: the dict is too small (" .. tostring(err or "evicted") .. ")") end
   end
   finish = function() d:remove() d:detach() end
 else
@@ -144,7 +150,11 @@ if transport == "fifo" then
     done()
   end
 end
-while gate:load(0) < subs do nap(0.001) end -- every subscriber is there
+local t_gate = lib.now()
+while gate:load(0) < subs do -- every subscriber is there
+  if lib.now() - t_gate > 30 then error("bench: the subscribers did not start") end
+  nap(0.001)
+end
 
 local t0 = lib.now()
 if mode == "latency" then

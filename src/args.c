@@ -70,6 +70,20 @@ size_t shm_checksize(lua_State *L, int arg) {
   return (size_t)v;
 }
 
+uint64_t shm_checkcapacity(lua_State *L, int arg, uint64_t min, uint64_t max) {
+  int isint = 0;
+  lua_Integer c = lua_tointegerx(L, arg, &isint);
+  if (!isint || lua_type(L, arg) != LUA_TNUMBER)
+    luaL_argerror(L, arg, lua_pushfstring(L, "integer capacity expected, got %s",
+                                          lua_type(L, arg) == LUA_TNUMBER
+                                              ? "a number with no integer representation"
+                                              : luaL_typename(L, arg)));
+  if (c < (lua_Integer)min || (uint64_t)c > max)
+    luaL_argerror(L, arg, lua_pushfstring(L, "capacity out of range (%I to %I)", (lua_Integer)min,
+                                          (lua_Integer)max));
+  return (uint64_t)c;
+}
+
 /* A size, or 0 for none/nil (open: attach only, never create). */
 size_t shm_optsize(lua_State *L, int arg) {
   return lua_isnoneornil(L, arg) ? 0 : shm_checksize(L, arg);

@@ -146,15 +146,11 @@ typedef struct evstat {
 /* ---- the ring ---- */
 
 static void ring_put(const evcore *e, uint64_t at, const void *src, size_t n) {
-  size_t first = n < e->ring - at ? n : (size_t)(e->ring - at);
-  memcpy(e->data + at, src, first);
-  if (n > first) memcpy(e->data, (const char *)src + first, n - first);
+  shm_ring_put(e->data, e->ring, at, src, n);
 }
 
 static void ring_get(const evcore *e, uint64_t at, void *dst, size_t n) {
-  size_t first = n < e->ring - at ? n : (size_t)(e->ring - at);
-  memcpy(dst, e->data + at, first);
-  if (n > first) memcpy((char *)dst + first, e->data, n - first);
+  shm_ring_get(e->data, e->ring, at, dst, n);
 }
 
 static uint64_t advance(const evcore *e, uint64_t at, uint64_t n) { return (at + n) % e->ring; }
@@ -163,14 +159,6 @@ static uint64_t recsize(uint32_t len) { return EV_RECHDR + (((uint64_t)len + 7) 
 
 static uint32_t reccheck(uint64_t seq, uint32_t len) {
   return len ^ (uint32_t)seq ^ (uint32_t)(seq >> 32) ^ EV_CHECK;
-}
-
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
 }
 
 /* ---- packed words: low 32 bits of a sequence number, a ring offset ---- */
@@ -392,7 +380,7 @@ static shm_status await(evhdr *h, uint64_t seen, evwait *wt) {
   }
   for (i = 0; i < EV_SPINS; i++) {
     if (LOAD(&h->newest) != seen) return SHM_OK;
-    cpu_relax();
+    shm_cpu_relax();
   }
   w = LOADSC(&h->wake); /* before the flag: a wake after it changes the word */
   if (LOADSC(&h->sleepers) == 0) STORE(&h->sleepers, 1);
@@ -723,20 +711,6 @@ static int l_subtostring(lua_State *L) {
 
 /* ---- constructors ---- */
 
-/* The capacity argument: an integer from EV_MINCAP to EV_MAXCAP. */
-static uint64_t checkcapacity(lua_State *L, int arg) {
-  int isint = 0;
-  lua_Integer c = lua_tointegerx(L, arg, &isint);
-  if (!isint || lua_type(L, arg) != LUA_TNUMBER)
-    luaL_argerror(L, arg, lua_pushfstring(L, "integer capacity expected, got %s",
-                                          lua_type(L, arg) == LUA_TNUMBER
-                                              ? "a number with no integer representation"
-                                              : luaL_typename(L, arg)));
-  luaL_argcheck(L, c >= (lua_Integer)EV_MINCAP && c <= (lua_Integer)EV_MAXCAP, arg,
-                "capacity out of range (32 to 4294967295)");
-  return (uint64_t)c;
-}
-
 /* Wrap the segment at idx (attached, from this module) as an event ring; cap
  * 0: open only.  Pushes it, or nil, message, errno. */
 static int newevents(lua_State *L, int idx, int keyidx, uint64_t cap, const char *fname, int created) {
@@ -746,17 +720,10 @@ static int newevents(lua_State *L, int idx, int keyidx, uint64_t cap, const char
   evcore core;
   shm_status st = ev_attach(&core, s->addr, s->size, cap, shm_ctx_self(ctx), &why);
   shm_events *e;
-  if (st != SHM_OK) {
-    int en = st == SHM_TIMEOUT ? ETIMEDOUT : EINVAL;
-    const char *name;
-    if (st == SHM_TIMEOUT) why = "still being initialised by another process (timeout)";
-    shm_inseg_drop(L, idx, created);
-    name = shm_inseg_name(L, keyidx);
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s(%s): %s", fname, name, why);
-    lua_pushinteger(L, en);
-    return 3;
-  }
+  if (st == SHM_TIMEOUT)
+    return shm_inseg_refuse(L, idx, keyidx, created, fname,
+                            "still being initialised by another process (timeout)", ETIMEDOUT);
+  if (st != SHM_OK) return shm_inseg_refuse(L, idx, keyidx, created, fname, why, EINVAL);
   e = (shm_events *)lua_newuserdatauv(L, sizeof *e, 1);
   e->core = core;
   e->seg = s;
@@ -780,15 +747,8 @@ padded to 8), 32 to 2^32-1
 @usage local ev = assert(shm.events.create("/invalidate", 1024 * 1024))
 */
 static int l_create(lua_State *L) {
-  uint64_t cap = checkcapacity(L, 2);
-  lua_settop(L, 3);
-  lua_pushvalue(L, lua_upvalueindex(1)); /* the module's create */
-  lua_pushvalue(L, 1);
-  lua_pushinteger(L, (lua_Integer)(EV_HDRSIZE + cap));
-  lua_pushvalue(L, 3);
-  lua_call(L, 3, 3);
-  if (shm_inseg_failure(L, "shm.events.create")) return 3;
-  lua_pop(L, 2);
+  uint64_t cap = shm_checkcapacity(L, 2, EV_MINCAP, EV_MAXCAP);
+  if (shm_inseg_make(L, 1, (lua_Integer)(EV_HDRSIZE + cap), "shm.events.create")) return 3;
   return newevents(L, 4, 1, cap, "shm.events.create", 1);
 }
 
@@ -807,17 +767,8 @@ initialiser is taken over).  An existing ring keeps its own capacity.
 @usage local ev = assert(shm.events.open("/invalidate", 1024 * 1024)) -- create or open
 */
 static int l_open(lua_State *L) {
-  uint64_t cap = lua_isnoneornil(L, 2) ? 0 : checkcapacity(L, 2);
-  lua_settop(L, 3);
-  lua_pushvalue(L, lua_upvalueindex(2)); /* the module's open */
-  lua_pushvalue(L, 1);
-  lua_pushliteral(L, "rw");
-  if (cap != 0) lua_pushinteger(L, (lua_Integer)(EV_HDRSIZE + cap));
-  else lua_pushnil(L);
-  lua_pushvalue(L, 3);
-  lua_call(L, 4, 3);
-  if (shm_inseg_failure(L, "shm.events.open")) return 3;
-  lua_pop(L, 2);
+  uint64_t cap = lua_isnoneornil(L, 2) ? 0 : shm_checkcapacity(L, 2, EV_MINCAP, EV_MAXCAP);
+  if (shm_inseg_make(L, 0, cap != 0 ? (lua_Integer)(EV_HDRSIZE + cap) : 0, "shm.events.open")) return 3;
   return newevents(L, 4, 1, cap, "shm.events.open", 0);
 }
 
@@ -899,35 +850,12 @@ typedef struct shm_events_ffi_api {
 
 static const shm_events_ffi_api events_ffi = {1, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
 
-/* A class whose methods carry its metatable as their upvalue. */
-static void newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta) {
-  int mt;
-  shm_newclass(L, name, NULL, meta);
-  luaL_getmetatable(L, name);
-  mt = lua_gettop(L);
-  lua_newtable(L);
-  lua_pushvalue(L, mt);
-  luaL_setfuncs(L, methods, 1);
-  lua_setfield(L, mt, "__index");
-  lua_pop(L, 1);
-}
-
 void shm_open_events(lua_State *L, int module, int methods) {
   (void)methods;
-  newclass(L, EVENTS_MT, events_methods, events_meta);
-  newclass(L, SUB_MT, sub_methods, sub_meta);
+  shm_newupclass(L, EVENTS_MT, events_methods, events_meta);
+  shm_newupclass(L, SUB_MT, sub_methods, sub_meta);
   /* shm.events: the constructors call the module's create and open */
-  lua_createtable(L, 0, 4);
-  lua_getfield(L, module, "create");
-  lua_getfield(L, module, "open");
-  if (!lua_isfunction(L, -1) || !lua_isfunction(L, -2))
-    luaL_error(L, "shm.core: open the segment functions before the events");
-  lua_pushvalue(L, -2);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, l_create, 2);
-  lua_setfield(L, -4, "create");
-  lua_pushcclosure(L, l_open, 2);
-  lua_setfield(L, -2, "open");
+  shm_inseg_constructors(L, module, l_create, l_open);
   pushlayout(L);
   lua_setfield(L, -2, "layout");
   lua_pushlightuserdata(L, (void *)&events_ffi); /* for lua/shm/ffi.lua */

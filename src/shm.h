@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -114,6 +115,8 @@ int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...)
 /* Append " (hint)" to the message of the nil, message, errno on top; returns 3. */
 int shm_hint(lua_State *L, const char *hint);
 size_t shm_checksize(lua_State *L, int arg);
+/* A structure's capacity: an integer from min to max. */
+uint64_t shm_checkcapacity(lua_State *L, int arg, uint64_t min, uint64_t max);
 size_t shm_optsize(lua_State *L, int arg); /* none/nil: 0 */
 int shm_checkmode(lua_State *L, int arg);
 int shm_optmode(lua_State *L, int arg, int def);
@@ -203,6 +206,29 @@ typedef enum shm_status {
   SHM_NSTATUS
 } shm_status;
 
+/* ---- Byte rings in a segment (the queue's, the event ring's): n bytes at
+ * offset `at` of a ring of `cap` bytes, wrapping at its end. ---- */
+static inline void shm_ring_put(unsigned char *data, uint64_t cap, uint64_t at, const void *src,
+                                size_t n) {
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
+  memcpy(data + at, src, first);
+  if (n > first) memcpy(data, (const char *)src + first, n - first);
+}
+static inline void shm_ring_get(const unsigned char *data, uint64_t cap, uint64_t at, void *dst,
+                                size_t n) {
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
+  memcpy(dst, data + at, first);
+  if (n > first) memcpy((char *)dst + first, data, n - first);
+}
+/* In a spin loop: let the other hardware thread run. */
+static inline void shm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 /* ---- A growable malloc'ed buffer (a queue's pops, a dict's values and keys),
  * grown outside any lock.  Zero-initialised is empty. ---- */
 typedef struct shm_buf {
@@ -281,6 +307,21 @@ int shm_inseg_tostring(lua_State *L, const char *name);
 int shm_inseg_failure(lua_State *L, const char *to);
 void shm_inseg_drop(lua_State *L, int idx, int remove);
 const char *shm_inseg_name(lua_State *L, int idx);
+/* A class whose methods carry its metatable as their first upvalue (for
+ * shm_checkupclass). */
+void shm_newupclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
+/* The table of such an object's constructors, left on the stack: create and
+ * open as closures over the module's create and open (their upvalues 1 and 2). */
+void shm_inseg_constructors(lua_State *L, int module, lua_CFunction create, lua_CFunction open);
+/* In such a constructor: the module's create (create != 0) or open ("rw")
+ * called for the key_or_name at 1, `size` bytes (0 on open: none) and the mode
+ * at 3.  0 with the segment at index 4, or 3 results to return (the message
+ * renamed for fname). */
+int shm_inseg_make(lua_State *L, int create, lua_Integer size, const char *fname);
+/* The segment at idx could not be wrapped: dropped (removed if this call
+ * created it); pushes nil, "fname(name): why", en and returns 3. */
+int shm_inseg_refuse(lua_State *L, int idx, int keyidx, int created, const char *fname, const char *why,
+                     int en);
 
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
 void shm_open_atomics(lua_State *L, int module, int methods);
