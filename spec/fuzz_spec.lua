@@ -136,6 +136,31 @@ local function newseg()
   end
 end
 
+-- A queue's or an event ring's raw segment: random bytes over it, or (w 2)
+-- its lock word, between lock operations (a live holder only on a header
+-- with a magic, until the end of this step: openers of a fresh one (magic 0)
+-- wait 5 s for it, as for an initialiser), or (w 3) the init state: a fresh
+-- header, the lock word naming nobody alive, then an open of it.  Returns w.
+local function scribble(raw, L, class, mincap)
+  local w = R(8)
+  if w == 1 then
+    call(function() raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
+  elseif w == 2 then
+    call(function() raw:pack(L.lock, "<I4I4", lockword(raw:unpack(L.magic, "<I8") ~= 0)) end)
+    restore = function() raw:pack(L.lock, "<I4I4", 0, 0) end
+  elseif w == 3 then
+    call(function()
+      raw:pack(L.magic, "<I8", 0)
+      raw:pack(L.lock, "<I4I4", lockword(false))
+    end)
+    call(function()
+      local o = class.open(raw.key or raw.name, R(2) == 1 and R(mincap, 3000) or nil)
+      if o then o:detach() end
+    end)
+  end
+  return w
+end
+
 local seg_methods = { "read", "write", "fill", "pack", "unpack", "stat", "load", "store", "add",
   "cas", "wait", "notify", "mutex", "sync", "chmod", "detach" }
 if shm.dict then -- a dict, for the wrong-self calls
@@ -192,27 +217,7 @@ for i = 1, calls do
     end
     local e = queues[R(math.max(1, #queues))]
     if e then
-      local L = shm.queue.layout
-      local w = R(8)
-      if w == 1 then
-        call(function() e.raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
-      elseif w == 2 then -- the writers' lock word, between lock operations (a live
-        -- holder only on a queue with a magic, until the end of this step: openers
-        -- of a fresh queue (magic 0) wait 5 s for it, as for an initialiser)
-        call(function()
-          e.raw:pack(L.lock, "<I4I4", lockword(e.raw:unpack(L.magic, "<I8") ~= 0))
-        end)
-        restore = function() e.raw:pack(L.lock, "<I4I4", 0, 0) end
-      elseif w == 3 then -- init state: a fresh header, the lock word naming nobody alive
-        call(function()
-          e.raw:pack(L.magic, "<I8", 0)
-          e.raw:pack(L.lock, "<I4I4", lockword(false))
-        end)
-        call(function()
-          local q = shm.queue.open(e.raw.key or e.raw.name, R(2) == 1 and R(16, 3000) or nil)
-          if q then q:detach() end
-        end)
-      end
+      scribble(e.raw, shm.queue.layout, shm.queue, 16) -- (the writers' lock)
       local op = pick({ "push", "push", "pop", "pop", "stat", "close" })
       -- every blocking call with a zero timeout: a scribbled lock word may
       -- look held forever, which must give "timeout", not a hang
@@ -235,25 +240,7 @@ for i = 1, calls do
     end
     local e = rings[R(math.max(1, #rings))]
     if e then
-      local L = shm.events.layout
-      local w = R(8)
-      if w == 1 then
-        call(function() e.raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
-      elseif w == 2 then
-        call(function()
-          e.raw:pack(L.lock, "<I4I4", lockword(e.raw:unpack(L.magic, "<I8") ~= 0))
-        end)
-        restore = function() e.raw:pack(L.lock, "<I4I4", 0, 0) end
-      elseif w == 3 then
-        call(function()
-          e.raw:pack(L.magic, "<I8", 0)
-          e.raw:pack(L.lock, "<I4I4", lockword(false))
-        end)
-        call(function()
-          local ev = shm.events.open(e.raw.key or e.raw.name, R(2) == 1 and R(32, 3000) or nil)
-          if ev then ev:detach() end
-        end)
-      elseif w == 4 then
+      if scribble(e.raw, shm.events.layout, shm.events, 32) == 4 then -- (the publishers' lock)
         call(function()
           local sub = e.ev:subscribe(pick({ "next", "oldest", "x", 1, nil }))
           e.subs[#e.subs % 4 + 1] = sub

@@ -240,6 +240,24 @@ static void init_locked(evhdr *h, uint64_t cap) {
   __atomic_store_n(&h->magic, EV_MAGIC, __ATOMIC_RELEASE);
 }
 
+/* What ev_attach hands shm_lock_init_once's callbacks. */
+typedef struct evinit {
+  evcore *e;
+  size_t size;
+  uint64_t cap;
+  const char **why;
+} evinit;
+
+static void init_cb(void *a) { init_locked(((evinit *)a)->e->h, ((evinit *)a)->cap); }
+
+/* initialised, then a publisher died: finish its publish, if the header is a ring's */
+static shm_status repair_cb(void *a) {
+  evinit *in = (evinit *)a;
+  if (readconfig(in->e->h, in->size, &in->e->cap) != NULL) return SHM_OK; /* (said below) */
+  in->e->ring = in->e->cap & ~(uint64_t)7;
+  return recover(in->e, in->why);
+}
+
 /* View the ring in `size` bytes at `base`.  With cap != 0, fresh memory
  * (magic 0) is made an event ring of that capacity (or waited for, when
  * another process does it); with cap == 0 it is only waited for if an
@@ -248,9 +266,9 @@ static void init_locked(evhdr *h, uint64_t cap) {
 static shm_status ev_attach(evcore *e, unsigned char *base, size_t size, uint64_t cap, uint64_t self,
                             const char **why) {
   evhdr *h = (evhdr *)(void *)base;
+  evinit in = {e, size, cap, why};
   const char *bad;
-  shm_deadline d;
-  shm_status st = SHM_OK;
+  shm_status st;
   if (size < EV_HDRSIZE + EV_MINCAP) {
     *why = "segment too small for an event ring";
     return SHM_CORRUPT;
@@ -259,22 +277,8 @@ static shm_status ev_attach(evcore *e, unsigned char *base, size_t size, uint64_
   e->data = base + EV_HDRSIZE;
   e->cap = 0;
   e->ring = 8;
-  if (LOAD(&h->magic) == 0) {
-    shm_deadline_after(&d, EV_INIT_WAIT);
-    if (cap == 0) { /* open only: wait while somebody initialises */
-      if (LOAD(&h->lock.word) != 0) st = shm_lock_wait(&h->lock, self, &d);
-    } else {
-      st = shm_lock_try(&h->lock, self); /* looks at a holder at once */
-      if (st == SHM_BUSY) st = shm_lock_acquire(&h->lock, self, &d);
-      if (st != SHM_TIMEOUT) {
-        if (LOAD(&h->magic) == 0) init_locked(h, cap);
-        else if (st == SHM_OWNERDIED && readconfig(h, size, &e->cap) == NULL)
-          st = recover(e, why); /* initialised, then a publisher died */
-        unlock_publishers(e);
-      }
-    }
-    if (st == SHM_TIMEOUT) return st;
-  }
+  st = shm_lock_init_once(&h->lock, &h->magic, self, cap != 0, EV_INIT_WAIT, init_cb, repair_cb, &in);
+  if (st == SHM_TIMEOUT) return st;
   bad = readconfig(h, size, &e->cap);
   if (bad != NULL) {
     *why = bad;

@@ -219,6 +219,23 @@ static void init_locked(qhdr *h, uint64_t cap) {
   __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
 }
 
+/* What q_attach hands shm_lock_init_once's callbacks. */
+typedef struct qinit {
+  qcore *q;
+  size_t size;
+  uint64_t cap;
+  const char **why;
+} qinit;
+
+static void init_cb(void *a) { init_locked(((qinit *)a)->q->h, ((qinit *)a)->cap); }
+
+/* initialised, then a writer died: its journal, if the header is a queue's */
+static shm_status repair_cb(void *a) {
+  qinit *in = (qinit *)a;
+  if (readconfig(in->q->h, in->size, &in->q->cap) != NULL) return SHM_OK; /* (said below) */
+  return recover(in->q, in->why);
+}
+
 /* View the queue in `size` bytes at `base`.  With cap != 0, fresh memory
  * (magic 0) is initialised as a queue of that capacity (or waited for, when
  * another process does it); with cap == 0 it is only waited for if an
@@ -227,9 +244,9 @@ static void init_locked(qhdr *h, uint64_t cap) {
 static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t cap, uint64_t self,
                            const char **why) {
   qhdr *h = (qhdr *)(void *)base;
+  qinit in = {q, size, cap, why};
   const char *bad;
-  shm_deadline d;
-  shm_status st = SHM_OK;
+  shm_status st;
   if (size < Q_HDRSIZE + Q_MINCAP) {
     *why = "segment too small for a queue";
     return SHM_CORRUPT;
@@ -238,22 +255,8 @@ static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t 
   q->data = base + Q_HDRSIZE;
   q->cap = 0;
   q->tail_cache = 0;
-  if (LOAD(&h->magic) == 0) {
-    shm_deadline_after(&d, Q_INIT_WAIT);
-    if (cap == 0) { /* open only: wait while somebody initialises */
-      if (LOAD(&h->writers.lock.word) != 0) st = shm_lock_wait(&h->writers.lock, self, &d);
-    } else {
-      st = shm_lock_try(&h->writers.lock, self); /* looks at a holder at once */
-      if (st == SHM_BUSY) st = shm_lock_acquire(&h->writers.lock, self, &d);
-      if (st != SHM_TIMEOUT) {
-        if (LOAD(&h->magic) == 0) init_locked(h, cap);
-        else if (st == SHM_OWNERDIED && readconfig(h, size, &q->cap) == NULL)
-          st = recover(q, why); /* initialised, then a writer died */
-        unlock_writers(q);
-      }
-    }
-    if (st == SHM_TIMEOUT) return st;
-  }
+  st = shm_lock_init_once(&h->writers.lock, &h->magic, self, cap != 0, Q_INIT_WAIT, init_cb, repair_cb, &in);
+  if (st == SHM_TIMEOUT) return st;
   bad = readconfig(h, size, &q->cap);
   if (bad != NULL) {
     *why = bad;

@@ -277,6 +277,15 @@ shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
 void shm_lock_release(shm_lock *l);
 /* Does the word name `self` as the owner? */
 int shm_lock_owned(const shm_lock *l, uint64_t self);
+/* Fresh memory (*magic == 0) made a structure without a race (the queue's,
+ * the event ring's create-or-open): a creator (create != 0) takes the lock
+ * (looking at a holder at once, then waiting up to `wait` seconds) and, if
+ * the magic is still 0, calls init(arg) under it, which publishes the magic
+ * last; one that took the lock over from a dead owner of a made structure
+ * calls repair(arg).  An opener only waits while an initialiser holds the
+ * lock.  SHM_OK, SHM_TIMEOUT, or what repair returned. */
+shm_status shm_lock_init_once(shm_lock *l, const uint64_t *magic, uint64_t self, int create, double wait,
+                              void (*init)(void *), shm_status (*repair)(void *), void *arg);
 
 /* ---- class.c: one way to define and check a class (as luasocket's
  * auxiliar): the type check rests on metatable identity, and no metatable is

@@ -433,6 +433,13 @@ end
 
 ---------------------------------------------------------------- queues
 
+-- a timeout the C API takes as it is; -1: none (wait forever)
+local function timeout(t)
+  if t == nil then return -1 end
+  if type(t) == "number" and t >= 0 then return t end
+  return nil
+end
+
 local function queues(core, reg)
   local api = cast("const shm_queue_ffi_api *", core.queue._ffi)
   if api.version ~= 1 then return end
@@ -446,13 +453,6 @@ local function queues(core, reg)
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_CLOSED] = "closed", [ST_INTERRUPTED] = "interrupted" }
   local function corrupt()
     return "shm.queue: corrupted queue (" .. ffi_string(p_why[0]) .. ")"
-  end
-
-  -- a timeout the C API takes as it is; -1: none (wait forever)
-  local function timeout(t)
-    if t == nil then return -1 end
-    if type(t) == "number" and t >= 0 then return t end
-    return nil
   end
 
   install(methods, "queue", "push", function(c)
@@ -532,12 +532,6 @@ local function events(core, reg)
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_INTERRUPTED] = "interrupted" }
   local function corrupt()
     return "shm.events: corrupted events (" .. ffi_string(p_why[0]) .. ")"
-  end
-  -- a timeout the C API takes as it is; -1: none (wait forever)
-  local function timeout(t)
-    if t == nil then return -1 end
-    if type(t) == "number" and t >= 0 then return t end
-    return nil
   end
 
   install(methods, "events", "publish", function(c)
