@@ -105,6 +105,8 @@ local publish, finish
 if transport == "events" then
   -- room for every event: nobody falls behind the ring, nothing is lost
   local ev = assert(shm.events.create(name, count * (size + 16) + 4096))
+  -- its pages touched first, as a ring that wraps has them (not timed)
+  ev:segment():fill(0, shm.events.layout.header)
   local pub = ev.publish
   publish = function(m) pub(ev, m) end
   finish = function() ev:remove() ev:detach() end
