@@ -36,6 +36,7 @@ build = {
         "src/compat.c",
         "src/core.c",
         "src/dict.c",
+        "src/events.c",
         "src/ffi.c",
         "src/file.c",
         "src/futex.c",
