@@ -259,6 +259,33 @@ describe("shm.events", function()
     ev:detach()
   end)
 
+  local has_strace = H.exec("command -v strace >/dev/null 2>&1")
+  ;(has_strace and it or pending)("makes no system call to publish or to look when nobody sleeps", function()
+    -- as many system calls for 20,000 publishes and next(0)s as for none
+    local script = H.script([[
+      local shm = require "shm"
+      local ev = assert(shm.events.create(shm.PRIVATE, 65536))
+      ev:segment():remove()
+      local sub = ev:subscribe()
+      for i = 1, tonumber((...)) do
+        ev:publish("event " .. i)
+        if i % 3 == 0 then sub:next(0) end -- (it falls behind: "lost" too)
+      end
+    ]])
+    local out = os.tmpname()
+    finally(function() os.remove(script) os.remove(out) end)
+    local function calls(n)
+      assert(H.exec("strace -f -qq -c -o " .. H.shellquote(out) .. " " .. H.command({ script, n })))
+      local f = assert(io.open(out))
+      local text = f:read("*a")
+      f:close()
+      return tonumber(text:match("\n[%s%d.]+%s+(%d+)%s+%d*%s*total"))
+    end
+    local none, many = calls(0), calls(20000)
+    assert.is_number(none)
+    assert.is_true(many - none < 10, string.format("%d system calls for none, %d for 20,000", none, many))
+  end)
+
   -- 2 publishers and 6 subscribers, 100,000 events.  With a ring that holds
   -- them all, every subscriber sees every event exactly once in each
   -- publisher's order; with a small one they fall behind, and "lost" accounts
