@@ -82,7 +82,7 @@ test: deps $(LIB)
 demo: deps $(LIB)
 	$(LUA) examples/demo.lua
 
-BENCH_BINS := build/bench/cmemcpy build/bench/cpipe
+BENCH_BINS := build/bench/cmemcpy build/bench/cpipe build/bench/csem
 build/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<

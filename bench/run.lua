@@ -85,6 +85,18 @@ for _, m in ipairs(MSG) do
   end
   case("cpipe " .. m[2], table.concat({ BIN .. "/cpipe", m[1], m[3] }, " "))
 end
+-- semaphores: uncontended acquire+release, and a ping-pong between two processes
+for _, kind in ipairs({ "sysv", "posix" }) do
+  case("sem " .. kind .. " uncontended", lua("sem.lua", "uncontended", kind, n(kind == "sysv" and 1e6 or 3e6)))
+  case("csem " .. kind .. " uncontended", table.concat({ BIN .. "/csem", "uncontended", kind,
+    n(kind == "sysv" and 1e6 or 3e7) }, " "))
+  case("sem " .. kind .. " pingpong", lua("sem.lua", "pingpong", kind, n(1e5)))
+  case("csem " .. kind .. " pingpong", table.concat({ BIN .. "/csem", "pingpong", kind, n(1e5) }, " "))
+end
+if has_python then
+  case("python sem uncontended", py("sem", "uncontended", n(1e6)))
+  case("python sem pingpong", py("sem", "pingpong", n(1e5)))
+end
 case("pingpong queue", lua("pingpong.lua", "client", "queue", n(1e5)))
 case("pingpong fifo", lua("pingpong.lua", "client", "fifo", n(5e4)))
 
@@ -225,6 +237,8 @@ if has_strace then
 end
 
 -- report
+local function ns(v) return v and string.format("%.1f ns", v) or "n/a" end
+local function ratio(a, b) return (a and b) and string.format("%.2f", a / b) or "-" end
 local out = {}
 local function line(s) out[#out + 1] = s end
 local function cpu()
@@ -256,8 +270,8 @@ line("")
 line("| size | op | lua-shm | memcpy | lua-shm / memcpy speed | Lua string floor |" ..
   (has_python and " python sysv_ipc |" or ""))
 line("|---|---|---|---|---|---|" .. (has_python and "---|" or ""))
-local function rate(size, ns) -- GB/s
-  return string.format("%.2f GB/s", size / ns)
+local function rate(size, nsec) -- GB/s
+  return string.format("%.2f GB/s", size / nsec)
 end
 for _, sz in ipairs(SIZES) do
   for _, mode in ipairs({ "write", "read" }) do
@@ -347,8 +361,6 @@ line("")
 local DLABEL = { get16 = "`get`, 16 B value, one hot key", set16 = "`set`, 16 B value, one hot key",
   get1k = "`get`, 1 KiB value", set1k = "`set`, 1 KiB value", get10k = "`get` over 10,000 keys (16 B)",
   set10k = "`set` over 10,000 keys (16 B)", incr = "`incr(k, 1)`" }
-local function ns(v) return v and string.format("%.1f ns", v) or "n/a" end
-local function ratio(a, b) return (a and b) and string.format("%.2f", a / b) or "-" end
 line("| op | shm.dict | ngx.shared.DICT | shm.dict / ngx | Redis round trip | Redis / shm.dict | Lua table (floor) " ..
   "| shm.dict / floor |")
 line("|---|---|---|---|---|---|---|---|")
@@ -390,6 +402,24 @@ for _, mode in ipairs({ "getset", "getget" }) do
     has_dict and ops(s1) or NA_DICT, has_dict and (ops(s2) .. (mode == "getset" and " (set)" or " (get)")) or NA_DICT,
     ngx_srv and ops(x1) or "skipped", ngx_srv and (ops(x2) .. (mode == "getset" and " (set)" or " (get)")) or "skipped",
     ratio(s1, x1)))
+end
+line("")
+line("## Semaphores (`shm.sem`), against C and Python's sysv_ipc")
+line("")
+line("Nanoseconds per acquire+release pair of one uncontended semaphore, and per round trip between two " ..
+  "processes through two semaphores (each releases the other's and acquires its own), beside the same " ..
+  "loops in C (bench/csem.c: `semop`, `sem_wait`/`sem_post`) and in Python's sysv_ipc (System V only).")
+line("")
+line("| case | lua-shm | C | lua-shm / C | python sysv_ipc | python / lua-shm |")
+line("|---|---|---|---|---|---|")
+for _, m in ipairs({ "uncontended", "pingpong" }) do
+  for _, kind in ipairs({ "sysv", "posix" }) do
+    local l, cv = med("sem " .. kind .. " " .. m), med("csem " .. kind .. " " .. m)
+    local p = kind == "sysv" and med("python sem " .. m) or nil
+    line(string.format("| %s %s | %s | %s | %s | %s | %s |", kind == "sysv" and "System V" or "POSIX",
+      m == "uncontended" and "acquire+release, uncontended" or "ping-pong round trip", ns(l), ns(cv), ratio(l, cv),
+      p and ns(p) or "-", ratio(p, l)))
+  end
 end
 if redis_srv then
   local r = med("pair redis getget")

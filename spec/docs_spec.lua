@@ -49,7 +49,7 @@ describe("the API reference #slow", function()
     assert.truthy(seen.segment and seen.queue and seen.mutex and seen.dict and seen.events and seen.subscriber)
   end)
 
-  docit("covers every function of the module, segments, mutexes, queues, dicts and events", function()
+  docit("covers every function of the module and of every class (events and semaphores too)", function()
     local documented = {}
     for name in html:gmatch('<a name = "([^"]+)"></a>') do documented[name] = true end
     local functions = 0
@@ -80,6 +80,10 @@ describe("the API reference #slow", function()
     check("subscriber:", debug.getmetatable(ev:subscribe()).__index)
     ev:remove() ev:detach()
     seg:remove() seg:detach()
+    check("sem.", shm.sem)
+    local sem = assert(shm.sem.create(shm.PRIVATE, 1))
+    check("sem:", debug.getmetatable(sem).__index)
+    sem:remove()
     -- and each says what it takes and gives, with an example
     local _, params = html:gsub("<h3>Parameters:</h3>", "")
     local _, usages = html:gsub("<h3>Usage:</h3>", "")

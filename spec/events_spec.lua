@@ -259,6 +259,47 @@ describe("shm.events", function()
     ev:detach()
   end)
 
+  local can_unshare = H.exec("unshare -i -m true 2>/dev/null")
+  ;(can_unshare and it or pending)("a publish that finds the tmpfs full returns ENOSPC, never SIGBUS", function()
+    local out, rc = H.in_namespace("-m", "mount -t tmpfs -o size=1m tmpfs /dev/shm", [[
+      local shm = require "shm"
+      local interp = ...
+      -- 8 MiB of ring on a 1 MiB tmpfs: made at once, its memory taken as used
+      local ev = assert(shm.events.create("/e", 8 * 1024 * 1024))
+      local sub = ev:subscribe()
+      local msg = string.rep("m", 60000)
+      local n = 0
+      while true do
+        local ok, err, en = ev:publish(msg)
+        if ok ~= true then print(ok, err, en) break end
+        n = n + 1
+      end
+      -- another process, publishing into the same full tmpfs: the same answer
+      local child = os.tmpname()
+      local f = assert(io.open(child, "w"))
+      f:write([=[
+        local shm = require "shm"
+        local ev = assert(shm.events.open("/e"))
+        print(ev:publish(string.rep("c", 60000)))
+      ]=])
+      f:close()
+      local p = assert(io.popen(interp .. " " .. child))
+      io.write(p:read("*a"))
+      p:close()
+      os.remove(child)
+      -- every event published is there, whole, once
+      local got = 0
+      while sub:next(0) == msg do got = got + 1 end
+      print(n > 10, got == n, ev:stat().published == n)
+      ev:remove()
+      ev:detach()
+    ]], { H.lua })
+    assert.equal(0, rc, out)
+    assert.equal("nil\tev:publish(/e): No space left on device\t28\n" ..
+                 "nil\tev:publish(/e): No space left on device\t28\n" ..
+                 "true\ttrue\ttrue\n", out)
+  end)
+
   local has_strace = H.exec("command -v strace >/dev/null 2>&1")
   ;(has_strace and it or pending)("makes no system call to publish or to look when nobody sleeps", function()
     -- as many system calls for 20,000 publishes and next(0)s as for none

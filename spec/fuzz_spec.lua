@@ -3,7 +3,8 @@
 -- bytes scribbled over queue and event ring headers and rings, words written
 -- over lock and state words (mutexes, the queue's writers' lock, the event
 -- ring's publishers' lock, fresh-queue and fresh-ring init state)
--- between lock operations, and every method of every class called with a
+-- between lock operations, semaphores (shm.sem) of both kinds driven with
+-- random arguments (every wait with a zero or tiny timeout), and every method of every class called with a
 -- `self` of another class (or io.stdout, a table, nil: these must raise).  It
 -- runs in a child process so that a crash shows as a signal in the exit status,
 -- in a scratch working directory (a number taken as a path makes no file in
@@ -47,7 +48,7 @@ local function value(seg)
   return string.rep(string.char(R(0, 255)), R(0, 100))
 end
 
-local segs, queues, mutexes, rings, made, failed = {}, {}, {}, {}, 0, 0
+local segs, queues, mutexes, rings, sems, made, failed = {}, {}, {}, {}, {}, 0, 0
 local restore -- undoes a live lock word written over a queue's lock
 local accepted = {} -- wrong-self calls that did not raise
 local function call(f, ...)
@@ -94,6 +95,7 @@ local classes = {
   mutex = { "lock", "trylock", "unlock" },
   events = { "publish", "subscribe", "stat", "remove", "detach", "segment" },
   subscriber = { "next" },
+  sem = { "acquire", "release", "wait_zero", "setvalue", "stat", "chmod", "chown", "remove", "close" },
   dict = { "get", "get_stale", "set", "safe_set", "add", "safe_add", "replace", "delete", "incr",
            "lpush", "rpush", "lpop", "rpop", "llen", "ttl", "expire", "flush_all", "flush_expired",
            "get_keys", "capacity", "free_space", "stat", "remove", "detach", "segment" },
@@ -285,8 +287,37 @@ for i = 1, calls do
       elseif op == 5 then call(function() e.s:write(stateword(), e.off) end)
       else call(function() return e.s:mutex(e.off) end) end -- init on whatever is there
     end
-  elseif r <= 96 then
+  elseif r <= 93 then
     wrongself()
+  elseif r <= 96 then
+    -- semaphores: made and opened from our pool, every method with random arguments
+    if #sems < 3 or R(20) == 1 then
+      local f = pick({ "create", "open", "open", "attach", "unlink", "list" })
+      local k = R(2) == 1 and pick(keys) or (R(3) > 1 and pick(names) or pick({ 1.5, {}, true, "x", "", "/" }))
+      if f == "attach" then k = pick({ -1, 1.5, "x", {}, 2 ^ 31 }) end
+      call(function()
+        local x = shm.sem[f](k, R(2) == 1 and R(0, 40000) or value(), R(2) == 1 and "0600" or value())
+        if type(x) == "userdata" then
+          sems[#sems + 1] = x
+          instances.sem = x
+          if #sems > 6 then table.remove(sems, 1) end
+        end
+      end)
+    end
+    local x = sems[R(math.max(1, #sems))]
+    if x then
+      local m = pick(classes.sem)
+      local a, b = value(), value()
+      if m == "acquire" or m == "wait_zero" then a = pick({ 0, 0.001, 0, -1, 0 / 0, "x" }) end
+      if m == "acquire" and R(2) == 1 then b = R(-2, 40000) end
+      if m == "release" and R(2) == 1 then a = R(-2, 40000) end
+      if (m == "remove" or m == "close") and R(4) > 1 then m = "stat" end
+      call(function() return x[m](x, a, b) end)
+      call(function() x.undo = pick({ true, false, value() }) end)
+      call(function() x[pick({ "value", "kind", "key", "id", "index", "name" })] = value() end)
+      call(function() return x[pick({ "value", "undo", "kind", "key", "id", "index", "name", "nope" })] end)
+      call(function() return tostring(x) end)
+    end
   else
     collectgarbage("step")
     if #segs > 6 then
@@ -301,6 +332,9 @@ collectgarbage()
 for _, e in ipairs(queues) do pcall(e.q.remove, e.q) pcall(e.q.detach, e.q) end
 for _, e in ipairs(rings) do pcall(e.ev.remove, e.ev) pcall(e.ev.detach, e.ev) end
 for _, s in ipairs(segs) do pcall(s.remove, s) pcall(s.detach, s) end
+for _, x in ipairs(sems) do pcall(x.close, x) end
+for _, k in ipairs(keys) do shm.sem.unlink(k) end
+for _, n in ipairs(names) do shm.sem.unlink(n) end
 collectgarbage()
 io.write("accepted: ", table.concat(accepted, " "), "\n")
 io.write(string.format("calls=%d raised=%d", made, failed))

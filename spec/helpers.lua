@@ -292,6 +292,20 @@ function H.until_true(pred, limit)
   return ok
 end
 
+--- Run Lua `code` (with `args`) in a child inside `unshare FLAGS` (private
+-- namespaces: the machine's own settings and /dev/shm are never touched),
+-- after the shell command `setup` there.  Returns its output and exit code.
+function H.in_namespace(flags, setup, code, args)
+  local script = H.script(code)
+  local env = {}
+  for k, v in pairs(H.env) do env[#env + 1] = k .. "=" .. shellquote(v) end
+  local inner = setup .. " && env " .. table.concat(env, " ") .. " " .. H.lua .. " " .. script
+  for _, a in ipairs(args or {}) do inner = inner .. " " .. shellquote(a) end
+  local out, rc = H.sh("unshare " .. flags .. " sh -c " .. shellquote(inner))
+  os.remove(script)
+  return out, rc
+end
+
 function H.kill(pid, sig)
   return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
 end

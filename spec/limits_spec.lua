@@ -4,17 +4,7 @@
 local shm = require "shm"
 local H = require "helpers"
 
--- run Lua code in a child inside `unshare FLAGS`, after the shell `setup`
-local function in_namespace(flags, setup, code, args)
-  local script = H.script(code)
-  local env = {}
-  for k, v in pairs(H.env) do env[#env + 1] = k .. "=" .. H.shellquote(v) end
-  local inner = setup .. " && env " .. table.concat(env, " ") .. " " .. H.lua .. " " .. script
-  for _, a in ipairs(args or {}) do inner = inner .. " " .. H.shellquote(a) end
-  local out, rc = H.sh("unshare " .. flags .. " sh -c " .. H.shellquote(inner))
-  os.remove(script)
-  return out, rc
-end
+local in_namespace = H.in_namespace
 
 local can_unshare = H.exec("unshare -i -m true 2>/dev/null")
 local nsit = can_unshare and it or pending

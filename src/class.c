@@ -101,29 +101,22 @@ void shm_newupclass(lua_State *L, const char *name, const luaL_Reg *methods, con
   lua_pop(L, 1);
 }
 
-void shm_inseg_constructors(lua_State *L, int module, lua_CFunction create, lua_CFunction open) {
+void shm_inseg_constructors(lua_State *L, lua_CFunction create, lua_CFunction open) {
   lua_createtable(L, 0, 4);
-  lua_getfield(L, module, "create");
-  lua_getfield(L, module, "open");
-  if (!lua_isfunction(L, -1) || !lua_isfunction(L, -2))
-    luaL_error(L, "shm.core: open the segment functions before what lives in segments");
-  lua_pushvalue(L, -2);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, create, 2);
-  lua_setfield(L, -4, "create");
-  lua_pushcclosure(L, open, 2);
+  lua_pushcfunction(L, create);
+  lua_setfield(L, -2, "create");
+  lua_pushcfunction(L, open);
   lua_setfield(L, -2, "open");
 }
 
-int shm_inseg_make(lua_State *L, int create, lua_Integer size, const char *fname) {
+int shm_inseg_make(lua_State *L, int create, lua_Integer size, size_t prefix, const char *fname) {
   lua_settop(L, 3);
-  lua_pushvalue(L, lua_upvalueindex(create ? 1 : 2)); /* the module's create or open */
   lua_pushvalue(L, 1);
   if (!create) lua_pushliteral(L, "rw");
   if (size != 0) lua_pushinteger(L, size);
   else lua_pushnil(L);
   lua_pushvalue(L, 3);
-  lua_call(L, create ? 3 : 4, 3);
+  shm_segment_call(L, create ? "create" : "open", create ? 3 : 4, prefix);
   if (shm_inseg_failure(L, fname)) return 3;
   lua_pop(L, 2);
   return 0;
@@ -162,4 +155,23 @@ const char *shm_inseg_name(lua_State *L, int idx) {
     return lua_tostring(L, -1);
   }
   return luaL_tolstring(L, idx, NULL);
+}
+
+/* Push the name of the segment of the object at idx (attached) as messages
+ * show it ("0x1234", "/name", "/path"); returns it. */
+const char *shm_inseg_objname(lua_State *L, int idx) {
+  static const char *const fields[] = {"key", "name", "path", NULL};
+  int i, seg;
+  lua_getiuservalue(L, idx, 1);
+  seg = lua_gettop(L);
+  for (i = 0; fields[i] != NULL; i++) {
+    lua_getfield(L, seg, fields[i]);
+    if (!lua_isnil(L, -1)) break;
+    lua_pop(L, 1);
+  }
+  if (fields[i] == NULL) lua_pushliteral(L, "?");
+  shm_inseg_name(L, -1);
+  lua_replace(L, seg);
+  lua_settop(L, seg);
+  return lua_tostring(L, -1);
 }

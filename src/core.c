@@ -41,7 +41,7 @@ a string starting with `/` a POSIX shared memory object.
 @see shmget(2), shm_open(3)
 */
 static int l_create(lua_State *L) {
-  return shm_checkkind(L, 1) == SHM_SYSV ? shm_sysv_create(L) : shm_posix_create(L);
+  return shm_segment_new(L, SHM_CREATE, SHM_RESERVE_ALL);
 }
 
 /***
@@ -64,7 +64,7 @@ reserved (`ENOSPC` here, never SIGBUS at a later write on a full tmpfs).
 @see shmget(2), shmat(2), shm_open(3), fallocate(2), mmap(2)
 */
 static int l_open(lua_State *L) {
-  return shm_checkkind(L, 1) == SHM_SYSV ? shm_sysv_open(L) : shm_posix_open(L);
+  return shm_segment_new(L, SHM_OPEN, SHM_RESERVE_ALL);
 }
 
 /***
@@ -107,15 +107,19 @@ Constants.
 @field _VERSION e.g. `"lua-shm 0.1.0"`
 */
 
+/* (documented in file.c) */
+static int l_map(lua_State *L) { return shm_segment_new(L, SHM_MAP, SHM_RESERVE_ALL); }
+
 static const luaL_Reg funcs[] = {
   {"create", l_create},       {"open", l_open},         {"attach", shm_sysv_attach},
-  {"map", shm_file_map},      {"ftok", shm_sysv_ftok},  {"list", l_list},
+  {"map", l_map},             {"ftok", shm_sysv_ftok},  {"list", l_list},
   {"unlink", l_unlink},       {NULL, NULL}};
 
 /* The parts that add to the module and to the segment's methods, each
  * opened with the same arguments (as luasocket's mod[]). */
 static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, shm_open_mutex, shm_open_queue,
-                                  shm_open_dict, shm_open_events, shm_open_ffi, NULL};
+                                  shm_open_dict, shm_open_events, shm_open_sem, shm_open_ffi,
+                                  NULL};
 
 int luaopen_shm_core(lua_State *L) {
   int i, methods, module;

@@ -40,6 +40,12 @@
  * newest rolls newest forward; oldw ahead of oldest moves oldest on).  Until
  * then subscribers see the state before the publish, which is consistent.
  *
+ * Memory: a POSIX ring's object is sparse but for its header
+ * (shm_segment_call); a publisher backs the bytes a record takes with memory,
+ * under the lock, before it writes them (shm_segment_reserve: two comparisons
+ * once this process has reserved them), so a full tmpfs is ENOSPC from
+ * publish, never SIGBUS.
+ *
  * Wake-ups: a subscriber that finds nothing new spins briefly on `newest`,
  * then raises the `sleepers` flag and sleeps on the `wake` word; a publisher
  * that finds the flag raised lowers it, touches the word and wakes every
@@ -114,6 +120,7 @@ enum {
 /* One process's view: private memory, validated at attach. */
 typedef struct evcore {
   evhdr *h;
+  shm_segment *seg;    /* where the ring's memory is reserved as it is first used */
   unsigned char *data; /* the ring */
   uint64_t cap;        /* the capacity it was made with */
   uint64_t ring;       /* usable bytes: cap rounded down to 8 */
@@ -288,9 +295,19 @@ static shm_status ev_attach(evcore *e, unsigned char *base, size_t size, uint64_
   return st == SHM_CORRUPT ? st : SHM_OK;
 }
 
+/* Back the ring bytes of a record of `size` bytes at `off` with memory (it
+ * may wrap).  0 or an errno. */
+static int reserve_record(const evcore *e, uint64_t off, uint64_t size) {
+  uint64_t first = size < e->ring - off ? size : e->ring - off;
+  int en = shm_segment_reserve(e->seg, EV_HDRSIZE + (size_t)off, (size_t)first);
+  if (en == 0 && size > first) en = shm_segment_reserve(e->seg, EV_HDRSIZE, (size_t)(size - first));
+  return en;
+}
+
 /* Publish under the lock: drop the oldest records until the new one fits,
- * write it, publish it.  SHM_OK or SHM_CORRUPT (why). */
-static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const char **why) {
+ * write it, publish it.  SHM_OK, SHM_CORRUPT (why) or SHM_ERRNO (*en: no
+ * memory for the record; nothing changed). */
+static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const char **why, int *en) {
   evhdr *h = e->h;
   uint64_t newest = h->newest, oldest = h->oldest, size = recsize(len);
   uint64_t toff, ooff, count, used, oseq;
@@ -311,6 +328,8 @@ static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const
     *why = "event count does not match the ring";
     return SHM_CORRUPT;
   }
+  *en = reserve_record(e, toff, size);
+  if (*en != 0) return SHM_ERRNO;
   /* drop the oldest until it fits: at most `count` records */
   while (e->ring - used < size) {
     uint64_t rs;
@@ -349,16 +368,18 @@ static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const
 }
 
 /* Publish an event.  SHM_OK, SHM_TIMEOUT (the lock), SHM_CORRUPT (why),
- * EV_TOOBIG. */
+ * SHM_ERRNO (errno: no memory for it), EV_TOOBIG. */
 static int ev_publish(evcore *e, const void *msg, size_t len, const shm_deadline *d, uint64_t self,
                       const char **why) {
   evhdr *h = e->h;
   shm_status st;
+  int en = 0;
   if (len > e->ring - EV_RECHDR) return EV_TOOBIG;
   st = lock_publishers(e, self, d, why);
   if (st == SHM_TIMEOUT) return st;
-  if (st == SHM_OK) st = publish_locked(e, msg, (uint32_t)len, why);
+  if (st == SHM_OK) st = publish_locked(e, msg, (uint32_t)len, why, &en);
   unlock_publishers(e);
+  if (st == SHM_ERRNO) errno = en;
   /* after the SEQ_CST store of newest: a sleeper raised the flag before it
    * looked at newest, or it sees the new newest and does not sleep */
   if (st == SHM_OK && LOADSC(&h->sleepers) != 0 && __atomic_exchange_n(&h->sleepers, 0, __ATOMIC_SEQ_CST)) {
@@ -561,6 +582,7 @@ only while another publisher copies its event); `nil` waits forever
 @treturn boolean `true`
 @treturn[2] boolean `false`
 @treturn[2] string `"timeout"`
+@error `nil, message, errno` (`ENOSPC`: a POSIX ring's tmpfs has no memory for it)
 @raise if `msg` can never fit (more than the capacity less 16 bytes), or the
 ring is corrupted
 @usage ev:publish("invalidate user:42")
@@ -581,6 +603,10 @@ static int l_publish(lua_State *L) {
   if (st == EV_TOOBIG)
     return luaL_error(L, "event of %I bytes can never fit in an event ring of capacity %I",
                       (lua_Integer)len, (lua_Integer)e->core.cap);
+  if (st == SHM_ERRNO) {
+    int en = errno;
+    return shm_fail(L, en, "ev:publish(%s)", shm_inseg_objname(L, 1));
+  }
   return failure(L, st, why, 0);
 }
 
@@ -736,6 +762,7 @@ static int newevents(lua_State *L, int idx, int keyidx, uint64_t cap, const char
                             "still being initialised by another process (timeout)", ETIMEDOUT);
   if (st != SHM_OK) return shm_inseg_refuse(L, idx, keyidx, created, fname, why, EINVAL);
   e = (shm_events *)lua_newuserdatauv(L, sizeof *e, 1);
+  core.seg = s;
   e->core = core;
   e->seg = s;
   e->ctx = ctx;
@@ -759,7 +786,8 @@ padded to 8), 32 to 2^32-1
 */
 static int l_create(lua_State *L) {
   uint64_t cap = shm_checkcapacity(L, 2, EV_MINCAP, EV_MAXCAP);
-  if (shm_inseg_make(L, 1, (lua_Integer)(EV_HDRSIZE + cap), "shm.events.create")) return 3;
+  /* the ring's memory: as it is used */
+  if (shm_inseg_make(L, 1, (lua_Integer)(EV_HDRSIZE + cap), EV_HDRSIZE, "shm.events.create")) return 3;
   return newevents(L, 4, 1, cap, "shm.events.create", 1);
 }
 
@@ -779,7 +807,8 @@ initialiser is taken over).  An existing ring keeps its own capacity.
 */
 static int l_open(lua_State *L) {
   uint64_t cap = lua_isnoneornil(L, 2) ? 0 : shm_checkcapacity(L, 2, EV_MINCAP, EV_MAXCAP);
-  if (shm_inseg_make(L, 0, cap != 0 ? (lua_Integer)(EV_HDRSIZE + cap) : 0, "shm.events.open")) return 3;
+  if (shm_inseg_make(L, 0, cap != 0 ? (lua_Integer)(EV_HDRSIZE + cap) : 0, EV_HDRSIZE, "shm.events.open"))
+    return 3;
   return newevents(L, 4, 1, cap, "shm.events.open", 0);
 }
 
@@ -827,11 +856,13 @@ static void pushlayout(lua_State *L) {
 static int ffi_publish(void *ud, const char *msg, size_t len, double timeout, const char **why) {
   shm_events *e = (shm_events *)ud;
   shm_deadline d;
+  int st;
   if (e->seg->addr == NULL || e->seg->readonly) return SHM_FFI_FALLBACK;
   if (timeout < 0) d.forever = 1;
   else shm_deadline_after(&d, timeout);
   *why = NULL;
-  return ev_publish(&e->core, msg, len, &d, shm_ctx_self(e->ctx), why);
+  st = ev_publish(&e->core, msg, len, &d, shm_ctx_self(e->ctx), why);
+  return st == SHM_ERRNO ? SHM_FFI_FALLBACK : st; /* nothing published: l_publish says why */
 }
 
 static int ffi_next(void *ud, double timeout, const char **p, size_t *len, double *seq,
@@ -865,8 +896,7 @@ void shm_open_events(lua_State *L, int module, int methods) {
   (void)methods;
   shm_newupclass(L, EVENTS_MT, events_methods, events_meta);
   shm_newupclass(L, SUB_MT, sub_methods, sub_meta);
-  /* shm.events: the constructors call the module's create and open */
-  shm_inseg_constructors(L, module, l_create, l_open);
+  shm_inseg_constructors(L, l_create, l_open); /* shm.events */
   pushlayout(L);
   lua_setfield(L, -2, "layout");
   lua_pushlightuserdata(L, (void *)&events_ffi); /* for lua/shm/ffi.lua */

@@ -25,6 +25,12 @@
  * leaves either no trace or a whole message, never a torn one, and readers
  * are never stuck; a reader killed mid-pop holds nothing.
  *
+ * Memory: a POSIX queue's object is sparse but for its header
+ * (shm_segment_call); a writer reserves the bytes a record takes, under the
+ * lock, before writing them in the ring's first lap (tail < capacity: bytes
+ * below tail were all reserved by whoever wrote them), so a full tmpfs is
+ * ENOSPC from push, never SIGBUS.
+ *
  * Creation: the magic is published last.  Whoever initialises a segment
  * (magic 0) holds the writers' lock meanwhile, so create-or-open racers
  * serialise on it and the first one initialises; an opener that finds magic 0
@@ -102,6 +108,7 @@ enum { Q_TOOBIG = SHM_NSTATUS }; /* push: the message can never fit */
 /* One process's view of a queue: private memory, validated at attach. */
 typedef struct qcore {
   qhdr *h;
+  shm_segment *seg;    /* where the ring's memory is reserved as it is first used */
   unsigned char *data; /* the ring */
   uint64_t cap;        /* validated once at attach: later writes to the header's
                           copy by other processes are never trusted */
@@ -265,10 +272,22 @@ static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t 
   return st == SHM_CORRUPT ? st : SHM_OK; /* a bad journal (why set) */
 }
 
+/* Back the ring bytes a record at `tail` takes with memory: in the first lap
+ * (tail < cap) they may never have been used (a POSIX object is made sparse
+ * but for its header); later every byte was written, so reserved, once.  0 or
+ * an errno. */
+static int reserve_record(qcore *q, uint64_t tail, size_t n) {
+  uint64_t end = tail + n;
+  if (tail >= q->cap) return 0;
+  if (end > q->cap) end = q->cap; /* the rest wraps onto used bytes */
+  return shm_segment_reserve(q->seg, Q_HDRSIZE + (size_t)tail, (size_t)(end - tail));
+}
+
 /* push under the lock: SHM_OK (committed), SHM_BUSY (full: wait for head to
- * move from *head), SHM_CLOSED, SHM_CORRUPT. */
+ * move from *head), SHM_CLOSED, SHM_CORRUPT, SHM_ERRNO (*en: no memory for
+ * the record, nothing written). */
 static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *head,
-                              const char **why) {
+                              const char **why, int *en) {
   qhdr *h = q->h;
   qwriters *w = &h->writers;
   uint64_t tail = h->tail, to;
@@ -285,6 +304,8 @@ static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *h
     w->head_cache = *head;
     if (q->cap - (tail - *head) < Q_LENSZ + len) return SHM_BUSY;
   }
+  *en = reserve_record(q, tail, Q_LENSZ + len);
+  if (*en != 0) return SHM_ERRNO;
   at = (size_t)(tail % q->cap);
   shm_ring_put(q->data, q->cap, at, &l32, Q_LENSZ);
   shm_ring_put(q->data, q->cap, advance(at, Q_LENSZ, q->cap), msg, len);
@@ -299,17 +320,20 @@ static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *h
 }
 
 /* Add a message, waiting while the ring is full.  SHM_OK, SHM_TIMEOUT,
- * SHM_CLOSED, SHM_INTERRUPTED, SHM_CORRUPT (why), Q_TOOBIG. */
+ * SHM_CLOSED, SHM_INTERRUPTED, SHM_CORRUPT (why), SHM_ERRNO (errno: no
+ * memory for it, e.g. ENOSPC), Q_TOOBIG. */
 static int q_push(qcore *q, const void *msg, size_t len, const shm_deadline *d, uint64_t self,
                   const char **why) {
   qhdr *h = q->h;
   if (len > q->cap - Q_LENSZ) return Q_TOOBIG;
   for (;;) {
     uint64_t head = 0;
+    int en = 0;
     shm_status st = lock_writers(q, self, d, why);
     if (st == SHM_TIMEOUT) return st;
-    if (st == SHM_OK) st = push_locked(q, msg, len, &head, why);
+    if (st == SHM_OK) st = push_locked(q, msg, len, &head, why, &en);
     unlock_writers(q);
+    if (st == SHM_ERRNO) errno = en;
     if (st == SHM_OK) wake(&h->nonempty, &h->rsleep, 1);
     if (st != SHM_BUSY) return st;
     st = await(h, &h->head, head, &h->nonfull, &h->wsleep, d);
@@ -479,6 +503,8 @@ Add a message; blocks while the queue is full.
 @treturn boolean `true`
 @treturn[2] boolean `false`
 @treturn[2] string `"timeout"`, `"closed"` or `"interrupted"`
+@error `nil, message, errno` when no memory can back the message (`ENOSPC`: the
+tmpfs of a POSIX queue is full); nothing is pushed
 @raise if `msg` can never fit, or the header is corrupted
 @usage assert(q:push("job 42", 1))
 */
@@ -497,6 +523,10 @@ static int l_push(lua_State *L) {
   if (st == Q_TOOBIG)
     return luaL_error(L, "message of %I bytes can never fit in a queue of capacity %I",
                       (lua_Integer)len, (lua_Integer)q->core.cap);
+  if (st == SHM_ERRNO) {
+    int en = errno;
+    return shm_fail(L, en, "q:push(%s)", shm_inseg_objname(L, 1));
+  }
   return failure(L, st, why, 0);
 }
 
@@ -622,6 +652,7 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
                             "still being initialised by another process (timeout)", ETIMEDOUT);
   if (st != SHM_OK) return shm_inseg_refuse(L, idx, keyidx, created, fname, why, EINVAL);
   q = (shm_queue *)lua_newuserdatauv(L, sizeof *q, 1);
+  core.seg = s;
   q->core = core;
   q->seg = s;
   q->ctx = ctx;
@@ -636,7 +667,9 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
 /***
 Make a queue: a bounded queue of variable-size messages in one new segment, for
 any number of writer and reader processes (no message lost, duplicated, torn
-or reordered per writer).
+or reordered per writer).  A POSIX queue's memory is committed as it is used:
+only its header page is reserved here, the ring as the writers first reach each
+part of it (see `queue:push`).
 @function queue.create
 @tparam integer|string key_or_name as for `create`
 @tparam integer capacity bytes for messages (each takes 4 bytes more), 16 to 2^32-1
@@ -647,7 +680,8 @@ or reordered per writer).
 */
 static int l_create(lua_State *L) {
   uint64_t cap = shm_checkcapacity(L, 2, Q_MINCAP, Q_MAXCAP);
-  if (shm_inseg_make(L, 1, (lua_Integer)(Q_HDRSIZE + cap), "shm.queue.create")) return 3;
+  /* the ring's memory: as it is used */
+  if (shm_inseg_make(L, 1, (lua_Integer)(Q_HDRSIZE + cap), Q_HDRSIZE, "shm.queue.create")) return 3;
   return newqueue(L, 4, 1, cap, "shm.queue.create", 1);
 }
 
@@ -670,7 +704,8 @@ local q2 = assert(shm.queue.open("/jobs", 1024 * 1024)) -- create or open
 */
 static int l_open(lua_State *L) {
   uint64_t cap = lua_isnoneornil(L, 2) ? 0 : shm_checkcapacity(L, 2, Q_MINCAP, Q_MAXCAP);
-  if (shm_inseg_make(L, 0, cap != 0 ? (lua_Integer)(Q_HDRSIZE + cap) : 0, "shm.queue.open")) return 3;
+  if (shm_inseg_make(L, 0, cap != 0 ? (lua_Integer)(Q_HDRSIZE + cap) : 0, Q_HDRSIZE, "shm.queue.open"))
+    return 3;
   return newqueue(L, 4, 1, cap, "shm.queue.open", 0);
 }
 
@@ -709,11 +744,13 @@ static void pushlayout(lua_State *L) {
 static int ffi_push(void *ud, const char *msg, size_t len, double timeout, const char **why) {
   shm_queue *q = (shm_queue *)ud;
   shm_deadline d;
+  int st;
   if (q->seg->addr == NULL || q->seg->readonly) return SHM_FFI_FALLBACK;
   if (timeout < 0) d.forever = 1;
   else shm_deadline_after(&d, timeout);
   *why = NULL;
-  return q_push(&q->core, msg, len, &d, shm_ctx_self(q->ctx), why);
+  st = q_push(&q->core, msg, len, &d, shm_ctx_self(q->ctx), why);
+  return st == SHM_ERRNO ? SHM_FFI_FALLBACK : st; /* nothing pushed: l_push says why */
 }
 
 static int ffi_pop(void *ud, double timeout, const char **p, size_t *len, const char **why) {
@@ -743,8 +780,7 @@ static const shm_queue_ffi_api queue_ffi = {1, ffi_push, ffi_pop};
 void shm_open_queue(lua_State *L, int module, int methods) {
   (void)methods;
   shm_newupclass(L, QUEUE_MT, queue_methods, queue_meta);
-  /* shm.queue: the constructors call the module's create and open */
-  shm_inseg_constructors(L, module, l_create, l_open);
+  shm_inseg_constructors(L, l_create, l_open); /* shm.queue */
   pushlayout(L);
   lua_setfield(L, -2, "layout");
   lua_pushlightuserdata(L, (void *)&queue_ffi); /* for lua/shm/ffi.lua */
