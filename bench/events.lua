@@ -101,7 +101,9 @@ local gate = assert(shm.create(shm.PRIVATE, 8))
 gate:remove()
 local fifos = {}
 
-local publish, finish
+-- unlink: the names go once every subscriber has attached (nothing is left
+-- behind whatever happens next); finish: the end of the run
+local publish, unlink, finish
 if transport == "events" then
   -- room for every event: nobody falls behind the ring, nothing is lost
   local ev = assert(shm.events.create(name, count * (size + 16) + 4096))
@@ -109,7 +111,8 @@ if transport == "events" then
   ev:segment():fill(0, shm.events.layout.header)
   local pub = ev.publish
   publish = function(m) pub(ev, m) end
-  finish = function() ev:remove() ev:detach() end
+  unlink = function() ev:remove() end
+  finish = function() ev:detach() end
 elseif transport == "dict" then
   -- (values above 4 KiB take an 8 KiB block)
   local d = assert(shm.dict.create(name, 16 * 1024 * 1024 + count * (2 * size + 512)))
@@ -119,14 +122,16 @@ elseif transport == "dict" then
     local ok, err, forcible = set(d, "ev:" .. i, m)
     if not ok or forcible then error("bench: the dict is too small (" .. tostring(err or "evicted") .. ")") end
   end
-  finish = function() d:remove() d:detach() end
+  unlink = function() d:remove() end
+  finish = function() d:detach() end
 else
   for s = 1, subs do
     fifos[s] = os.tmpname()
     os.remove(fifos[s])
     assert(lib.exec("mkfifo -m 0600 " .. q(fifos[s])))
   end
-  finish = function() for s = 1, subs do os.remove(fifos[s]) end end
+  unlink = function() for s = 1, subs do os.remove(fifos[s]) end end
+  finish = function() end
 end
 
 local kids = {}
@@ -137,7 +142,8 @@ for s = 1, subs do
 end
 if transport == "fifo" then
   local fs = {}
-  for s = 1, subs do fs[s] = assert(io.open(fifos[s], "wb")) end
+  for s = 1, subs do fs[s] = assert(io.open(fifos[s], "wb")) end -- (once each subscriber has it open)
+  unlink()
   local flush = mode == "latency"
   publish = function(m)
     for s = 1, subs do
@@ -154,9 +160,13 @@ if transport == "fifo" then
 end
 local t_gate = lib.now()
 while gate:load(0) < subs do -- every subscriber is there
-  if lib.now() - t_gate > 30 then error("bench: the subscribers did not start") end
+  if lib.now() - t_gate > 30 then
+    unlink()
+    error("bench: the subscribers did not start")
+  end
   nap(0.001)
 end
+if transport ~= "fifo" then unlink() end
 
 local t0 = lib.now()
 if mode == "latency" then
