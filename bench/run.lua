@@ -100,6 +100,26 @@ end
 case("pingpong queue", lua("pingpong.lua", "client", "queue", n(1e5)))
 case("pingpong fifo", lua("pingpong.lua", "client", "fifo", n(5e4)))
 
+-- 5. broadcast: shm.events, the dict-based event log, a FIFO per subscriber
+local EV_SIZES = { { 64, "64 B", n(2e5) }, { 4096, "4 KiB", n(2e4) } }
+local EV_SUBS = { 1, 4, 8 }
+local EV_TRANSPORTS = { "events", "dict", "fifo" }
+local has_events = (function()
+  local ok, shm = pcall(require, "shm")
+  return ok and shm.events ~= nil and shm.dict ~= nil
+end)()
+if has_events then
+  for _, sz in ipairs(EV_SIZES) do
+    for _, subs in ipairs(EV_SUBS) do
+      for _, tr in ipairs(EV_TRANSPORTS) do
+        case(string.format("broadcast %s %s x%d", tr, sz[2], subs),
+          lua("events.lua", "throughput", tr, sz[1], subs, math.max(1, math.floor(sz[3] / math.sqrt(subs)))))
+      end
+    end
+  end
+  for _, tr in ipairs(EV_TRANSPORTS) do case("wake " .. tr, lua("events.lua", "latency", tr, n(300))) end
+end
+
 -- 4. the shared dictionary, its baselines in servers we start (and stop,
 -- whatever happens: every server's stopper runs before any error goes on)
 local dictloops = require "dictloops"
@@ -400,6 +420,36 @@ if redis_srv then
   line("")
   line(string.format("Redis, two clients doing GET at once: %.2f µs per round trip, %.0f GETs per second each.",
     r, 1e6 / r))
+end
+
+if has_events then
+  line("")
+  line("## 5. Broadcast: shm.events against the dict-based event log and a FIFO per subscriber")
+  line("")
+  line("One publisher process, 1, 4 or 8 subscriber processes, every event checked byte for byte and in order " ..
+    "by every subscriber; events per second until the last subscriber has the last one. The dict-based log is " ..
+    "what lua-resty-worker-events and mlcache's ipc_shm do in an ngx.shared.DICT, here over shm.dict: " ..
+    "`incr` an index, `set` the event under it; subscribers poll the index and `get` each event (polling " ..
+    "without a pause, its best case). FIFO: one per subscriber, the publisher writes each event to each, " ..
+    "buffered (one flush at the end). The ring and the dict are made big enough to keep every event.")
+  line("")
+  line("| size | subscribers | shm.events | dict-based log | FIFO per subscriber | shm.events / dict log | " ..
+    "shm.events / FIFO |")
+  line("|---|---|---|---|---|---|---|")
+  for _, sz in ipairs(EV_SIZES) do
+    for _, subs in ipairs(EV_SUBS) do
+      local function v(tr) return med(string.format("broadcast %s %s x%d", tr, sz[2], subs)) end
+      local e, d, f = v("events"), v("dict"), v("fifo")
+      line(string.format("| %s | %d | %.0f | %.0f | %.0f | %.1f | %.2f |", sz[2], subs, e, d, f, e / d, e / f))
+    end
+  end
+  line("")
+  line(string.format("Publish to wake-up, 64 B, the subscriber asleep before each event (median): shm.events " ..
+    "%.1f µs (a futex wake); FIFO with a flush per event %.1f µs (a blocking read); the dict-based log, polled " ..
+    "every millisecond, %.1f µs (lua-resty-worker-events polls every second by default).",
+    med("wake events"), med("wake fifo"), med("wake dict")))
+  line("")
+  line("Goals (issue 21): at least 10x the dict-based log's events per second; wake latency under 10 µs.")
 end
 
 lib.report(out, RESULTS, QUICK)

@@ -41,6 +41,7 @@ build = {
         "src/dictheap.c",
         "src/dicttable.c",
         "src/dictval.c",
+        "src/events.c",
         "src/ffi.c",
         "src/file.c",
         "src/futex.c",

@@ -57,10 +57,10 @@ describe("the API reference #slow", function()
       assert.is_nil(seen[class], "twice in the contents: " .. class)
       seen[class] = true
     end
-    assert.truthy(seen.segment and seen.queue and seen.mutex and seen.dict)
+    assert.truthy(seen.segment and seen.queue and seen.mutex and seen.dict and seen.events and seen.subscriber)
   end)
 
-  docit("covers every function of the module, segments, mutexes, queues, dicts and semaphores", function()
+  docit("covers every function of the module and of every class (events and semaphores too)", function()
     local documented = {}
     for name in html:gmatch('<a name = "([^"]+)"></a>') do documented[name] = true end
     local functions = 0
@@ -75,6 +75,7 @@ describe("the API reference #slow", function()
     check("", shm)
     check("queue.", shm.queue)
     check("dict.", shm.dict)
+    check("events.", shm.events)
     local seg = assert(shm.create(shm.PRIVATE, 4096))
     local _ = seg.size -- (an attached segment's metatable is its own after the first index)
     check("segment:", debug.getmetatable(seg).__index) -- (getmetatable: the class name only)
@@ -87,6 +88,10 @@ describe("the API reference #slow", function()
     check("lock.", shm.lock)
     check("lock:", debug.getmetatable(shm.lock.new(d)).__index)
     d:remove() d:detach()
+    local ev = assert(shm.events.create(shm.PRIVATE, 64))
+    check("events:", debug.getmetatable(ev).__index)
+    check("subscriber:", debug.getmetatable(ev:subscribe()).__index)
+    ev:remove() ev:detach()
     seg:remove() seg:detach()
     check("sem.", shm.sem)
     local sem = assert(shm.sem.create(shm.PRIVATE, 1))

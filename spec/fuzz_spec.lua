@@ -1,7 +1,8 @@
 -- A randomized driver with a fixed seed (FUZZ_SEED, FUZZ_CALLS to vary it):
 -- random arguments of every type and range into every function, and random
--- bytes scribbled over queue headers and rings, words written over lock and
--- state words (mutexes, the queue's writers' lock, fresh-queue init state)
+-- bytes scribbled over queue and event ring headers and rings, words written
+-- over lock and state words (mutexes, the queue's writers' lock, the event
+-- ring's publishers' lock, fresh-queue and fresh-ring init state)
 -- between lock operations, semaphores (shm.sem) of both kinds driven with
 -- random arguments (every wait with a zero or tiny timeout), and every method of every class called with a
 -- `self` of another class (or io.stdout, a table, nil: these must raise).  It
@@ -47,7 +48,7 @@ local function value(seg)
   return string.rep(string.char(R(0, 255)), R(0, 100))
 end
 
-local segs, queues, mutexes, sems, made, failed = {}, {}, {}, {}, 0, 0
+local segs, queues, mutexes, rings, sems, made, failed = {}, {}, {}, {}, {}, 0, 0
 local restore -- undoes a live lock word written over a queue's lock
 local accepted = {} -- wrong-self calls that did not raise
 local function call(f, ...)
@@ -92,6 +93,8 @@ local classes = {
               "chmod", "chown", "load", "store", "add", "cas", "wait", "notify", "mutex" },
   queue = { "push", "pop", "close", "stat", "remove", "detach", "segment" },
   mutex = { "lock", "trylock", "unlock" },
+  events = { "publish", "subscribe", "stat", "remove", "detach", "segment" },
+  subscriber = { "next" },
   sem = { "acquire", "release", "wait_zero", "setvalue", "stat", "chmod", "chown", "remove", "close" },
   dict = { "get", "get_stale", "set", "safe_set", "add", "safe_add", "replace", "delete", "incr",
            "lpush", "rpush", "lpop", "rpop", "llen", "ttl", "expire", "flush_all", "flush_expired",
@@ -134,6 +137,31 @@ local function newseg()
     segs[#segs + 1] = s
     instances.segment = s
   end
+end
+
+-- A queue's or an event ring's raw segment: random bytes over it, or (w 2)
+-- its lock word, between lock operations (a live holder only on a header
+-- with a magic, until the end of this step: openers of a fresh one (magic 0)
+-- wait 5 s for it, as for an initialiser), or (w 3) the init state: a fresh
+-- header, the lock word naming nobody alive, then an open of it.  Returns w.
+local function scribble(raw, L, class, mincap)
+  local w = R(8)
+  if w == 1 then
+    call(function() raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
+  elseif w == 2 then
+    call(function() raw:pack(L.lock, "<I4I4", lockword(raw:unpack(L.magic, "<I8") ~= 0)) end)
+    restore = function() raw:pack(L.lock, "<I4I4", 0, 0) end
+  elseif w == 3 then
+    call(function()
+      raw:pack(L.magic, "<I8", 0)
+      raw:pack(L.lock, "<I4I4", lockword(false))
+    end)
+    call(function()
+      local o = class.open(raw.key or raw.name, R(2) == 1 and R(mincap, 3000) or nil)
+      if o then o:detach() end
+    end)
+  end
+  return w
 end
 
 local seg_methods = { "read", "write", "fill", "pack", "unpack", "stat", "load", "store", "add",
@@ -222,7 +250,7 @@ for i = 1, calls do
       local x = shm[f](k, f == "open" and pick({ "rw", "r", "w", 1 }) or size, f == "open" and size or value())
       if type(x) == "userdata" then segs[#segs + 1] = x end
     end)
-  elseif r <= 84 then
+  elseif r <= 78 then
     -- queues, and random bytes scribbled into their headers and rings
     if #queues < 2 then
       local q = shm.queue.open(pick(keys)) or shm.queue.create(pick(keys), R(16, 3000))
@@ -234,27 +262,7 @@ for i = 1, calls do
     end
     local e = queues[R(math.max(1, #queues))]
     if e then
-      local L = shm.queue.layout
-      local w = R(8)
-      if w == 1 then
-        call(function() e.raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
-      elseif w == 2 then -- the writers' lock word, between lock operations (a live
-        -- holder only on a queue with a magic, until the end of this step: openers
-        -- of a fresh queue (magic 0) wait 5 s for it, as for an initialiser)
-        call(function()
-          e.raw:pack(L.lock, "<I4I4", lockword(e.raw:unpack(L.magic, "<I8") ~= 0))
-        end)
-        restore = function() e.raw:pack(L.lock, "<I4I4", 0, 0) end
-      elseif w == 3 then -- init state: a fresh header, the lock word naming nobody alive
-        call(function()
-          e.raw:pack(L.magic, "<I8", 0)
-          e.raw:pack(L.lock, "<I4I4", lockword(false))
-        end)
-        call(function()
-          local q = shm.queue.open(e.raw.key or e.raw.name, R(2) == 1 and R(16, 3000) or nil)
-          if q then q:detach() end
-        end)
-      end
+      scribble(e.raw, shm.queue.layout, shm.queue, 16) -- (the writers' lock)
       local op = pick({ "push", "push", "pop", "pop", "stat", "close" })
       -- every blocking call with a zero timeout: a scribbled lock word may
       -- look held forever, which must give "timeout", not a hang
@@ -263,6 +271,41 @@ for i = 1, calls do
       call(function() return shm.queue.open(pick(keys)) end)
       if restore then call(restore) restore = nil end
       if R(30) == 1 then call(function() e.q:remove() end) e.q:detach() table.remove(queues, 1) end
+    end
+  elseif r <= 84 then
+    -- event rings and their subscribers, random bytes scribbled into their
+    -- headers and rings, words over the publishers' lock (as for queues)
+    if #rings < 2 then
+      local ev = shm.events.open(pick(keys)) or shm.events.create(pick(keys), R(32, 3000))
+        or shm.events.open(pick(names), R(32, 3000))
+      if ev then
+        rings[#rings + 1] = { ev = ev, raw = assert(ev:segment()), subs = {} }
+        instances.events = ev
+      end
+    end
+    local e = rings[R(math.max(1, #rings))]
+    if e then
+      if scribble(e.raw, shm.events.layout, shm.events, 32) == 4 then -- (the publishers' lock)
+        call(function()
+          local sub = e.ev:subscribe(pick({ "next", "oldest", "x", 1, nil }))
+          e.subs[#e.subs % 4 + 1] = sub
+          instances.subscriber = sub
+        end)
+      end
+      local op = pick({ "publish", "publish", "next", "next", "stat", "subscribe" })
+      local sub = e.subs[R(math.max(1, #e.subs))]
+      if op == "next" and sub then
+        call(function() return sub:next(pick({ 0, 0, -1, "x", 0.001 })) end)
+      else
+        -- a publish waits for the lock with a zero timeout (a scribbled lock
+        -- word may look held forever)
+        call(function()
+          return e.ev[op](e.ev, R(2) == 1 and string.rep("e", R(0, 3100)) or value(), 0)
+        end)
+      end
+      call(function() return shm.events.open(pick(keys)) end)
+      if restore then call(restore) restore = nil end
+      if R(30) == 1 then call(function() e.ev:remove() end) e.ev:detach() table.remove(rings, 1) end
     end
   elseif r <= 91 and s then
     -- mutexes, with words written over their state and lock words between lock operations
@@ -332,6 +375,7 @@ end
 mutexes, instances, locks = nil, nil, nil
 collectgarbage()
 for _, e in ipairs(queues) do pcall(e.q.remove, e.q) pcall(e.q.detach, e.q) end
+for _, e in ipairs(rings) do pcall(e.ev.remove, e.ev) pcall(e.ev.detach, e.ev) end
 for _, s in ipairs(segs) do pcall(s.remove, s) pcall(s.detach, s) end
 for _, x in ipairs(sems) do pcall(x.close, x) end
 for _, k in ipairs(keys) do shm.sem.unlink(k) end
@@ -344,7 +388,7 @@ io.write(string.format("calls=%d raised=%d", made, failed))
 describe("fuzzing", function()
   after_each(H.cleanup)
 
-  it("survives random arguments and scribbled queues without a crash", function()
+  it("survives random arguments and scribbled queues and event rings without a crash", function()
     local seed = tonumber(os.getenv("FUZZ_SEED") or "20261123")
     local calls = tonumber(os.getenv("FUZZ_CALLS") or "150000")
     local keys, names, paths = {}, {}, {}

@@ -177,6 +177,18 @@ describe("lshm", function()
     assert.equal(select(1, lshm({ "help" })), err)
   end)
 
+  it("says when a segment holds an event ring, and what it holds", function()
+    for _, id in ipairs({ H.name(), H.key() }) do
+      local ev = assert(shm.events.create(id, 4096))
+      for k = 1, 3 do ev:publish("event " .. k) end
+      local out, rc = lshm({ "stat", tostring(id) })
+      assert.equal(0, rc, out)
+      assert.matches("\nholds    events: capacity 4096, published 3, oldest 1, newest 3, recovered 0\n", out)
+      ev:remove()
+      ev:detach()
+    end
+  end)
+
   it("fails with exit status 1 and one line naming the command and the object", function()
     local hex = string.format("0x%x", H.key())
     local name = H.name()

@@ -236,6 +236,20 @@ size_t shm_checksize(lua_State *L, int arg) {
   return (size_t)v;
 }
 
+uint64_t shm_checkcapacity(lua_State *L, int arg, uint64_t min, uint64_t max) {
+  int isint = 0;
+  lua_Integer c = lua_tointegerx(L, arg, &isint);
+  if (!isint || lua_type(L, arg) != LUA_TNUMBER)
+    luaL_argerror(L, arg, lua_pushfstring(L, "integer capacity expected, got %s",
+                                          lua_type(L, arg) == LUA_TNUMBER
+                                              ? "a number with no integer representation"
+                                              : luaL_typename(L, arg)));
+  if (c < (lua_Integer)min || (uint64_t)c > max)
+    luaL_argerror(L, arg, lua_pushfstring(L, "capacity out of range (%I to %I)", (lua_Integer)min,
+                                          (lua_Integer)max));
+  return (uint64_t)c;
+}
+
 /* A size, or 0 for none/nil (open: attach only, never create). */
 size_t shm_optsize(lua_State *L, int arg) {
   return lua_isnoneornil(L, arg) ? 0 : shm_checksize(L, arg);
@@ -394,15 +408,18 @@ size_t shm_optlength(lua_State *L, int arg, const shm_segment *s, size_t off) {
 
 /* A timeout in seconds at `arg`: none, nil or more than 1e9 (math.huge) =
  * forever; negative or NaN raises. */
-void shm_optdeadline(lua_State *L, int arg, shm_deadline *d) {
+double shm_opttimeout(lua_State *L, int arg) {
   lua_Number t;
-  if (lua_isnoneornil(L, arg)) {
-    d->forever = 1;
-    return;
-  }
+  if (lua_isnoneornil(L, arg)) return -1;
   t = luaL_checknumber(L, arg);
   luaL_argcheck(L, t >= 0, arg, "timeout must be a non-negative number of seconds");
-  shm_deadline_after(d, (double)t);
+  return (double)t;
+}
+
+void shm_optdeadline(lua_State *L, int arg, shm_deadline *d) {
+  double t = shm_opttimeout(L, arg);
+  if (t < 0) d->forever = 1;
+  else shm_deadline_after(d, t);
 }
 
 void shm_setfield_int(lua_State *L, const char *k, lua_Integer v) {

@@ -102,6 +102,50 @@ int shm_inseg_failure(lua_State *L, const char *to) {
   return 3;
 }
 
+void shm_newupclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta) {
+  int mt;
+  shm_newclass(L, name, NULL, meta);
+  luaL_getmetatable(L, name);
+  mt = lua_gettop(L);
+  lua_newtable(L);
+  lua_pushvalue(L, mt);
+  luaL_setfuncs(L, methods, 1); /* upvalue: the metatable */
+  lua_setfield(L, mt, "__index");
+  lua_pop(L, 1);
+}
+
+void shm_inseg_constructors(lua_State *L, lua_CFunction create, lua_CFunction open) {
+  lua_createtable(L, 0, 4);
+  lua_pushcfunction(L, create);
+  lua_setfield(L, -2, "create");
+  lua_pushcfunction(L, open);
+  lua_setfield(L, -2, "open");
+}
+
+int shm_inseg_make(lua_State *L, int create, lua_Integer size, size_t prefix, const char *fname) {
+  lua_settop(L, 3);
+  lua_pushvalue(L, 1);
+  if (!create) lua_pushliteral(L, "rw");
+  if (size != 0) lua_pushinteger(L, size);
+  else lua_pushnil(L);
+  lua_pushvalue(L, 3);
+  shm_segment_call(L, create ? "create" : "open", create ? 3 : 4, prefix);
+  if (shm_inseg_failure(L, fname)) return 3;
+  lua_pop(L, 2);
+  return 0;
+}
+
+int shm_inseg_refuse(lua_State *L, int idx, int keyidx, int created, const char *fname, const char *why,
+                     int en) {
+  const char *name;
+  shm_inseg_drop(L, idx, created);
+  name = shm_inseg_name(L, keyidx);
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s(%s): %s", fname, name, why);
+  lua_pushinteger(L, en);
+  return 3;
+}
+
 /* After a failed wrap: remove (if asked) and detach the segment at idx. */
 void shm_inseg_drop(lua_State *L, int idx, int remove) {
   if (remove) {

@@ -10,8 +10,8 @@
 
 /***
 Shared memory for Lua: System V, POSIX and file segments, atomics, a robust mutex,
-a message queue (`shm.queue`) and a dictionary with ngx.shared.DICT's API
-(`shm.dict`).  `local shm = require "shm"`.
+a message queue (`shm.queue`), a dictionary with ngx.shared.DICT's API
+(`shm.dict`) and broadcast events (`shm.events`).  `local shm = require "shm"`.
 
 Conventions: offsets are 0-based and lengths in bytes; a failing system call
 returns `nil, message, errno` (the message names the call and the object); misuse
@@ -126,8 +126,9 @@ static const luaL_Reg funcs[] = {
 
 /* The parts that add to the module and to the segment's methods, each
  * opened with the same arguments (as luasocket's mod[]). */
-static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, shm_open_mutex, shm_open_owner,
-                                  shm_open_queue, shm_open_dict, shm_open_sem, shm_open_ffi, NULL};
+static shm_openf *const mod[] = {shm_open_pack,   shm_open_atomics, shm_open_mutex, shm_open_owner,
+                                  shm_open_queue,  shm_open_dict,    shm_open_events, shm_open_sem,
+                                  shm_open_ffi,    NULL};
 
 int luaopen_shm_core(lua_State *L) {
   int i, methods, module;

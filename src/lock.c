@@ -272,6 +272,29 @@ void shm_lock_release(shm_lock *l) {
   if ((uint32_t)v & WAITERS) shm_futex_wake(shm_futex_word((int64_t *)(void *)&l->word), 1);
 }
 
+shm_status shm_lock_init_once(shm_lock *l, const uint64_t *magic, uint64_t self, int create, double wait,
+                              void (*init)(void *), shm_status (*repair)(void *), void *arg) {
+  shm_deadline d;
+  shm_status st;
+  if (LOAD(magic) != 0) return SHM_OK;
+  shm_deadline_after(&d, wait);
+  if (!create) { /* open only: wait while somebody initialises */
+    if (LOAD(&l->word) == 0) return SHM_OK;
+    return shm_lock_wait(l, self, &d) == SHM_TIMEOUT ? SHM_TIMEOUT : SHM_OK;
+  }
+  st = shm_lock_try(l, self);
+  if (st == SHM_BUSY) st = shm_lock_acquire(l, self, &d);
+  if (st == SHM_TIMEOUT) return st;
+  if (LOAD(magic) == 0) {
+    init(arg);
+    st = SHM_OK;
+  } else {
+    st = st == SHM_OWNERDIED ? repair(arg) : SHM_OK; /* made, then its owner died */
+  }
+  shm_lock_release(l);
+  return st;
+}
+
 int shm_lock_owned(const shm_lock *l, uint64_t self) {
   return (LOAD(&l->word) & ~(uint64_t)WAITERS) == self;
 }

@@ -122,29 +122,9 @@ typedef struct qstat {
 
 /* ---- the ring ---- */
 
-static void ring_put(unsigned char *data, uint64_t cap, size_t at, const void *src, size_t n) {
-  size_t first = n < cap - at ? n : (size_t)(cap - at);
-  memcpy(data + at, src, first);
-  if (n > first) memcpy(data, (const char *)src + first, n - first);
-}
-
-static void ring_get(const unsigned char *data, uint64_t cap, size_t at, void *dst, size_t n) {
-  size_t first = n < cap - at ? n : (size_t)(cap - at);
-  memcpy(dst, data + at, first);
-  if (n > first) memcpy((char *)dst + first, data, n - first);
-}
-
 static size_t advance(size_t at, size_t n, uint64_t cap) {
   at += n;
   return at >= cap ? at - (size_t)cap : at;
-}
-
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
 }
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -155,7 +135,7 @@ static void cpu_relax(void) {
 static const char *readlen(const qcore *q, uint64_t pos, uint64_t tail, uint32_t *len, size_t *at) {
   if (tail - pos < Q_LENSZ) return "truncated record";
   *at = (size_t)(pos % q->cap);
-  ring_get(q->data, q->cap, *at, len, Q_LENSZ);
+  shm_ring_get(q->data, q->cap, *at, len, Q_LENSZ);
   if ((uint64_t)*len > tail - pos - Q_LENSZ) return "record length out of range";
   return NULL;
 }
@@ -212,7 +192,7 @@ static shm_status await(qhdr *h, uint64_t *index, uint64_t seen, uint32_t *word,
   if (shm_deadline_expired(d)) return SHM_TIMEOUT;
   for (i = 0; i < Q_SPINS; i++) {
     if (LOAD(index) != seen || LOAD(&h->closed)) return SHM_OK;
-    cpu_relax();
+    shm_cpu_relax();
   }
   __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
   w = LOADSC(word);
@@ -246,6 +226,23 @@ static void init_locked(qhdr *h, uint64_t cap) {
   __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
 }
 
+/* What q_attach hands shm_lock_init_once's callbacks. */
+typedef struct qinit {
+  qcore *q;
+  size_t size;
+  uint64_t cap;
+  const char **why;
+} qinit;
+
+static void init_cb(void *a) { init_locked(((qinit *)a)->q->h, ((qinit *)a)->cap); }
+
+/* initialised, then a writer died: its journal, if the header is a queue's */
+static shm_status repair_cb(void *a) {
+  qinit *in = (qinit *)a;
+  if (readconfig(in->q->h, in->size, &in->q->cap) != NULL) return SHM_OK; /* (said below) */
+  return recover(in->q, in->why);
+}
+
 /* View the queue in `size` bytes at `base`.  With cap != 0, fresh memory
  * (magic 0) is initialised as a queue of that capacity (or waited for, when
  * another process does it); with cap == 0 it is only waited for if an
@@ -254,9 +251,9 @@ static void init_locked(qhdr *h, uint64_t cap) {
 static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t cap, uint64_t self,
                            const char **why) {
   qhdr *h = (qhdr *)(void *)base;
+  qinit in = {q, size, cap, why};
   const char *bad;
-  shm_deadline d;
-  shm_status st = SHM_OK;
+  shm_status st;
   if (size < Q_HDRSIZE + Q_MINCAP) {
     *why = "segment too small for a queue";
     return SHM_CORRUPT;
@@ -265,22 +262,8 @@ static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t 
   q->data = base + Q_HDRSIZE;
   q->cap = 0;
   q->tail_cache = 0;
-  if (LOAD(&h->magic) == 0) {
-    shm_deadline_after(&d, Q_INIT_WAIT);
-    if (cap == 0) { /* open only: wait while somebody initialises */
-      if (LOAD(&h->writers.lock.word) != 0) st = shm_lock_wait(&h->writers.lock, self, &d);
-    } else {
-      st = shm_lock_try(&h->writers.lock, self); /* looks at a holder at once */
-      if (st == SHM_BUSY) st = shm_lock_acquire(&h->writers.lock, self, &d);
-      if (st != SHM_TIMEOUT) {
-        if (LOAD(&h->magic) == 0) init_locked(h, cap);
-        else if (st == SHM_OWNERDIED && readconfig(h, size, &q->cap) == NULL)
-          st = recover(q, why); /* initialised, then a writer died */
-        unlock_writers(q);
-      }
-    }
-    if (st == SHM_TIMEOUT) return st;
-  }
+  st = shm_lock_init_once(&h->writers.lock, &h->magic, self, cap != 0, Q_INIT_WAIT, init_cb, repair_cb, &in);
+  if (st == SHM_TIMEOUT) return st;
   bad = readconfig(h, size, &q->cap);
   if (bad != NULL) {
     *why = bad;
@@ -324,8 +307,8 @@ static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *h
   *en = reserve_record(q, tail, Q_LENSZ + len);
   if (*en != 0) return SHM_ERRNO;
   at = (size_t)(tail % q->cap);
-  ring_put(q->data, q->cap, at, &l32, Q_LENSZ);
-  ring_put(q->data, q->cap, advance(at, Q_LENSZ, q->cap), msg, len);
+  shm_ring_put(q->data, q->cap, at, &l32, Q_LENSZ);
+  shm_ring_put(q->data, q->cap, advance(at, Q_LENSZ, q->cap), msg, len);
   /* commit, journalled */
   to = tail + Q_LENSZ + len;
   w->pend_count = w->count + 1;
@@ -397,7 +380,7 @@ static shm_status q_pop(qcore *q, shm_buf *buf, size_t *len, const shm_deadline 
       errno = ENOMEM;
       return SHM_ERRNO;
     }
-    ring_get(q->data, cap, advance(at, Q_LENSZ, cap), buf->p, n);
+    shm_ring_get(q->data, cap, advance(at, Q_LENSZ, cap), buf->p, n);
     if (!__atomic_compare_exchange_n(&h->head, &head, head + Q_LENSZ + n, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_RELAXED))
       continue; /* another reader claimed it: drop the copy */
@@ -675,20 +658,6 @@ static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, QUEUE_MT); }
 
 /* ---- constructors ---- */
 
-/* The capacity argument: an integer from Q_MINCAP to Q_MAXCAP. */
-static uint64_t checkcapacity(lua_State *L, int arg) {
-  int isint = 0;
-  lua_Integer c = lua_tointegerx(L, arg, &isint);
-  if (!isint || lua_type(L, arg) != LUA_TNUMBER)
-    luaL_argerror(L, arg, lua_pushfstring(L, "integer capacity expected, got %s",
-                                          lua_type(L, arg) == LUA_TNUMBER
-                                              ? "a number with no integer representation"
-                                              : luaL_typename(L, arg)));
-  luaL_argcheck(L, c >= (lua_Integer)Q_MINCAP && c <= (lua_Integer)Q_MAXCAP, arg,
-                "capacity out of range (16 to 4294967295)");
-  return (uint64_t)c;
-}
-
 /* Wrap the segment at idx (attached, from this module) as a queue; cap 0:
  * open only.  Pushes the queue, or nil, message, errno. */
 static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char *fname, int created) {
@@ -698,17 +667,10 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
   qcore core;
   shm_status st = q_attach(&core, s->addr, s->size, cap, shm_ctx_self(ctx), &why);
   shm_queue *q;
-  if (st != SHM_OK) {
-    int en = st == SHM_TIMEOUT ? ETIMEDOUT : EINVAL;
-    const char *name;
-    if (st == SHM_TIMEOUT) why = "still being initialised by another process (timeout)";
-    shm_inseg_drop(L, idx, created);
-    name = shm_inseg_name(L, keyidx);
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s(%s): %s", fname, name, why);
-    lua_pushinteger(L, en);
-    return 3;
-  }
+  if (st == SHM_TIMEOUT)
+    return shm_inseg_refuse(L, idx, keyidx, created, fname,
+                            "still being initialised by another process (timeout)", ETIMEDOUT);
+  if (st != SHM_OK) return shm_inseg_refuse(L, idx, keyidx, created, fname, why, EINVAL);
   q = (shm_queue *)lua_newuserdatauv(L, sizeof *q, 1);
   core.seg = s;
   q->core = core;
@@ -737,14 +699,9 @@ part of it (see `queue:push`).
 @usage local q = assert(shm.queue.create("/jobs", 1024 * 1024))
 */
 static int l_create(lua_State *L) {
-  uint64_t cap = checkcapacity(L, 2);
-  lua_settop(L, 3);
-  lua_pushvalue(L, 1);
-  lua_pushinteger(L, (lua_Integer)(Q_HDRSIZE + cap));
-  lua_pushvalue(L, 3);
-  shm_segment_call(L, "create", 3, Q_HDRSIZE); /* the ring: as it is used */
-  if (shm_inseg_failure(L, "shm.queue.create")) return 3;
-  lua_pop(L, 2);
+  uint64_t cap = shm_checkcapacity(L, 2, Q_MINCAP, Q_MAXCAP);
+  /* the ring's memory: as it is used */
+  if (shm_inseg_make(L, 1, (lua_Integer)(Q_HDRSIZE + cap), Q_HDRSIZE, "shm.queue.create")) return 3;
   return newqueue(L, 4, 1, cap, "shm.queue.create", 1);
 }
 
@@ -784,20 +741,13 @@ static void capacity_terms(lua_State *L) {
 }
 
 static int l_open(lua_State *L) {
-  uint64_t cap = lua_isnoneornil(L, 2) ? 0 : checkcapacity(L, 2);
+  uint64_t cap = lua_isnoneornil(L, 2) ? 0 : shm_checkcapacity(L, 2, Q_MINCAP, Q_MAXCAP);
   shm_optmode(L, 3, 0600); /* checked here: the segment layer's own position is #4 */
-  lua_settop(L, 3);
-  lua_pushvalue(L, 1);
-  lua_pushliteral(L, "rw");
-  if (cap != 0) lua_pushinteger(L, (lua_Integer)(Q_HDRSIZE + cap));
-  else lua_pushnil(L);
-  lua_pushvalue(L, 3);
-  shm_segment_call(L, "open", 4, Q_HDRSIZE);
-  if (shm_inseg_failure(L, "shm.queue.open")) {
+  if (shm_inseg_make(L, 0, cap != 0 ? (lua_Integer)(Q_HDRSIZE + cap) : 0, Q_HDRSIZE,
+                     "shm.queue.open")) {
     capacity_terms(L);
     return 3;
   }
-  lua_pop(L, 2);
   return newqueue(L, 4, 1, cap, "shm.queue.open", 0);
 }
 
@@ -871,20 +821,8 @@ static const shm_queue_ffi_api queue_ffi = {1, ffi_push, ffi_pop};
 
 void shm_open_queue(lua_State *L, int module, int methods) {
   (void)methods;
-  int mt;
-  shm_newclass(L, QUEUE_MT, NULL, queue_meta);
-  luaL_getmetatable(L, QUEUE_MT);
-  mt = lua_gettop(L);
-  luaL_newlibtable(L, queue_methods);
-  lua_pushvalue(L, mt);
-  luaL_setfuncs(L, queue_methods, 1); /* upvalue: the metatable */
-  lua_setfield(L, mt, "__index");
-  lua_pop(L, 1);
-  lua_createtable(L, 0, 4); /* shm.queue */
-  lua_pushcfunction(L, l_create);
-  lua_setfield(L, -2, "create");
-  lua_pushcfunction(L, l_open);
-  lua_setfield(L, -2, "open");
+  shm_newupclass(L, QUEUE_MT, queue_methods, queue_meta);
+  shm_inseg_constructors(L, l_create, l_open); /* shm.queue */
   pushlayout(L);
   lua_setfield(L, -2, "layout");
   lua_pushlightuserdata(L, (void *)&queue_ffi); /* for lua/shm/ffi.lua */

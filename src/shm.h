@@ -14,7 +14,7 @@
  *   sysv.c, posix.c, file.c         the kinds (each exports one shm_ops);
  *                                   file.c ends with opening any kind
  *   atomic, pack, lock, mutex,      what lives in a segment
- *   queue, dict
+ *   queue, dict, events
  *   core.c                          the module table (luaopen_shm_core)
  */
 #ifndef LUA_SHM_H
@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -179,6 +180,8 @@ int shm_ok(lua_State *L, int ok, int en, const char *fmt, ...)
 /* Append " (hint)" to the message of the nil, message, errno on top; returns 3. */
 int shm_hint(lua_State *L, const char *hint);
 size_t shm_checksize(lua_State *L, int arg);
+/* A structure's capacity: an integer from min to max. */
+uint64_t shm_checkcapacity(lua_State *L, int arg, uint64_t min, uint64_t max);
 size_t shm_optsize(lua_State *L, int arg); /* none/nil: 0 */
 int shm_checkmode(lua_State *L, int arg);
 int shm_optmode(lua_State *L, int arg, int def);
@@ -272,8 +275,10 @@ int shm_futex_wait(uint32_t *addr, uint32_t val, const shm_deadline *d);
 int shm_futex_wake(uint32_t *addr, int n);
 /* The 32-bit futex word inside an int64: the half holding its low bits. */
 uint32_t *shm_futex_word(int64_t *p);
-/* args.c: a timeout argument (seconds; none/nil = forever). */
+/* args.c: a timeout argument (seconds; none/nil = forever), as a deadline or
+ * as seconds (-1: none), for a wait that reads the clock only if it waits. */
 void shm_optdeadline(lua_State *L, int arg, shm_deadline *d);
+double shm_opttimeout(lua_State *L, int arg);
 
 /* ---- Status of the locked cores (queue, dict, lock): plain C functions that
  * never see a lua_State return one of these; the bindings turn them into Lua
@@ -289,6 +294,29 @@ typedef enum shm_status {
   SHM_OWNERDIED,   /* lock taken over from a dead owner: repair what it guards */
   SHM_NSTATUS
 } shm_status;
+
+/* ---- Byte rings in a segment (the queue's, the event ring's): n bytes at
+ * offset `at` of a ring of `cap` bytes, wrapping at its end. ---- */
+static inline void shm_ring_put(unsigned char *data, uint64_t cap, uint64_t at, const void *src,
+                                size_t n) {
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
+  memcpy(data + at, src, first);
+  if (n > first) memcpy(data, (const char *)src + first, n - first);
+}
+static inline void shm_ring_get(const unsigned char *data, uint64_t cap, uint64_t at, void *dst,
+                                size_t n) {
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
+  memcpy(dst, data + at, first);
+  if (n > first) memcpy((char *)dst + first, data, n - first);
+}
+/* In a spin loop: let the other hardware thread run. */
+static inline void shm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
 
 /* ---- A growable malloc'ed buffer (a queue's pops, a dict's values and keys),
  * grown outside any lock.  Zero-initialised is empty. ---- */
@@ -338,6 +366,15 @@ shm_status shm_lock_wait(shm_lock *l, uint64_t self, const shm_deadline *d);
 void shm_lock_release(shm_lock *l);
 /* Does the word name `self` as the owner? */
 int shm_lock_owned(const shm_lock *l, uint64_t self);
+/* Fresh memory (*magic == 0) made a structure without a race (the queue's,
+ * the event ring's create-or-open): a creator (create != 0) takes the lock
+ * (looking at a holder at once, then waiting up to `wait` seconds) and, if
+ * the magic is still 0, calls init(arg) under it, which publishes the magic
+ * last; one that took the lock over from a dead owner of a made structure
+ * calls repair(arg).  An opener only waits while an initialiser holds the
+ * lock.  SHM_OK, SHM_TIMEOUT, or what repair returned. */
+shm_status shm_lock_init_once(shm_lock *l, const uint64_t *magic, uint64_t self, int create, double wait,
+                              void (*init)(void *), shm_status (*repair)(void *), void *arg);
 
 /* ---- class.c: one way to define and check a class (as luasocket's
  * auxiliar): the type check rests on metatable identity, and no metatable is
@@ -370,6 +407,21 @@ void shm_inseg_drop(lua_State *L, int idx, int remove);
 const char *shm_inseg_name(lua_State *L, int idx);
 /* The name of the segment of the object at idx, as shm_inseg_name. */
 const char *shm_inseg_objname(lua_State *L, int idx);
+/* A class whose methods carry its metatable as their first upvalue (for
+ * shm_checkupclass). */
+void shm_newupclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
+/* The table of such an object's constructors (create, open), left on the stack. */
+void shm_inseg_constructors(lua_State *L, lua_CFunction create, lua_CFunction open);
+/* In such a constructor: shm.create (create != 0) or shm.open ("rw") for the
+ * key_or_name at 1, `size` bytes (0 on open: none) and the mode at 3, only
+ * the first `prefix` bytes of a POSIX object backed now (shm_segment_call).
+ * 0 with the segment at index 4, or 3 results to return (the message renamed
+ * for fname). */
+int shm_inseg_make(lua_State *L, int create, lua_Integer size, size_t prefix, const char *fname);
+/* The segment at idx could not be wrapped: dropped (removed if this call
+ * created it); pushes nil, "fname(name): why", en and returns 3. */
+int shm_inseg_refuse(lua_State *L, int idx, int keyidx, int created, const char *fname, const char *why,
+                     int en);
 
 /* ---- atomic.c: atomics and wait/notify in a segment ---- */
 void shm_open_atomics(lua_State *L, int module, int methods);
@@ -385,6 +437,9 @@ void shm_open_queue(lua_State *L, int module, int methods);
 
 /* ---- dict.c: shm.dict, ngx.shared.DICT in a segment ---- */
 void shm_open_dict(lua_State *L, int module, int methods);
+
+/* ---- events.c: broadcast in a segment (shm.events) ---- */
+void shm_open_events(lua_State *L, int module, int methods);
 
 /* ---- sem.c: shm.sem, System V and POSIX semaphores ---- */
 void shm_open_sem(lua_State *L, int module, int methods);

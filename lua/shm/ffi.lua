@@ -452,6 +452,13 @@ end
 
 ---------------------------------------------------------------- queues
 
+-- a timeout the C API takes as it is; -1: none (wait forever)
+local function timeout(t)
+  if t == nil then return -1 end
+  if type(t) == "number" and t >= 0 then return t end
+  return nil
+end
+
 local function queues(core, reg)
   local api = cast("const shm_queue_ffi_api *", core.queue._ffi)
   if api.version ~= 1 then return end
@@ -465,13 +472,6 @@ local function queues(core, reg)
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_CLOSED] = "closed", [ST_INTERRUPTED] = "interrupted" }
   local function corrupt()
     return "shm.queue: corrupted queue (" .. ffi_string(p_why[0]) .. ")"
-  end
-
-  -- a timeout the C API takes as it is; -1: none (wait forever)
-  local function timeout(t)
-    if t == nil then return -1 end
-    if type(t) == "number" and t >= 0 then return t end
-    return nil
   end
 
   install(methods, "queue", "push", function(c)
@@ -519,6 +519,80 @@ function M.install(core)
   local b = dicts(core, reg)
   local c = queues(core, reg)
   M.active = (a and b and c) or false
+  return M.active
+end
+
+---------------------------------------------------------------- events
+-- (shm.events: publish and a subscriber's next; kept apart from the rest, and
+-- added to M.install by wrapping it)
+
+if not pcall(ffi.typeof, "shm_events_ffi_api") then
+  ffi.cdef [[
+typedef struct shm_events_ffi_api {
+  int version;
+  int lost;
+  int toobig;
+  int (*publish)(void *, const char *, size_t, double, const char **);
+  int (*next)(void *, double, const char **, size_t *, double *, const char **);
+} shm_events_ffi_api;
+]]
+end
+
+local function events(core, reg)
+  local api = core.events and cast("const shm_events_ffi_api *", core.events._ffi)
+  if not api or api.version ~= 1 then return end
+  local class, subclass = reg["shm.events"], reg["shm.subscriber"]
+  local methods = class and rawget(class, "__index")
+  local submethods = subclass and rawget(subclass, "__index")
+  if type(methods) ~= "table" or type(submethods) ~= "table" then return end
+  local known, check = checker(function(obj) return getmetatable(obj) == class end)
+  local subknown, subcheck = checker(function(obj) return getmetatable(obj) == subclass end)
+  local a_publish, a_next, LOST = api.publish, api.next, api.lost
+  local reasons = { [ST_TIMEOUT] = "timeout", [ST_INTERRUPTED] = "interrupted" }
+  local function corrupt()
+    return "shm.events: corrupted events (" .. ffi_string(p_why[0]) .. ")"
+  end
+
+  install(methods, "events", "publish", function(c)
+    return function(...)
+      local self, msg, t = ...
+      t = timeout(t)
+      if t and (known[self] or check(self)) and type(msg) == "string" then
+        local r = a_publish(self, msg, #msg, t, p_why)
+        if r == ST_OK then return true end
+        if r == ST_TIMEOUT then return false, "timeout" end
+        if r == ST_CORRUPT then error(corrupt(), 2) end
+      end
+      fallbacks["events:publish"] = fallbacks["events:publish"] + 1
+      return c(...)
+    end
+  end)
+
+  install(submethods, "subscriber", "next", function(c)
+    return function(...)
+      local self, t = ...
+      t = timeout(t)
+      if t and (subknown[self] or subcheck(self)) then
+        local r = a_next(self, t, p_ptr, p_size, p_num, p_why)
+        if r == ST_OK then return ffi_string(p_ptr[0], p_size[0]), p_num[0] end
+        if r == LOST then return nil, "lost", p_num[0] end
+        local why = reasons[r]
+        if why then return nil, why end
+        if r == ST_CORRUPT then error(corrupt(), 2) end
+      end
+      fallbacks["subscriber:next"] = fallbacks["subscriber:next"] + 1
+      return c(...)
+    end
+  end)
+  return true
+end
+
+local install_others = M.install
+--- (wrapped: the classes above, then the event rings')
+function M.install(core)
+  local others = install_others(core)
+  local ev = events(core, debug.getregistry())
+  M.active = (others and ev) or false
   return M.active
 end
 
