@@ -182,6 +182,43 @@ describe("shm.dict at any size", function()
     assert.equal("bad=0", out)
   end)
 
+  it("reads right when a finalizer reads longer values, of this dict or another, mid-read", function()
+    for _, jitmode in ipairs({ "on", "off" }) do
+      local out, rc = H.run([[
+        local shm = require "shm"
+        local d = assert(shm.dict.create(shm.PRIVATE, 16 * 1024 * 1024))
+        d:segment():remove()
+        local d2 = assert(shm.dict.create(shm.PRIVATE, 16 * 1024 * 1024))
+        d2:segment():remove()
+        d:set("k", ("A"):rep(10), 0, 3)
+        d:set("big", ("C"):rep(3 * 1024 * 1024))
+        d2:set("o", ("B"):rep(3000))
+        d2:set("huge", ("H"):rep(6 * 1024 * 1024))
+        local function gc(f)
+          if newproxy then
+            local p = newproxy(true)
+            getmetatable(p).__gc = f
+            return p
+          end
+          return setmetatable({}, { __gc = f })
+        end
+        if jit and arg[1] == "off" then jit.off() end
+        local bad = 0
+        for i = 1, 4000 do
+          local which = i % 3
+          gc(function()
+            if which == 0 then d2:get("o") elseif which == 1 then d:get("big") else d2:get("huge") end
+          end)
+          local v, f = d:get("k")
+          if v ~= ("A"):rep(10) or f ~= 3 then bad = bad + 1 end
+        end
+        io.write("bad=", bad)
+      ]], { jitmode })
+      assert.equal(0, rc, out)
+      assert.equal("bad=0", out)
+    end
+  end)
+
   it("replaces a value as large as the dict allows by one of the same size, as ngx", function()
     local d = newdict()
     assert.same({ true, nil, false }, { d:set("k", string.rep("a", 300000)) })

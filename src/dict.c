@@ -76,6 +76,7 @@ typedef struct ldict {
 
 #define FFI_DETACHED (-1)
 #define FFI_NOMEM (-2)
+#define FFI_BUSY (-3) /* the handle's buffer is lent out: use the C API */
 
 static shm_dict *ffi_dict(void *ud) {
   ldict *ld = (ldict *)ud;
@@ -84,12 +85,19 @@ static shm_dict *ffi_dict(void *ud) {
              : NULL;
 }
 
+/* get: a value other than a table stays in the handle's buffer, which is
+ * then lent to the caller until it calls done (making the Lua string can run
+ * a finalizer that calls this dict: that call must not move the buffer, so
+ * it takes the C API's path, which then copies into a buffer of its own).
+ * Every result but the pointer is a number (reading them makes no Lua
+ * object, so no finalizer runs before all are read). */
 static int ffi_get(void *ud, const char *k, size_t kl, int stale, int *type, const char **ptr,
-                   size_t *len, uint32_t *flags, int *isstale) {
+                   uint32_t *len, uint32_t *flags, int *isstale) {
   shm_dict *d = ffi_dict(ud);
   dval v;
   int r, tries;
   if (d == NULL) return FFI_DETACHED;
+  if (d->lent) return FFI_BUSY;
   v.len = 0;
   for (tries = 0;; tries++) {
     if (shm_buf_reserve(&d->buf, v.len) != 0) return FFI_NOMEM;
@@ -99,11 +107,17 @@ static int ffi_get(void *ud, const char *k, size_t kl, int stale, int *type, con
   if (r == SHM_OK) {
     *type = v.type;
     *ptr = v.ptr;
-    *len = v.len;
+    *len = (uint32_t)v.len; /* (a value is at most 4 GiB) */
     *flags = v.flags;
     *isstale = v.stale;
+    d->lent = v.type != DV_TABLE; /* (a table: the C API decodes it) */
   }
   return r;
+}
+
+/* The caller of get made its value: the buffer is the handle's again. */
+static void ffi_done(void *ud) {
+  if (ud != NULL) ((ldict *)ud)->d.lent = 0;
 }
 
 static int ffi_store(void *ud, int op, int safe, const char *k, size_t kl, int type,
@@ -157,17 +171,18 @@ static const char *ffi_why(void *ud) {
  * cdef in lua/shm.lua). */
 typedef struct shm_dict_ffi_api {
   int version;
-  int (*get)(void *, const char *, size_t, int, int *, const char **, size_t *, uint32_t *, int *);
+  int (*get)(void *, const char *, size_t, int, int *, const char **, uint32_t *, uint32_t *, int *);
   int (*store)(void *, int, int, const char *, size_t, int, const char *, size_t, uint32_t, double,
                int *);
   int (*incr)(void *, const char *, size_t, int *, char *, int, const char *, double, int *);
   int (*ttl)(void *, const char *, size_t, double *);
   int (*expire)(void *, const char *, size_t, double);
   const char *(*why)(void *);
+  void (*done)(void *);
 } shm_dict_ffi_api;
 
-static const shm_dict_ffi_api dict_ffi = {1,       ffi_get,    ffi_store, ffi_incr,
-                                          ffi_ttl, ffi_expire, ffi_why};
+static const shm_dict_ffi_api dict_ffi = {2,       ffi_get,    ffi_store, ffi_incr,
+                                          ffi_ttl, ffi_expire, ffi_why,   ffi_done};
 
 /* ======================================================================
  * The binding: arguments, values, results.  Everything here runs outside
@@ -211,9 +226,16 @@ static const char *checkkey(lua_State *L, int idx, size_t *kl, int strict) {
   return NULL;
 }
 
-/* The value buffer, at least n bytes (grown outside the lock). */
-static char *dictbuf(lua_State *L, shm_dict *d, size_t n) {
+/* A buffer of at least n bytes for the core to copy into (*cap: its size):
+ * the handle's (grown outside the lock), or, while an FFI get holds that one
+ * (a finalizer called us in the middle of it), a userdata pushed here. */
+static char *dictbuf(lua_State *L, shm_dict *d, size_t n, size_t *cap) {
+  if (d->lent) {
+    *cap = n < 256 ? 256 : n;
+    return (char *)lua_newuserdatauv(L, *cap, 0);
+  }
   if (shm_buf_reserve(&d->buf, n) != 0) luaL_error(L, "not enough memory");
+  *cap = d->buf.size;
   return d->buf.p;
 }
 
@@ -223,11 +245,17 @@ static char *dictbuf(lua_State *L, shm_dict *d, size_t n) {
  * one.  give_buf puts it back (or frees it, if a nested call made another). */
 static void take_buf(shm_dict *d, shm_buf *lent) {
   *lent = d->buf;
+  if (d->lent) { /* (the value is in a userdata of dictbuf's, not here) */
+    lent->p = NULL;
+    lent->size = 0;
+    return;
+  }
   d->buf.p = NULL;
   d->buf.size = 0;
 }
 
 static void give_buf(shm_dict *d, shm_buf *lent) {
+  if (lent->p == NULL) return;
   if (d->buf.p == NULL) d->buf = *lent;
   else shm_buf_free(lent);
 }
@@ -316,8 +344,9 @@ static int l_get_common(lua_State *L, int stale) {
   if (k == NULL) return 2;
   v.len = 0;
   for (tries = 0;; tries++) {
-    char *buf = dictbuf(L, d, v.len);
-    r = shm_dict_get(d, k, kl, stale, &v, buf, d->buf.size);
+    size_t cap;
+    char *buf = dictbuf(L, d, v.len, &cap);
+    r = shm_dict_get(d, k, kl, stale, &v, buf, cap);
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   switch (r) {
@@ -559,7 +588,8 @@ static int l_cas(lua_State *L) {
        * here, then cas against exactly those bytes (again if they change) */
       dval cur;
       cur.len = 0;
-      do r = shm_dict_get(d, k, kl, 0, &cur, dictbuf(L, d, cur.len), d->buf.size);
+      size_t cap;
+      do r = shm_dict_get(d, k, kl, 0, &cur, dictbuf(L, d, cur.len, &cap), cap);
       while (r == SHM_DICT_BUFSMALL);
       if (r == SHM_OK && cur.type != DV_TABLE) r = SHM_DICT_CHANGED;
       if (r != SHM_OK) break;
@@ -756,8 +786,9 @@ static int pop(lua_State *L, int left) {
   if ((k = checkkey(L, 2, &kl, 1)) == NULL) return 2;
   v.len = 0;
   for (tries = 0;; tries++) {
-    char *buf = dictbuf(L, d, v.len);
-    r = shm_dict_pop(d, k, kl, left, &v, buf, d->buf.size);
+    size_t cap;
+    char *buf = dictbuf(L, d, v.len, &cap);
+    r = shm_dict_pop(d, k, kl, left, &v, buf, cap);
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   switch (r) {
@@ -929,9 +960,11 @@ static int l_get_keys(lua_State *L) {
   size_t need = 0, at = 0;
   shm_buf lent;
   int r, tries;
+  char *buf = NULL;
   for (tries = 0;; tries++) {
-    char *buf = dictbuf(L, d, need);
-    r = shm_dict_keys(d, max, buf, d->buf.size, &need, &n);
+    size_t cap;
+    buf = dictbuf(L, d, need, &cap);
+    r = shm_dict_keys(d, max, buf, cap, &need, &n);
     if (r != SHM_DICT_BUFSMALL || tries > 16) break;
   }
   if (r != SHM_OK) return fail(L, d, r);
@@ -939,9 +972,9 @@ static int l_get_keys(lua_State *L) {
   lua_createtable(L, (int)(n < 1u << 24 ? n : 1u << 24), 0);
   for (i = 0; i < n && at + 2 <= need; i++) {
     uint16_t kl;
-    memcpy(&kl, lent.p + at, 2);
+    memcpy(&kl, buf + at, 2);
     if (at + 2 + kl > need) break;
-    lua_pushlstring(L, lent.p + at + 2, kl);
+    lua_pushlstring(L, buf + at + 2, kl);
     lua_rawseti(L, -2, (int)i + 1);
     at += 2 + (size_t)kl;
   }
@@ -1286,6 +1319,7 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   shm_setfield_int(L, "ISLIST", SHM_DICT_ISLIST);
   shm_setfield_int(L, "DETACHED", FFI_DETACHED);
   shm_setfield_int(L, "OOM", FFI_NOMEM);
+  shm_setfield_int(L, "BUSY", FFI_BUSY);
   shm_setfield_int(L, "NIL", DV_NIL);
   shm_setfield_int(L, "BOOL", DV_BOOL);
   shm_setfield_int(L, "NUM", DV_NUM);

@@ -179,6 +179,7 @@ typedef struct shm_dict {
   int overflow;        /* the journal overflowed: roll back */
   const char *why;     /* reason for SHM_CORRUPT */
   shm_buf buf;         /* values and keys copied out (grown outside the lock) */
+  int lent;            /* buf is lent to an FFI get until its caller calls done */
 } shm_dict;
 
 /* a value going in or out of the core */

@@ -52,13 +52,14 @@ typedef struct shm_seg_ffi_api {
 } shm_seg_ffi_api;
 typedef struct shm_dict_ffi_api {
   int version;
-  int (*get)(void *, const char *, size_t, int, int *, const char **, size_t *, uint32_t *, int *);
+  int (*get)(void *, const char *, size_t, int, int *, const char **, uint32_t *, uint32_t *, int *);
   int (*store)(void *, int, int, const char *, size_t, int, const char *, size_t, uint32_t, double,
                int *);
   int (*incr)(void *, const char *, size_t, int *, char *, int, const char *, double, int *);
   int (*ttl)(void *, const char *, size_t, double *);
   int (*expire)(void *, const char *, size_t, double);
   const char *(*why)(void *);
+  void (*done)(void *);
 } shm_dict_ffi_api;
 typedef struct shm_queue_ffi_api {
   int version;
@@ -112,6 +113,7 @@ local p_type = ffi.new("int[1]")
 local p_flags = ffi.new("uint32_t[1]")
 local p_stale = ffi.new("int[1]")
 local p_forcible = ffi.new("int[1]")
+local p_len = ffi.new("uint32_t[1]") -- (read as a number: no cdata made)
 local p_why = ffi.new("const char *[1]")
 local valbuf = ffi.new("union { double d; int64_t i; uint8_t b[8]; char c[8]; }[2]")
 local valptr = cast("char *", valbuf)              -- value / step
@@ -238,13 +240,13 @@ end
 local function dicts(core, reg)
   local api = cast("const shm_dict_ffi_api *", core.dict._ffi)
   local K = core.dict._ffi_codes
-  if api.version ~= 1 or type(K) ~= "table" then return end
+  if api.version ~= 2 or type(K) ~= "table" then return end
   local class = reg["shm.dict"]
   local methods = class and rawget(class, "__index")
   if type(methods) ~= "table" then return end
   local known, check = checker(function(obj) return getmetatable(obj) == class end)
-  local a_get, a_store, a_incr, a_ttl, a_expire, a_why =
-    api.get, api.store, api.incr, api.ttl, api.expire, api.why
+  local a_get, a_store, a_incr, a_ttl, a_expire, a_why, a_done =
+    api.get, api.store, api.incr, api.ttl, api.expire, api.why, api.done
   local OK, NOTFOUND, EXISTS, NOMEM, NOTNUM, ISLIST, CORRUPT =
     K.OK, K.NOTFOUND, K.EXISTS, K.NOMEM, K.NOTNUM, K.ISLIST, K.CORRUPT
   local DETACHED, OOM, TIMEOUT = K.DETACHED, K.OOM, K.TIMEOUT
@@ -297,13 +299,15 @@ local function dicts(core, reg)
       return function(...)
         local self, key = ...
         if (known[self] or check(self)) and goodkey(key) then
-          local r = a_get(self, key, #key, stale, p_type, p_ptr, p_size, p_flags, p_stale)
+          local r = a_get(self, key, #key, stale, p_type, p_ptr, p_len, p_flags, p_stale)
           if r == OK then
-            -- every cell read before the value's string is made: making it may
-            -- run a finalizer that calls the dict and overwrites the cells
-            local t, f, st = p_type[0], p_flags[0], p_stale[0]
+            -- every cell read before any cdata or string is made (making one
+            -- may run a finalizer that calls a dict and overwrites the cells);
+            -- the handle's buffer stays lent to us until a_done
+            local t, f, st, n = p_type[0], p_flags[0], p_stale[0], p_len[0]
             if t ~= T_TABLE then
-              local v = value(t, p_ptr[0], tonumber(p_size[0]))
+              local v = value(t, p_ptr[0], n)
+              a_done(self)
               if stale == 1 then return v, f ~= 0 and int32(f) or nil, st ~= 0 end
               if f == 0 then return v end
               return v, int32(f)
