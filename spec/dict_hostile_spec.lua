@@ -101,6 +101,27 @@ describe("shm.dict with hostile memory", function()
     end
   end)
 
+  it("makes even the buckets of a writer that died inside its commit", function()
+    d:set("k", "v")
+    local out, rc = child([[
+      -- a dead writer's commit, cut after the journal was emptied: its open
+      -- buckets (listed in the header) still odd
+      local seq = function(b) return L.header + 8 * b + 4 end
+      raw:pack(L.nopen, "<I4", 8)
+      for b = 0, 7 do
+        raw:pack(L.nopen + 4 + 4 * b, "<I4", b)
+        raw:pack(seq(b), "<I4", 41)
+      end
+      raw:pack(L.lock, "<I4I4", 0x3ffffff0, 7)
+      d:stat()                                        -- takes the lock over
+      local odd = 0
+      for b = 0, 7 do odd = odd + raw:unpack(seq(b), "<I4") % 2 end
+      io.write(odd, " ", raw:unpack(L.nopen, "<I4"), " ", d:get("k"))
+    ]], key)
+    assert.equal(0, rc, out)
+    assert.equal("0 0 v", out)
+  end)
+
   it("rolls back the journal of a writer that died inside set", function()
     d:set("k", "old")
     local out, rc = child([[

@@ -229,6 +229,51 @@ describe("shm.dict at any size", function()
     d:detach()
   end)
 
+  it("replaces a value by a larger one where ngx does, safe_set too, evicting no more", function()
+    for _, safe in ipairs({ false, true }) do
+      local d = newdict(2 * 1024 * 1024)
+      d:set("a", string.rep("a", 300000))
+      d:set("big", string.rep("b", 300000))
+      d:delete("a")
+      for i = 1, 100 do d:set("k" .. i, i) end
+      local set = safe and d.safe_set or d.set
+      assert.same({ true, nil, false }, { set(d, "big", string.rep("c", 600000)) })
+      assert.equal(101, d:stat().count) -- (ngx.shared.DICT gives the same, keeping every key)
+      assert.equal(string.rep("c", 600000), d:get("big"))
+      intact(d)
+      d:detach()
+    end
+  end)
+
+  it("readers never see a key missing while it is replaced in its old value's place", function()
+    local key = H.key()
+    local d = assert(shm.dict.create(key, 64 * 1024))
+    d:set("big", string.rep("a", 20000))
+    local child = H.spawn([[
+      local shm = require "shm"
+      local d = assert(shm.dict.open(tonumber((...))))
+      print("ready") io.stdout:flush()
+      local v = { string.rep("a", 20000), string.rep("b", 20000) }
+      local i = 0
+      while true do i = i + 1 assert(d:set("big", v[i % 2 + 1])) end
+    ]], { key })
+    local pid = child.pid
+    finally(function() H.kill(pid, "KILL") end)
+    assert.equal("ready", child:line())
+    local missing, seen = 0, {}
+    for _ = 1, 200000 do
+      local v = d:get("big")
+      if v == nil then missing = missing + 1 else seen[v:sub(1, 1)] = true end
+    end
+    H.kill(pid, "KILL")
+    child:finish()
+    assert.equal(0, missing)
+    assert.is_true(seen.a and seen.b, "the writer replaced it meanwhile")
+    intact(d)
+    d:remove()
+    d:detach()
+  end)
+
   it("evicts until a value fits when it can; never for one that cannot", function()
     local d = newdict(8 * 1024 * 1024)
     local i = 0

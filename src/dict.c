@@ -1294,6 +1294,7 @@ void shm_open_dict(lua_State *L, int module, int methods) {
   shm_setfield_int(L, "lock", (lua_Integer)offsetof(dhdr, lock));
   shm_setfield_int(L, "gc_head", (lua_Integer)offsetof(dhdr, gc_head));
   shm_setfield_int(L, "nbuckets", (lua_Integer)offsetof(dhdr, nbuckets));
+  shm_setfield_int(L, "nopen", (lua_Integer)offsetof(dhdr, nopen));
   shm_setfield_int(L, "count", (lua_Integer)offsetof(dhdr, count));
   shm_setfield_int(L, "lru_tail", (lua_Integer)offsetof(dhdr, lru_tail));
   shm_setfield_int(L, "freelist", (lua_Integer)offsetof(dhdr, freelist));

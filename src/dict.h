@@ -23,7 +23,7 @@
 
 #define DICT_MT "shm.dict"
 #define D_MAGIC 0x314349444d48534cULL /* "LSHMDIC1" */
-#define D_VERSION 2u
+#define D_VERSION 3u
 #define D_UNIT 32u                    /* bytes per heap unit */
 #define D_UNITSHIFT 5
 #define D_MAXORDER 31u
@@ -83,7 +83,8 @@ typedef struct dhdr {
   uint32_t lru_tail;
   uint32_t freelist[D_MAXORDER + 1];
   uint32_t gc_head;     /* list elements to free: a chain through their next words */
-  uint32_t pad0;
+  uint32_t nopen;       /* buckets the writer has open (odd), as in the handle: */
+  uint32_t open[D_MAXOPEN]; /* written before they go odd, not journalled */
   uint64_t evicted;     /* statistics (journalled as two halves) */
   uint64_t expired;
   uint64_t recovered;
@@ -153,7 +154,9 @@ enum {
   SHM_DICT_NOTLIST,
   SHM_DICT_ISLIST,
   SHM_DICT_BUFSMALL, /* the caller's buffer is too small: *need says how much */
-  SHM_DICT_CHANGED   /* cas: the value is not the one expected */
+  SHM_DICT_CHANGED,  /* cas: the value is not the one expected */
+  SHM_DICT_NORESERVE /* no memory behind the heap (a full tmpfs): never evicts; the
+                      * caller sees SHM_DICT_NOMEM */
 };
 
 /* ---- the process-local handle (kept in the Lua userdata) ---- */
@@ -353,6 +356,7 @@ void jw(shm_dict *d, uint32_t *p, uint32_t v);
 void jw64(shm_dict *d, uint64_t *p, uint64_t v);
 void bopen(shm_dict *d, uint32_t b);
 int step(shm_dict *d);
+int step_keep(shm_dict *d, uint32_t hash);
 int txn_begin(shm_dict *d);
 int txn_end(shm_dict *d, int r);
 uint32_t order_for(size_t bytes);

@@ -122,25 +122,32 @@ static int jword_ok(shm_dict *d, size_t off) {
 }
 
 /* A journalled write of a word reachable in the committed state. */
-void jw(shm_dict *d, uint32_t *p, uint32_t v) {
+/* Append the word at p, as it is, to the journal: 1, or 0 (overflow set). */
+static int jappend(shm_dict *d, uint32_t *p) {
   dhdr *h = d->h;
   uint32_t n = d->jn;
-  if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
   if ((unsigned char *)p < d->base || !jword_ok(d, (size_t)((unsigned char *)p - d->base))) {
     d->overflow = 1; /* a scribbled ref led here (the scratch words) */
     d->why = "bad reference";
-    return;
+    return 0;
   }
   if (n >= D_JMAX) {
     d->overflow = 1;
     d->why = "journal overflow";
-    return;
+    return 0;
   }
   h->journal[n].word = (uint32_t)(((unsigned char *)p - d->base) >> 2);
   h->journal[n].old = *p;
   d->jn = n + 1;
   __atomic_store_n(&h->jn, n + 1, __ATOMIC_RELEASE);
-  STORE(p, v);
+  /* (the compiler must not move the caller's store to p above this) */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  return 1;
+}
+
+void jw(shm_dict *d, uint32_t *p, uint32_t v) {
+  if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
+  if (jappend(d, p)) STORE(p, v);
 }
 
 /* Journal a word as it is, for writes made to it without the journal (a
@@ -172,7 +179,12 @@ void bopen(shm_dict *d, uint32_t b) {
     d->why = "too many buckets in one step";
     return;
   }
+  /* the list of open buckets is kept in the header too, before the word goes
+   * odd: recovery makes them even even when the journal is already empty (a
+   * process killed inside commit) */
+  STORE(&d->h->open[d->nopen], b & d->mask);
   d->open[d->nopen++] = b & d->mask;
+  __atomic_store_n(&d->h->nopen, d->nopen, __ATOMIC_RELEASE);
   jw(d, q, LOAD(q) | 1u); /* odd (a scribbled odd word stays so until the commit) */
   __atomic_thread_fence(__ATOMIC_RELEASE); /* odd before any change it guards */
 }
@@ -209,7 +221,46 @@ static void commit(shm_dict *d) {
     uint32_t *q = BSEQ(d, d->open[i]);
     __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE); /* even */
   }
+  if (d->nopen > 0) __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
   d->nopen = 0;
+}
+
+/* After a dead owner's journal is rolled back: the buckets it had open and
+ * that are still odd (it died inside commit, after the journal was emptied)
+ * go even.  The header's list is untrusted: bounded, indexes masked. */
+static void settle_open(shm_dict *d) {
+  uint32_t n = LOAD(&d->h->nopen), i;
+  for (i = 0; i < n && i < D_MAXOPEN; i++) {
+    uint32_t *q = BSEQ(d, LOAD(&d->h->open[i]));
+    if (LOAD(q) & 1u) __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE);
+  }
+  __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
+}
+
+/* Commit a step, except that the bucket of `hash` stays odd (journalled as
+ * it is, so that a rollback makes it even): its readers keep waiting
+ * through the next step (a key replaced in two steps is never seen missing). */
+int step_keep(shm_dict *d, uint32_t hash) {
+  uint32_t b = hash & d->mask, i, kept = 0;
+  if (d->overflow) return corrupt(d, d->why != NULL ? d->why : "journal overflow");
+  for (i = 0; i < d->nopen; i++)
+    if (d->open[i] == b) kept = 1;
+  if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
+  d->jn = 0;
+  for (i = 0; i < d->nopen; i++) {
+    uint32_t *q = BSEQ(d, d->open[i]);
+    if (d->open[i] != b) __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE);
+  }
+  d->nopen = 0;
+  if (kept) { /* b alone stays open */
+    STORE(&d->h->open[0], b);
+    d->open[d->nopen++] = b;
+    __atomic_store_n(&d->h->nopen, 1, __ATOMIC_RELEASE);
+    if (!jappend(d, BSEQ(d, b))) return corrupt(d, d->why);
+  } else {
+    __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
+  }
+  return SHM_OK;
 }
 
 /* Commit one step of a long operation, unless the step went wrong: a
@@ -250,6 +301,7 @@ int txn_begin(shm_dict *d) {
     h->recovered++;
     r = SHM_OK;
   }
+  if (r == SHM_OK && LOAD(&h->nopen) != 0) settle_open(d);
   if (r == SHM_OK && LOAD(&h->gc_head) != D_NIL && (r = gc_drain(d)) != SHM_OK) {
     if (d->jn > 0) rollback(d);
     shm_lock_release(&h->lock);
@@ -262,6 +314,7 @@ int txn_begin(shm_dict *d) {
  * elements it set aside; unlock.  Returns the status to report. */
 int txn_end(shm_dict *d, int r) {
   if (d->overflow && r == SHM_OK) r = corrupt(d, d->why != NULL ? d->why : "journal overflow");
+  if (r == SHM_DICT_NORESERVE) r = SHM_DICT_NOMEM;
   if (r != SHM_OK) {
     /* a failed operation changes nothing (evictions were committed) */
     if (d->jn > 0) rollback(d);
@@ -326,10 +379,10 @@ int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref) {
   /* memory for the block and the headers of the buddies split off, before
    * anything is written (a full tmpfs: no memory, never SIGBUS) */
   if (shm_segment_reserve(d->seg, heapoff(d, r), (size_t)1 << (k + D_UNITSHIFT)) != 0)
-    return SHM_DICT_NOMEM;
+    return SHM_DICT_NORESERVE;
   for (i = k; i < j; i++)
     if (shm_segment_reserve(d->seg, heapoff(d, r + (1u << i)), 3 * sizeof(uint32_t)) != 0)
-      return SHM_DICT_NOMEM;
+      return SHM_DICT_NORESERVE;
   if (!fl_remove(d, r, j)) return corrupt(d, "bad free list");
   while (j > k) {
     j--;
@@ -377,9 +430,11 @@ int park_nodes(shm_dict *d, const dview *v) {
  * leaves the chain's head at the first block not yet freed.  A cycle in it
  * ends at a block already freed (no longer a list element). */
 int gc_drain(shm_dict *d) {
-  uint32_t ref, n = 0;
+  uint32_t ref;
+  dwalk w;
+  walk_init(&w, d->nunits); /* (a block freed twice would be counted twice) */
   while ((ref = d->h->gc_head) != D_NIL) {
-    if (++n > d->nunits || !nodeok(d, ref)) return corrupt(d, "bad list");
+    if (!walk_ok(&w, ref) || !nodeok(d, ref)) return corrupt(d, "bad list");
     jw(d, &d->h->gc_head, nodeof(d, ref)->next);
     if (bfree(d, ref) != SHM_OK) return SHM_CORRUPT;
     if (jfull(d) && step(d) != SHM_OK) return SHM_CORRUPT;

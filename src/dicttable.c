@@ -262,6 +262,46 @@ static void jcopy(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
   }
 }
 
+/* Would freeing the entry at old leave a free block of `order`: its own
+ * block, or one made of it and of free blocks around it?  (Block headers
+ * only; each block in the aligned region is walked once.) */
+static int frees_room(shm_dict *d, uint32_t old, uint32_t order) {
+  uint32_t o = BORDER(LOAD(blockw(d, old))), base, at;
+  if (order > d->maxorder || o > d->maxorder) return 0;
+  if (o >= order) return 1;
+  base = old & ~((1u << order) - 1);
+  if ((uint64_t)base + (1u << order) > d->nunits) return 0;
+  for (at = base; at < base + (1u << order);) {
+    uint32_t w, bo;
+    if (at == old) {
+      at += 1u << o;
+      continue;
+    }
+    w = LOAD(blockw(d, at));
+    bo = BORDER(w);
+    if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != B_FREE || bo > d->maxorder ||
+        (at & ((1u << bo) - 1)) != 0)
+      return 0;
+    at += 1u << bo;
+  }
+  return 1;
+}
+
+/* Replace key's entry at old by a new one in its place, as ngx frees the old
+ * value first (and so never evicts for a value that then fits): the old entry
+ * goes in a step of its own, its bucket kept odd through the next (readers
+ * wait rather than see the key missing), after which the room it leaves is
+ * sure to hold the new one.  A process killed between the steps leaves the
+ * key missing, never torn. */
+static int in_place_of(shm_dict *d, const char *k, size_t kl, uint32_t hash, const dval *v,
+                       uint64_t expires, uint32_t old, int *forcible) {
+  uint32_t *link = linkto(d, old); /* (evictions may have changed the chain) */
+  int r;
+  if (link == NULL) return corrupt(d, "bad hash chain");
+  if ((r = unlink_entry(d, old, link)) != SHM_OK || (r = step_keep(d, hash)) != SHM_OK) return r;
+  return new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expires, 1, D_NIL, forcible);
+}
+
 /* Does the entry hold exactly the expected value (and flags, when `flags`)? */
 static int same_value(const dview *v, const dval *x, int flags) {
   if (flags && v->flags != x->flags) return 0;
@@ -323,22 +363,19 @@ int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t kl,
       goto done;
     }
   }
-  /* a new entry beside the old one (which it replaces when linked) ... */
-  r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), 1, old,
-                forcible);
-  if (r == SHM_DICT_NOMEM && old != D_NIL &&
-      order_for(entry_bytes(kl, v->type, v->len)) <= BORDER(LOAD(blockw(d, old)))) {
-    /* ... or, when both do not fit, in the old one's place, as ngx frees the
-     * old value first (and so never evicts for a value no larger): the old
-     * entry goes in a step of its own, after which its block (or a larger
-     * one it merged into) is sure to hold the new one.  A process killed
-     * between the steps leaves the key missing, never torn. */
-    if ((r = unlink_entry(d, old, link)) != SHM_OK || (r = step(d)) != SHM_OK) goto done;
-    r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), safe,
-                  D_NIL, forcible);
-  } else if (r == SHM_DICT_NOMEM && !safe) {
-    r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, expiry(exptime, &now), 0,
-                  old, forcible);
+  /* a new entry beside the old one (which it replaces when linked); when
+   * both do not fit, in the old one's place; else evicting others (unless
+   * safe), and in the old one's place if that is what makes room */
+  {
+    uint64_t ex = expiry(exptime, &now);
+    uint32_t order = order_for(entry_bytes(kl, v->type, v->len));
+    r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, ex, 1, old, forcible);
+    if (r == SHM_DICT_NOMEM && old != D_NIL && !frees_room(d, old, order) && !safe)
+      r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, ex, 0, old, forcible);
+    if (r == SHM_DICT_NOMEM && old != D_NIL && expect == NULL && frees_room(d, old, order))
+      r = in_place_of(d, k, kl, hash, v, ex, old, forcible); /* (never for cas: old or new) */
+    else if (r == SHM_DICT_NOMEM && old == D_NIL && !safe)
+      r = new_entry(d, k, kl, hash, v->type, v->ptr, v->len, v->flags, ex, 0, D_NIL, forcible);
   }
 done:
   return txn_end(d, r);
@@ -478,10 +515,20 @@ static int num_add(int ta, const unsigned char *a, int tb, const unsigned char *
   int64_t ia, ib;
   double da, db;
   if (ta == DV_INT && tb == DV_INT) {
+    int64_t sum;
     memcpy(&ia, a, 8);
     memcpy(&ib, b, 8);
-    ia = (int64_t)((uint64_t)ia + (uint64_t)ib);
-    memcpy(out, &ia, 8);
+#if LUA_VERSION_NUM < 503
+    /* where numbers are doubles, as ngx: past the int64 range, a double */
+    if (__builtin_add_overflow(ia, ib, &sum)) {
+      da = (double)ia + (double)ib;
+      memcpy(out, &da, 8);
+      return DV_NUM;
+    }
+#else
+    sum = (int64_t)((uint64_t)ia + (uint64_t)ib); /* wraps, as Lua's integers */
+#endif
+    memcpy(out, &sum, 8);
     return DV_INT;
   }
   if (ta == DV_INT) {

@@ -137,6 +137,8 @@ int decode_table(lua_State *L, dsrc *s, int depth) {
   lua_createtable(L, 0, n < 1024 ? (int)n : 1024);
   for (i = 0; i < n; i++) {
     if (!decode_item(L, s, depth) || lua_isnil(L, -1)) return 0;
+    if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
+      return 0; /* a NaN key (scribbled): lua_rawset would raise */
     if (!decode_item(L, s, depth)) return 0;
     lua_rawset(L, -3);
   }
