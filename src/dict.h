@@ -212,15 +212,25 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* seeded FNV-1a, then a final mix */
+/* the hash of a key: seeded, a word at a time, then a final mix */
 static inline uint32_t dict_hash(uint32_t seed, const char *k, size_t n) {
-  uint32_t h = 2166136261u ^ seed;
-  size_t i;
-  for (i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 16777619u;
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  return h;
+  /* a word at a time: multiply and fold (every process on a host reads the
+   * words in the same byte order) */
+  uint64_t h = (uint64_t)seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL), w;
+  for (; n >= 8; k += 8, n -= 8) {
+    memcpy(&w, k, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
+  }
+  if (n > 0) {
+    w = 0;
+    memcpy(&w, k, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 29;
+  return (uint32_t)h;
 }
 
 typedef struct dgeom {
@@ -353,6 +363,7 @@ const char *dict_attach(shm_dict *d, unsigned char *base, size_t size);
 void dict_format(unsigned char *base, size_t size, uint32_t seed);
 int corrupt(shm_dict *d, const char *why);
 void jw(shm_dict *d, uint32_t *p, uint32_t v);
+void jwrite(shm_dict *d, unsigned char *dst, const void *src, size_t n);
 void jw64(shm_dict *d, uint64_t *p, uint64_t v);
 void bopen(shm_dict *d, uint32_t b);
 int step(shm_dict *d);

@@ -145,6 +145,35 @@ static int jappend(shm_dict *d, uint32_t *p) {
   return 1;
 }
 
+/* A journalled copy of n bytes over reachable words at dst (4-aligned, the
+ * words whole inside a block the caller validated): every old word saved,
+ * the journal published once, then the bytes copied (readers of the bucket
+ * the caller opened retry meanwhile). */
+void jwrite(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
+  dhdr *h = d->h;
+  size_t words = (n + 3) / 4, i, off = (size_t)(dst - d->base);
+  uint32_t jn = d->jn;
+  if (n == 0) return;
+  if (dst < d->base || off < HDRSIZE || off + 4 * words > d->size) {
+    d->overflow = 1;
+    d->why = "bad reference";
+    return;
+  }
+  if (jn + words > D_JMAX) {
+    d->overflow = 1;
+    d->why = "journal overflow";
+    return;
+  }
+  for (i = 0; i < words; i++) {
+    h->journal[jn + i].word = (uint32_t)((off >> 2) + i);
+    memcpy(&h->journal[jn + i].old, dst + 4 * i, 4);
+  }
+  d->jn = jn + (uint32_t)words;
+  __atomic_store_n(&h->jn, d->jn, __ATOMIC_RELEASE);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  memcpy(dst, src, n);
+}
+
 void jw(shm_dict *d, uint32_t *p, uint32_t v) {
   if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
   if (jappend(d, p)) STORE(p, v);
@@ -321,8 +350,10 @@ int txn_end(shm_dict *d, int r) {
     commit(d); /* (buckets opened without a journal entry: even again) */
   } else {
     commit(d);
-    if (LOAD(&d->h->gc_head) != D_NIL && (r = gc_drain(d)) != SHM_OK && d->jn > 0) rollback(d);
-    commit(d);
+    if (LOAD(&d->h->gc_head) != D_NIL) { /* what the operation set aside */
+      if ((r = gc_drain(d)) != SHM_OK && d->jn > 0) rollback(d);
+      commit(d);
+    }
   }
   shm_lock_release(&d->h->lock);
   return r;

@@ -246,21 +246,6 @@ static int new_entry(shm_dict *d, const char *k, size_t kl, uint32_t hash, int t
   return link_entry(d, ref, k, kl, hash);
 }
 
-/* Overwrite words of a reachable entry, journalled (dst 4-aligned, n bytes
- * rounded up to words inside the block: entryok checked it). */
-static void jcopy(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
-  size_t i;
-  uint32_t w;
-  for (i = 0; i + 4 <= n; i += 4) {
-    memcpy(&w, (const char *)src + i, 4);
-    jw(d, (uint32_t *)(void *)(dst + i), w);
-  }
-  if (i < n) { /* the last word: the value's bytes, then what was there */
-    memcpy(&w, dst + i, 4);
-    memcpy(&w, (const char *)src + i, n - i);
-    jw(d, (uint32_t *)(void *)(dst + i), w);
-  }
-}
 
 /* Would freeing the entry at old leave a free block of `order`: its own
  * block, or one made of it and of free blocks around it?  (Block headers
@@ -354,7 +339,7 @@ int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t kl,
       /* same length: in place, every word journalled (the view checked the
        * value's words lie in the block) */
       bopen(d, hash);
-      jcopy(d, ov.val, v->ptr, v->len);
+      jwrite(d, ov.val, v->ptr, v->len);
       jw(d, &e->meta, MKMETA(kl, v->type));
       jw(d, &e->flags, v->flags);
       jw(d, &e->gen, d->h->flush_gen);
@@ -583,7 +568,7 @@ int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const dval *i
     }
     io->type = num_add((int)type, v.val, io->type, (const unsigned char *)io->ptr, nv);
     bopen(d, hash);
-    jcopy(d, v.val, nv, 8);
+    jwrite(d, v.val, nv, 8);
     if ((uint32_t)io->type != type) jw(d, &e->meta, MKMETA(kl, io->type));
     lru_touch(d, ref);
   }
