@@ -138,7 +138,8 @@ describe("shm.events", function()
     local key = H.key()
     local ev, msg, en = shm.events.open(key)
     assert.is_nil(ev)
-    assert.equal(string.format("shm.events.open(0x%x): No such file or directory (pass a capacity to create it)", key), msg)
+    assert.equal(string.format("shm.events.open(0x%x): No such file or directory (pass a capacity to create it)",
+      key), msg)
     assert.equal(2, en)
     ev = assert(shm.events.open(key, 256)) -- created
     local ev2 = assert(shm.events.open(key, 64)) -- exists: kept as it is
