@@ -31,9 +31,20 @@ S.KNOWN = {
   -- deleting, overwriting, expiring, flushing or evicting a list longer than
   -- ~64 elements overflows the undo journal (`corrupted dict (journal overflow)`)
   longlist = 60,
-  -- flags >= 2^31 read back negative (4294967295 -> -1; nginx: -2147483648)
+  -- flags >= 2^31 read back as -1 (4294967295; nginx: -2147483648, its C int)
   flags31 = true,
 }
+
+-- a spec of a known bug: its failure is reported with busted's `pending`
+-- (the suite stays green) and says so; once fixed, it passes as it is
+function S.known(pending, what, f, ...)
+  local ok, err = pcall(f, ...)
+  if not ok then
+    local m = tostring(err)
+    if #m > 800 then m = m:sub(1, 200) .. "\n  ...\n" .. m:sub(-600) end
+    pending("known bug (issue 17): " .. what .. ": " .. m)
+  end
+end
 
 ---------------------------------------------------------------------------
 -- the generator's random numbers: Park-Miller, exact in doubles and integers
@@ -344,7 +355,10 @@ function M:store(op, key, value, exptime, flags)
   local e = self:live(k)
   if op == "add" and e then return false, "exists", false end
   if op == "replace" and not e then return false, "not found", false end
-  self.e[k] = { value = copy(value), flags = flags and floor(flags) % 2 ^ 32 or 0,
+  -- (ngx passes flags as a C int: 2^31 and above become INT_MIN on x86-64)
+  local f = flags and floor(flags) or 0
+  if f >= 2 ^ 31 then f = -2 ^ 31 end
+  self.e[k] = { value = copy(value), flags = f,
     exp = (exptime or 0) > 0 and (exptime < 1 and "short" or exptime) or 0 }
   return true, nil, false
 end
