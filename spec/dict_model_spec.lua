@@ -63,6 +63,15 @@ describe("shm.dict against its model", function()
     assert.is_true(calls > 0)
   end)
 
+  it("gives the model's results on hand-picked edges", function()
+    local d = newdict()
+    local got = S.run(d, S.EDGES, sleep)
+    d:detach()
+    local diffs, nknown = S.edges(S.run(S.model(CAP), S.EDGES, sleep), got, { "model", "shm" })
+    if #diffs > 0 then print("\n    edges that differ from the model:\n" .. table.concat(diffs, "\n")) end
+    assert(#diffs == nknown, "new differences from the model (above)")
+  end)
+
   -- the generator, with every known bug back in play
   it("over sequences that reach today's known bugs #known", function()
     known("long lists, flags >= 2^31", function()

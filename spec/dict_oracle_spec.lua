@@ -214,6 +214,19 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
       SEED, SEQS, calls))
   end)
 
+  it("gives ngx.shared.DICT's results on hand-picked edges", function()
+    local ngx = oracle({ S.EDGES }, "oracle")[1]
+    local d = assert(shm.dict.create(shm.PRIVATE, CAP))
+    d:segment():remove()
+    local got = S.run(d, S.EDGES, sleep)
+    d:detach()
+    local diffs, known = S.edges(ngx, got, { "ngx", "shm" })
+    if #diffs > 0 then print("\n    edges that differ from ngx.shared.DICT:\n" .. table.concat(diffs, "\n")) end
+    assert(#diffs == known, "new differences from ngx.shared.DICT (above)")
+    local mdiffs = S.edges(ngx, S.run(S.model(CAP), S.EDGES, sleep), { "ngx", "model" })
+    assert(#mdiffs == 0, "the model differs from ngx.shared.DICT:\n" .. table.concat(mdiffs, "\n"))
+  end)
+
   it("over sequences that reach today's known bugs #known", function()
     S.known(pending, "long lists, flags >= 2^31", prove, SEED + 900000, math.max(10, math.floor(SEQS / 10)),
       { ngx = true, known = {} }, "oracle", CAP)
