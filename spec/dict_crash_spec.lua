@@ -101,20 +101,29 @@ end
 -- a list writer: rpush "w:n" (n increasing) and lpop from its list L<w>,
 -- around a target length; logs "push n ." and "pop n ." once acknowledged
 -- (and "del n ." after deleting the whole list, with arg[5] = "delete")
-local LISTER = ACKED .. [[
+-- listlog(path): the last element pushed (P) and popped or deleted (Q) by a
+-- list writer, from its log, in writers and here
+local LISTLOG = [[
+local function listlog(path)
+  local P, Q = 0, 0
+  local f = io.open(path)
+  if f then
+    for line in f:lines() do
+      local what, n = line:match("^(%a+) (%d+) %.$")
+      if what == "push" then P = tonumber(n) elseif what == "pop" or what == "del" then Q = tonumber(n) end
+    end
+    f:close()
+  end
+  return P, Q
+end
+]]
+
+local LISTER = LISTLOG .. [[
 local shm = require "shm"
 local key, w, logpath, target, deletes = tonumber(arg[1]), arg[2], arg[3], tonumber(arg[4]), arg[5] == "delete"
 local d = assert(shm.dict.open(key))
 local L = "L" .. w
-local P, Q = 0, 0
-local f = io.open(logpath)
-if f then
-  for line in f:lines() do
-    local what, n = line:match("^(%a+) (%d+) %.$")
-    if what == "push" then P = tonumber(n) elseif what == "pop" or what == "del" then Q = tonumber(n) end
-  end
-  f:close()
-end
+local P, Q = listlog(logpath)
 P = P + 1 -- (the push in flight when killed may have been made: never push that number again)
 local log = assert(io.open(logpath, "a"))
 log:setvbuf("no")
@@ -143,18 +152,7 @@ end
 
 local acked = H.load(ACKED .. "return acked")()
 
-local function readlog(path)
-  local P, Q = 0, 0
-  local f = io.open(path)
-  if f then
-    for line in f:lines() do
-      local what, n = line:match("^(%a+) (%d+) %.$")
-      if what == "push" then P = tonumber(n) elseif what == "pop" or what == "del" then Q = tonumber(n) end
-    end
-    f:close()
-  end
-  return P, Q
-end
+local readlog = H.load(LISTLOG .. "return listlog")()
 
 -- the storm: kill a random writer every 2 to 12 ms (with SIGKILL), check
 -- the dict, start it again; `spawn(w)` starts writer w into writers[w]

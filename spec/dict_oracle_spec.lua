@@ -9,45 +9,18 @@
 -- flush_expired(0)) and answers one canonical line per call.
 --
 -- SHM_SEED: the first seed (default 1); SHM_ORACLE_SEQS: how many sequences
--- (default 300; `make prove` runs more). SHM_NGINX_ROOT as in nginx_spec.lua.
+-- (default 150; `make prove` runs 3000). SHM_NGINX_ROOT: see H.nginx (spec/helpers.lua).
 local shm = require "shm"
 local H = require "helpers"
 local S = require "dictseq"
 
 local q = H.shellquote
-local ROOTS = { os.getenv("SHM_NGINX_ROOT"), "" }
-local ARCH = "/usr/lib/x86_64-linux-gnu"
+local NGX, why = H.nginx()
 
-local function find(rel)
-  for _, root in pairs(ROOTS) do
-    local f = io.open(root .. rel)
-    if f then f:close() return root .. rel, root end
-  end
-end
-
-local function which(cmd)
-  local out = H.sh("command -v " .. cmd .. " 2>/dev/null || true")
-  return out:match("^(%S+)")
-end
-
-local nginx = which("nginx") or (io.open("/usr/sbin/nginx") and "/usr/sbin/nginx")
-local ndk = find("/usr/lib/nginx/modules/ndk_http_module.so")
-local lua_mod, lua_root = find("/usr/lib/nginx/modules/ngx_http_lua_module.so")
-local resty = find("/usr/share/lua/5.1/resty/core.lua")
-local why = not nginx and "nginx is not installed"
-  or not ndk and "ndk_http_module.so (libnginx-mod-http-ndk) is missing"
-  or not lua_mod and "ngx_http_lua_module.so (libnginx-mod-http-lua) is missing"
-  or not resty and "resty.core (lua-resty-core) is missing"
-  or not which("curl") and "curl is missing"
-
-if why then
+if not NGX then
   describe("shm.dict against ngx.shared.DICT", function() pending(why) end)
   return
 end
-
-local ld = "env -u LD_PRELOAD " .. (lua_root ~= "" and ("LD_LIBRARY_PATH=" .. q(lua_root .. ARCH) .. " ") or "")
-local curl = "env -u LD_PRELOAD curl -s --max-time 300 "
-local resty_path = resty:gsub("resty/core%.lua$", "?.lua")
 
 local CAP, SMALL = 64 * 1024 * 1024, 256 * 1024
 
@@ -62,12 +35,7 @@ load_module NDK;
 load_module LUAMOD;
 events { worker_connections 16; }
 http {
-  access_log off;
-  client_body_temp_path DIR/body;
-  proxy_temp_path DIR/proxy;
-  fastcgi_temp_path DIR/fastcgi;
-  uwsgi_temp_path DIR/uwsgi;
-  scgi_temp_path DIR/scgi;
+  PRIVATE
   client_max_body_size 0;
   client_body_buffer_size 256m;
   lua_package_path "LUAPATH";
@@ -95,53 +63,21 @@ http {
 ]]
 
 describe("shm.dict against ngx.shared.DICT #nginx", function()
-  local dir, pidfile, port
-
-  local function master()
-    local f = pidfile and io.open(pidfile)
-    local pid = f and tonumber(f:read("*a"))
-    if f then f:close() end
-    return pid
-  end
-
-  local function errorlog()
-    local f = io.open(dir .. "/error.log")
-    local s = f and f:read("*a") or ""
-    if f then f:close() end
-    return s
-  end
+  local dir, server
 
   setup(function()
     dir = os.tmpname()
     os.remove(dir)
     assert(H.exec("mkdir -m 0755 " .. q(dir) .. " && cp " .. q(H.root .. "/spec/dictseq.lua") .. " " .. q(dir)
       .. " && chmod -R a+rX " .. q(dir)))
-    pidfile = dir .. "/nginx.pid"
-    local started, out
-    for _ = 1, 10 do
-      port = math.random(20000, 60000)
-      local conf = CONF:gsub("[A-Z]+", {
-        DIR = dir, NDK = ndk, LUAMOD = lua_mod, LUAPATH = dir .. "/?.lua;" .. resty_path .. ";;",
-        PORT = tostring(port), BIG = tostring(math.floor(CAP / 1024)), SMALL = tostring(math.floor(SMALL / 1024)),
-      })
-      local f = assert(io.open(dir .. "/nginx.conf", "w"))
-      f:write(conf)
-      f:close()
-      local rc
-      out, rc = H.sh(ld .. q(nginx) .. " -p " .. q(dir) .. " -c " .. q(dir .. "/nginx.conf")
-        .. " -e " .. q(dir .. "/error.log"))
-      if rc == 0 then started = true break end
-      if not (out .. errorlog()):find("Address already in use", 1, true) then break end
-    end
-    assert(started, "nginx did not start: " .. tostring(out) .. errorlog())
+    server = H.nginx_start(NGX, dir, CONF, {
+      LUAPATH = dir .. "/?.lua;" .. NGX.resty_path .. ";;",
+      BIG = tostring(math.floor(CAP / 1024)), SMALL = tostring(math.floor(SMALL / 1024)),
+    })
   end)
 
   teardown(function()
-    local pid = master()
-    if pid then
-      H.kill(pid, "QUIT")
-      if not H.until_true(function() return H.state(pid) == nil end, 10) then H.kill(pid, "KILL") end
-    end
+    if server then server.stop() end
     if dir then H.exec("rm -rf " .. q(dir)) end
     H.cleanup()
   end)
@@ -152,10 +88,10 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
     local f = assert(io.open(body, "wb"))
     f:write(S.serialize(seqs))
     f:close()
-    local out, rc = H.sh(curl .. "--data-binary @" .. q(body) .. " " .. q("http://127.0.0.1:" .. port
-      .. "/run?dict=" .. zone))
+    local out, rc = H.sh(NGX.curl .. "--max-time 300 --data-binary @" .. q(body) .. " "
+      .. q("http://127.0.0.1:" .. server.port .. "/run?dict=" .. zone))
     os.remove(body)
-    assert(rc == 0 and not out:find("<html>", 1, true), "nginx: " .. out:sub(1, 400) .. errorlog():sub(-2000))
+    assert(rc == 0 and not out:find("<html>", 1, true), "nginx: " .. out:sub(1, 400) .. server.errorlog():sub(-2000))
     local res = {}
     for chunk in (out .. "\n==\n"):gmatch("(.-)\n==\n") do
       local lines = {}
@@ -206,7 +142,7 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
   end
 
   local SEED = tonumber(os.getenv("SHM_SEED")) or 1
-  local SEQS = tonumber(os.getenv("SHM_ORACLE_SEQS")) or 300
+  local SEQS = tonumber(os.getenv("SHM_ORACLE_SEQS")) or 150
 
   it("gives ngx.shared.DICT's results, call for call, over random sequences", function()
     local calls = prove(SEED, SEQS, { ngx = true }, "oracle", CAP)

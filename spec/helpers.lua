@@ -296,4 +296,94 @@ function H.kill(pid, sig)
   return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
 end
 
+--- The path of a command on PATH, or nil.
+function H.which(cmd)
+  local out = H.sh("command -v " .. cmd .. " 2>/dev/null || true")
+  return out:match("^(%S+)")
+end
+
+--- nginx with OpenResty's Lua module, for the specs that run one: a table
+-- (bin, ndk, lua_mod, resty_path, ld: the command prefix that runs nginx, and
+-- curl), or nil and what is missing. SHM_NGINX_ROOT: a root to look in first
+-- (a `dpkg -x` of libnginx-mod-http-lua, lua-resty-core, lua-resty-lrucache
+-- and libluajit2-5.1-2, where Debian's luajit is installed and they cannot be).
+function H.nginx()
+  local roots = { os.getenv("SHM_NGINX_ROOT"), "" }
+  local function find(rel)
+    for _, root in pairs(roots) do
+      local f = io.open(root .. rel)
+      if f then f:close() return root .. rel, root end
+    end
+  end
+  local bin = H.which("nginx") or (io.open("/usr/sbin/nginx") and "/usr/sbin/nginx")
+  local ndk = find("/usr/lib/nginx/modules/ndk_http_module.so")
+  local lua_mod, lua_root = find("/usr/lib/nginx/modules/ngx_http_lua_module.so")
+  local resty = find("/usr/share/lua/5.1/resty/core.lua")
+  local why = not bin and "nginx is not installed"
+    or not ndk and "ndk_http_module.so (libnginx-mod-http-ndk) is missing"
+    or not lua_mod and "ngx_http_lua_module.so (libnginx-mod-http-lua) is missing"
+    or not resty and "resty.core (lua-resty-core) is missing"
+    or not H.which("curl") and "curl is missing"
+  if why then return nil, why end
+  -- nginx's environment: OpenResty's libluajit beside the module (a dpkg -x
+  -- root); never the sanitizer runtime make check-asan preloads (nginx and
+  -- its LuaJIT are not built for it; curl hangs under it)
+  local arch = "/usr/lib/x86_64-linux-gnu"
+  return {
+    bin = bin, ndk = ndk, lua_mod = lua_mod, resty_path = resty:gsub("resty/core%.lua$", "?.lua"),
+    ld = "env -u LD_PRELOAD " .. (lua_root ~= "" and ("LD_LIBRARY_PATH=" .. shellquote(lua_root .. arch) .. " ") or ""),
+    curl = "env -u LD_PRELOAD curl -s ",
+  }
+end
+
+--- Start nginx (`ngx` from H.nginx()) from the directory `dir` with the
+-- configuration `conf`, whose upper-case words DIR, NDK, LUAMOD, PORT,
+-- PRIVATE (in http {}: no access log, temporary files in `dir`) and those of
+-- `vars` are replaced; loopback ports are tried until nginx gets a
+-- free one. Returns a handle: .port, :errorlog(), :master() (the master's pid,
+-- or nil) and :stop(others) (QUIT by its pid; then KILL to it and to the pids
+-- in `others`), or raises what nginx said.
+function H.nginx_start(ngx, dir, conf, vars)
+  local h = { dir = dir }
+  function h.errorlog()
+    local f = io.open(dir .. "/error.log")
+    local s = f and f:read("*a") or ""
+    if f then f:close() end
+    return s
+  end
+  function h.master()
+    local f = io.open(dir .. "/nginx.pid")
+    local pid = f and tonumber(f:read("*a"))
+    if f then f:close() end
+    return pid
+  end
+  function h.stop(others)
+    local pid = h.master()
+    if not pid then return end
+    H.kill(pid, "QUIT")
+    if not H.until_true(function() return H.state(pid) == nil end, 10) then
+      for _, w in ipairs(others or {}) do H.kill(w, "KILL") end
+      H.kill(pid, "KILL")
+    end
+  end
+  local out
+  for _ = 1, 10 do
+    h.port = math.random(20000, 60000)
+    local v = { DIR = dir, NDK = ngx.ndk, LUAMOD = ngx.lua_mod, PORT = tostring(h.port), PRIVATE = "access_log off;" }
+    for _, t in ipairs({ "client_body", "proxy", "fastcgi", "uwsgi", "scgi" }) do
+      v.PRIVATE = v.PRIVATE .. " " .. t .. "_temp_path " .. dir .. "/" .. t .. ";"
+    end
+    for k, x in pairs(vars or {}) do v[k] = x end
+    local f = assert(io.open(dir .. "/nginx.conf", "w"))
+    f:write((conf:gsub("[A-Z]+", v)))
+    f:close()
+    local rc
+    out, rc = H.sh(ngx.ld .. shellquote(ngx.bin) .. " -p " .. shellquote(dir) .. " -c "
+      .. shellquote(dir .. "/nginx.conf") .. " -e " .. shellquote(dir .. "/error.log"))
+    if rc == 0 then return h end
+    if not (out .. h.errorlog()):find("Address already in use", 1, true) then break end
+  end
+  error("nginx did not start: " .. tostring(out) .. h.errorlog(), 2)
+end
+
 return H
