@@ -142,7 +142,7 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
   end
 
   local SEED = tonumber(os.getenv("SHM_SEED")) or 1
-  local SEQS = tonumber(os.getenv("SHM_ORACLE_SEQS")) or 150
+  local SEQS = tonumber(os.getenv("SHM_ORACLE_SEQS")) or (H.valgrind and 10 or 150)
 
   it("gives ngx.shared.DICT's results, call for call, over random sequences", function()
     local calls = prove(SEED, SEQS, { ngx = true }, "oracle", CAP)

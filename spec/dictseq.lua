@@ -12,7 +12,7 @@
 --
 -- Time: the model has no clock. Expiry times are either far longer than any
 -- run (>= 1000 s; `ttl` compared within S.TTL_SLACK seconds) or 1 ms followed at
--- once by a `sleep` op (0.05 s) before anything else touches those keys: every
+-- once by a `sleep` op (5 ms) before anything else touches those keys: every
 -- side then sees them expired. What an expired key still shows (`get_stale`,
 -- `ttl`) depends on when each side frees it: such calls are marked `loose`.
 local S = {}
@@ -22,7 +22,7 @@ local floor, huge = math.floor, math.huge
 
 S.TTL_SLACK = 5 -- seconds: nginx's cached time against the real-time clock
 S.SHORT = 0.001 -- the TTL of the "expire now" ops
-S.PAUSE = 0.05  -- the sleep that follows them
+S.PAUSE = 0.005 -- the sleep that follows them (any wait longer than the TTL will do)
 
 -- Bugs of today's shm.dict (issue 17) the generator steers around unless
 -- told otherwise (opts.known = {} turns them all back on): each one has a
