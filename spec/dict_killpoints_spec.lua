@@ -7,7 +7,8 @@
 -- logged; then the writer is killed. A kill at any instruction leaves one of
 -- these images (a killed process's stores are all in memory). Each image is
 -- then written to a fresh file and mapped by this process, which checks:
---   * the next operation recovers it (the lock names the dead writer);
+--   * the next operation (a reader, or stat) recovers it (the lock names the
+--     dead writer);
 --   * d:stat() validates the whole structure;
 --   * every key holds its value from before the call or from after it
 --     (the key changed: old or new; the others: unchanged, or evicted);
@@ -222,7 +223,9 @@ describe("shm.dict killed at every instruction", function()
       local where = string.format("%s: killed after instruction %d (image %d of %d)", c.name, img.step, i, #images)
       local d = load(img)
       local ok, err = pcall(function()
-        -- recovers (the writer is dead), then checks the whole structure
+        -- the next operation: a reader (every other image), then stat, which
+        -- recovers (the writer is dead) and checks the whole structure
+        if i % 2 == 0 then d:get("k1") end
         if d:stat().recovered > base then takeovers = takeovers + 1 end
         local now = dump(d)
         for k, v in pairs(now) do
