@@ -31,10 +31,12 @@ S.KNOWN = {
   -- deleting, overwriting, expiring, flushing or evicting a list longer than
   -- ~64 elements overflows the undo journal (`corrupted dict (journal overflow)`)
   longlist = 60,
-  -- flags >= 2^31 read back as -1 (4294967295; nginx: -2147483648, its C int)
+  -- flags above 2^31 read back as themselves minus 2^32 (4294967295 -> -1;
+  -- nginx: -2147483648, its C int's conversion), and 2^32 and above raise
+  -- 'bad "flags" argument' (nginx stores -2147483648)
   flags31 = true,
   -- get_keys(max) and flush_expired(max) with a fractional max raise "number
-  -- has no integer representation" on Lua 5.3+ (nginx truncates: 0.5 is 0, all)
+  -- has no integer representation" (nginx truncates: 0.5 is 0, all keys)
   maxfloat = true,
 }
 
