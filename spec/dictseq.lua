@@ -251,18 +251,13 @@ S.DIFFERENCES = {
     end },
   { why = "incr's bad step: shm.dict's argument error names the step",
     ok = function(op, a, b) return op[1] == "incr" and a:match("^error:") and b:match("^error:bad step") end },
-  { why = "eviction: which items are evicted and when (forcible), in small dicts",
+  { why = "eviction: which items are evicted and when (forcible), in small dicts: what is left differs, "
+      .. "but a set succeeds on both sides",
     ok = function(op, a, b)
       if op.loose ~= "evict" then return false end
-      if op[1] == "flush_expired" then return true end
+      if op[1] ~= "set" then return true end
       local function norm(r) return (r:gsub(",[a-z]+$", "")) end -- forcible aside
-      if norm(a) == norm(b) then return true end
-      -- an evicted key reads as missing on one side
-      -- (and the safe ones and pushes, which never evict, may find no room on one side)
-      local evicting = op[1] == "set" or op[1] == "add" or op[1] == "replace"
-      return a == "1:nil" or b == "1:nil" or a == "1:0" or b == "1:0"
-        or a:match("not found") or b:match("not found") or a:match("exists") or b:match("exists")
-        or (not evicting and (a:match("no memory") or b:match("no memory")))
+      return norm(a) == norm(b)
     end },
 }
 
