@@ -42,7 +42,8 @@ local function prove(seed, count, opts)
     d:detach()
     local bad = S.compare(ops, expect, got)
     if bad then
-      error(string.format("seed %d (SHM_SEED=%d), call %d of %d differs from the model:\n%s", s, s, bad, #ops,
+      error(string.format("seed %d (SHM_SEED=%d), call %d of %d differs from the model:\n%s", s, SEED + s - seed,
+        bad, #ops,
         S.trace(ops, expect, got, bad, { "model", "shm" })), 0)
     end
     calls = calls + #ops

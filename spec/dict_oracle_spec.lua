@@ -105,6 +105,9 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
   timer:remove()
   local function sleep(s) timer:wait(0, 0, s) end
 
+  local SEED = tonumber(os.getenv("SHM_SEED")) or 1
+  local SEQS = tonumber(os.getenv("SHM_ORACLE_SEQS")) or (H.valgrind and 10 or 150)
+
   -- play `count` sequences from `seed` on both sides (and the model), compare
   local function prove(seed, count, opts, zone, cap)
     local calls, batch = 0, 20
@@ -113,20 +116,20 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
       for i = 1, math.min(batch, count - b) do
         local o = {}
         for k, v in pairs(opts) do o[k] = v end
-        o.short = o.short or (seed + b + i) % 4 == 0
-        seqs[i], expects[i] = S.generate(seed + b + i, o)
+        o.short = o.short or (seed + b + i - 1) % 4 == 0
+        seqs[i], expects[i] = S.generate(seed + b + i - 1, o)
       end
       local ngx = oracle(seqs, zone)
       for i, ops in ipairs(seqs) do
-        local s = seed + b + i
+        local s = seed + b + i - 1
         local d = assert(shm.dict.create(shm.PRIVATE, cap))
         d:segment():remove()
         local got = S.run(d, ops, sleep)
         d:detach()
         local bad = S.compare(ops, ngx[i], got)
         if bad then
-          error(string.format("seed %d (SHM_SEED=%d), call %d of %d differs from ngx.shared.DICT:\n%s", s, s, bad,
-            #ops, S.trace(ops, ngx[i], got, bad, { "ngx", "shm" })), 0)
+          error(string.format("seed %d (SHM_SEED=%d), call %d of %d differs from ngx.shared.DICT:\n%s", s,
+            SEED + s - seed, bad, #ops, S.trace(ops, ngx[i], got, bad, { "ngx", "shm" })), 0)
         end
         if not opts.evict then
           bad = S.compare(ops, ngx[i], expects[i])
@@ -140,9 +143,6 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
     end
     return calls
   end
-
-  local SEED = tonumber(os.getenv("SHM_SEED")) or 1
-  local SEQS = tonumber(os.getenv("SHM_ORACLE_SEQS")) or (H.valgrind and 10 or 150)
 
   it("gives ngx.shared.DICT's results, call for call, over random sequences", function()
     local calls = prove(SEED, SEQS, { ngx = true }, "oracle", CAP)
