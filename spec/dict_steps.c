@@ -2,19 +2,20 @@
  * dict_steps: every image of a dict's bytes that one call produces, one
  * instruction at a time (spec/dict_killpoints_spec.lua compiles it with cc).
  *
- *   dict_steps FILE SIZE LOG -- COMMAND [ARG...]
+ *   dict_steps FILE MAXSIZE LOG -- COMMAND [ARG...]
  *
  * Runs COMMAND (a Lua writer on the dict mapped from FILE) under ptrace. The
  * writer stops itself (SIGSTOP) just before the call and again just after:
  * in between, the writer is single-stepped (PTRACE_SINGLESTEP), and after
- * each instruction the SIZE bytes of FILE (mapped here, MAP_SHARED) are
- * compared with the last image; each new image goes to LOG as the words that
- * changed. At the second stop the writer is killed (SIGKILL): the lock word
- * of any image names a dead process, as after a kill at that instruction.
+ * each instruction the bytes of FILE (mapped here, MAP_SHARED, up to MAXSIZE;
+ * only its current length is read, should the file grow) are compared with
+ * the last image; each new image goes to LOG as the words that changed. At
+ * the second stop the writer is killed (SIGKILL): the lock word of any image
+ * names a dead process, as after a kill at that instruction.
  *
- * LOG: "DSTP", u32 size; then per image: u32 step, u32 nrec, nrec times
- * (u32 offset, u32 length, bytes). Image 0 is the whole file at the first
- * stop. Prints "steps N images M" on success.
+ * LOG: "DSTP", u32 0; then per image: u32 step, u32 file length, u32 nrec,
+ * nrec times (u32 offset, u32 length, bytes). Image 0 is the whole file at
+ * the first stop. Prints "steps N images M" on success.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,7 +41,8 @@ static void put32(FILE *f, uint32_t v) {
 }
 
 /* the changed ranges of cur against prev (8-byte words, runs merged across
- * gaps of under 16 bytes), written as one image; prev becomes cur */
+ * gaps of under 16 bytes) in a file of size bytes, written as one image;
+ * prev becomes cur */
 static void image(FILE *log, uint32_t step, unsigned char *prev, const unsigned char *cur, size_t size) {
   uint32_t off[4096], len[4096], n = 0;
   size_t i = 0;
@@ -77,6 +80,7 @@ static void image(FILE *log, uint32_t step, unsigned char *prev, const unsigned 
     n++;
   }
   put32(log, step);
+  put32(log, (uint32_t)size);
   put32(log, n);
   for (uint32_t k = 0; k < n; k++) {
     put32(log, off[k]);
@@ -86,17 +90,24 @@ static void image(FILE *log, uint32_t step, unsigned char *prev, const unsigned 
   }
 }
 
+/* the file's current length, at most max */
+static size_t flength(int fd, size_t max) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) die("fstat");
+  return (size_t)st.st_size < max ? (size_t)st.st_size : max;
+}
+
 int main(int argc, char **argv) {
   if (argc < 6 || strcmp(argv[4], "--") != 0) {
-    fprintf(stderr, "usage: dict_steps FILE SIZE LOG -- COMMAND [ARG...]\n");
+    fprintf(stderr, "usage: dict_steps FILE MAXSIZE LOG -- COMMAND [ARG...]\n");
     return 2;
   }
-  size_t size = strtoul(argv[2], NULL, 10);
+  size_t size = strtoul(argv[2], NULL, 10), length = 0;
   int fd = open(argv[1], O_RDONLY);
   if (fd < 0) die(argv[1]);
   const unsigned char *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) die("mmap");
-  unsigned char *prev = malloc(size);
+  unsigned char *prev = calloc(size, 1);
   FILE *log = fopen(argv[3], "wb");
   if (prev == NULL || log == NULL) die("log");
 
@@ -125,14 +136,16 @@ int main(int argc, char **argv) {
     int s = WSTOPSIG(st);
     if (s == SIGSTOP) { /* a marker */
       if (!stepping) {
-        memcpy(prev, map, size);
+        length = flength(fd, size);
+        memcpy(prev, map, length);
         if (fwrite("DSTP", 1, 4, log) != 4) die("fwrite");
-        put32(log, (uint32_t)size);
         put32(log, 0);
+        put32(log, 0);
+        put32(log, (uint32_t)length);
         put32(log, 1);
         put32(log, 0);
-        put32(log, (uint32_t)size);
-        if (fwrite(prev, 1, size, log) != size) die("fwrite");
+        put32(log, (uint32_t)length);
+        if (fwrite(prev, 1, length, log) != length) die("fwrite");
         images = 1;
         stepping = 1;
         continue;
@@ -140,9 +153,12 @@ int main(int argc, char **argv) {
       break; /* the call is over */
     }
     if (stepping && s == SIGTRAP) {
+      size_t now = flength(fd, size);
       steps++;
-      if (memcmp(prev, map, size) != 0) {
-        image(log, (uint32_t)steps, prev, map, size);
+      if (now != length || memcmp(prev, map, now) != 0) {
+        if (now < length) memset(prev + now, 0, length - now);
+        length = now;
+        image(log, (uint32_t)steps, prev, map, now);
         images++;
       }
       continue;
