@@ -94,7 +94,7 @@ prove: deps $(LIB)
 demo: deps $(LIB)
 	$(LUA) examples/demo.lua
 
-BENCH_BINS := build/bench/cmemcpy build/bench/cpipe
+BENCH_BINS := build/bench/cmemcpy build/bench/cpipe build/bench/csem
 build/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
@@ -121,6 +121,7 @@ bench-compare: $(LIB)
 bench: $(LIB) $(BENCH_BINS) bench-deps
 	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/run.lua
 	$(if $(filter luajit,$(LUA)),$(if $(BENCH_QUICK),,LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/ffi.lua))
+	LUA_PATH="$(CURDIR)/bench/?.lua;$(LUA_PATH)" $(LUA) bench/lock.lua
 
 # lua/ is exactly what is installed; lshm runs under the interpreter it was installed for
 install: $(LIB)
@@ -190,5 +191,8 @@ docs: deps
 	  -e '^\*\*\*closing section from master module' -e '^$$' || true; exit $$rc
 	@echo "$(DOCS_DIR)/index.html"
 
+# (and what luarocks make's builtin build leaves in the checkout: src/*.o, shm/core.so)
 clean:
 	rm -rf build docs lua-shm-*.src.rock
+	rm -f src/*.o shm/core.so
+	[ ! -d shm ] || rmdir --ignore-fail-on-non-empty shm

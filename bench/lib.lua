@@ -30,6 +30,28 @@ function M.median(xs)
   return (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
+--- The median of field i (default 1) of the values measured for case `name`
+-- (cases[name].values: one array of numbers per round); nil if not measured.
+function M.case_median(cases, name, i)
+  local c = cases[name]
+  if not c then return nil end
+  local xs = {}
+  for r, v in ipairs(c.values) do xs[r] = v[i or 1] end
+  return M.median(xs)
+end
+
+--- Print a report's lines, and (unless quick) write them to `path`.
+function M.report(lines, path, quick)
+  local report = table.concat(lines, "\n") .. "\n"
+  io.write(report)
+  io.stdout:flush()
+  if quick then return end
+  local f = assert(io.open(path, "w"))
+  f:write(report)
+  f:close()
+  io.stderr:write("bench: written to " .. path .. "\n")
+end
+
 --- A string quoted for the shell.
 function M.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 

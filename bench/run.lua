@@ -85,8 +85,40 @@ for _, m in ipairs(MSG) do
   end
   case("cpipe " .. m[2], table.concat({ BIN .. "/cpipe", m[1], m[3] }, " "))
 end
+-- semaphores: uncontended acquire+release, and a ping-pong between two processes
+for _, kind in ipairs({ "sysv", "posix" }) do
+  case("sem " .. kind .. " uncontended", lua("sem.lua", "uncontended", kind, n(kind == "sysv" and 1e6 or 3e6)))
+  case("csem " .. kind .. " uncontended", table.concat({ BIN .. "/csem", "uncontended", kind,
+    n(kind == "sysv" and 1e6 or 3e7) }, " "))
+  case("sem " .. kind .. " pingpong", lua("sem.lua", "pingpong", kind, n(1e5)))
+  case("csem " .. kind .. " pingpong", table.concat({ BIN .. "/csem", "pingpong", kind, n(1e5) }, " "))
+end
+if has_python then
+  case("python sem uncontended", py("sem", "uncontended", n(1e6)))
+  case("python sem pingpong", py("sem", "pingpong", n(1e5)))
+end
 case("pingpong queue", lua("pingpong.lua", "client", "queue", n(1e5)))
 case("pingpong fifo", lua("pingpong.lua", "client", "fifo", n(5e4)))
+
+-- 5. broadcast: shm.events, the dict-based event log, a FIFO per subscriber
+local EV_SIZES = { { 64, "64 B", n(2e5) }, { 4096, "4 KiB", n(2e4) } }
+local EV_SUBS = { 1, 4, 8 }
+local EV_TRANSPORTS = { "events", "dict", "fifo" }
+local has_events = (function()
+  local ok, shm = pcall(require, "shm")
+  return ok and shm.events ~= nil and shm.dict ~= nil
+end)()
+if has_events then
+  for _, sz in ipairs(EV_SIZES) do
+    for _, subs in ipairs(EV_SUBS) do
+      for _, tr in ipairs(EV_TRANSPORTS) do
+        case(string.format("broadcast %s %s x%d", tr, sz[2], subs),
+          lua("events.lua", "throughput", tr, sz[1], subs, math.max(1, math.floor(sz[3] / math.sqrt(subs)))))
+      end
+    end
+  end
+  for _, tr in ipairs(EV_TRANSPORTS) do case("wake " .. tr, lua("events.lua", "latency", tr, n(300))) end
+end
 
 -- 4. the shared dictionary, its baselines in servers we start (and stop,
 -- whatever happens: every server's stopper runs before any error goes on)
@@ -178,13 +210,7 @@ stop_servers()
 if not ok then error(err, 0) end
 
 -- the median of field i (default 1) of a case's outputs; nil if not measured
-local function med(name, i)
-  local c = cases[name]
-  if not c then return nil end
-  local xs = {}
-  for r, v in ipairs(c.values) do xs[r] = v[i or 1] end
-  return lib.median(xs)
-end
+local function med(name, i) return lib.case_median(cases, name, i) end
 
 -- system calls per small operation (strace): the difference between a run of
 -- N+100000 calls and one of N, over 100000
@@ -205,6 +231,8 @@ if has_strace then
 end
 
 -- report
+local function ns(v) return v and string.format("%.1f ns", v) or "n/a" end
+local function ratio(a, b) return (a and b) and string.format("%.2f", a / b) or "-" end
 local out = {}
 local function line(s) out[#out + 1] = s end
 local function cpu()
@@ -236,8 +264,8 @@ line("")
 line("| size | op | lua-shm | memcpy | lua-shm / memcpy speed | Lua string floor |" ..
   (has_python and " python sysv_ipc |" or ""))
 line("|---|---|---|---|---|---|" .. (has_python and "---|" or ""))
-local function rate(size, ns) -- GB/s
-  return string.format("%.2f GB/s", size / ns)
+local function rate(size, nsec) -- GB/s
+  return string.format("%.2f GB/s", size / nsec)
 end
 for _, sz in ipairs(SIZES) do
   for _, mode in ipairs({ "write", "read" }) do
@@ -327,8 +355,6 @@ line("")
 local DLABEL = { get16 = "`get`, 16 B value, one hot key", set16 = "`set`, 16 B value, one hot key",
   get1k = "`get`, 1 KiB value", set1k = "`set`, 1 KiB value", get10k = "`get` over 10,000 keys (16 B)",
   set10k = "`set` over 10,000 keys (16 B)", incr = "`incr(k, 1)`" }
-local function ns(v) return v and string.format("%.1f ns", v) or "n/a" end
-local function ratio(a, b) return (a and b) and string.format("%.2f", a / b) or "-" end
 line("| op | shm.dict | ngx.shared.DICT | shm.dict / ngx | Redis round trip | Redis / shm.dict | Lua table (floor) " ..
   "| shm.dict / floor |")
 line("|---|---|---|---|---|---|---|---|")
@@ -371,6 +397,24 @@ for _, mode in ipairs({ "getset", "getget" }) do
     ngx_srv and ops(x1) or "skipped", ngx_srv and (ops(x2) .. (mode == "getset" and " (set)" or " (get)")) or "skipped",
     ratio(s1, x1)))
 end
+line("")
+line("## Semaphores (`shm.sem`), against C and Python's sysv_ipc")
+line("")
+line("Nanoseconds per acquire+release pair of one uncontended semaphore, and per round trip between two " ..
+  "processes through two semaphores (each releases the other's and acquires its own), beside the same " ..
+  "loops in C (bench/csem.c: `semop`, `sem_wait`/`sem_post`) and in Python's sysv_ipc (System V only).")
+line("")
+line("| case | lua-shm | C | lua-shm / C | python sysv_ipc | python / lua-shm |")
+line("|---|---|---|---|---|---|")
+for _, m in ipairs({ "uncontended", "pingpong" }) do
+  for _, kind in ipairs({ "sysv", "posix" }) do
+    local l, cv = med("sem " .. kind .. " " .. m), med("csem " .. kind .. " " .. m)
+    local p = kind == "sysv" and med("python sem " .. m) or nil
+    line(string.format("| %s %s | %s | %s | %s | %s | %s |", kind == "sysv" and "System V" or "POSIX",
+      m == "uncontended" and "acquire+release, uncontended" or "ping-pong round trip", ns(l), ns(cv), ratio(l, cv),
+      p and ns(p) or "-", ratio(p, l)))
+  end
+end
 if redis_srv then
   local r = med("pair redis getget")
   line("")
@@ -378,12 +422,34 @@ if redis_srv then
     r, 1e6 / r))
 end
 
-local report = table.concat(out, "\n") .. "\n"
-io.write(report)
-io.stdout:flush()
-if not QUICK then
-  local f = assert(io.open(RESULTS, "w"))
-  f:write(report)
-  f:close()
-  io.stderr:write("bench: written to " .. RESULTS .. "\n")
+if has_events then
+  line("")
+  line("## 5. Broadcast: shm.events against the dict-based event log and a FIFO per subscriber")
+  line("")
+  line("One publisher process, 1, 4 or 8 subscriber processes, every event checked byte for byte and in order " ..
+    "by every subscriber; events per second until the last subscriber has the last one. The dict-based log is " ..
+    "what lua-resty-worker-events and mlcache's ipc_shm do in an ngx.shared.DICT, here over shm.dict: " ..
+    "`incr` an index, `set` the event under it; subscribers poll the index and `get` each event (polling " ..
+    "without a pause, its best case). FIFO: one per subscriber, the publisher writes each event to each, " ..
+    "buffered (one flush at the end). The ring and the dict are made big enough to keep every event.")
+  line("")
+  line("| size | subscribers | shm.events | dict-based log | FIFO per subscriber | shm.events / dict log | " ..
+    "shm.events / FIFO |")
+  line("|---|---|---|---|---|---|---|")
+  for _, sz in ipairs(EV_SIZES) do
+    for _, subs in ipairs(EV_SUBS) do
+      local function v(tr) return med(string.format("broadcast %s %s x%d", tr, sz[2], subs)) end
+      local e, d, f = v("events"), v("dict"), v("fifo")
+      line(string.format("| %s | %d | %.0f | %.0f | %.0f | %.1f | %.2f |", sz[2], subs, e, d, f, e / d, e / f))
+    end
+  end
+  line("")
+  line(string.format("Publish to wake-up, 64 B, the subscriber asleep before each event (median): shm.events " ..
+    "%.1f µs (a futex wake); FIFO with a flush per event %.1f µs (a blocking read); the dict-based log, polled " ..
+    "every millisecond, %.1f µs (lua-resty-worker-events polls every second by default).",
+    med("wake events"), med("wake fifo"), med("wake dict")))
+  line("")
+  line("Goals (issue 21): at least 10x the dict-based log's events per second; wake latency under 10 µs.")
 end
+
+lib.report(out, RESULTS, QUICK)

@@ -83,12 +83,14 @@ http {
   scgi_temp_path DIR/scgi;
   lua_package_path 'LUAPATH;;';
   lua_shared_dict bench CAPACITY;
+  lua_shared_dict locks 1m;
   init_worker_by_lua_block { require("ngx_dict").init_worker() }
   server {
     listen 127.0.0.1:PORT;
     location = /info { content_by_lua_block { require("ngx_dict").info() } }
     location = /op { content_by_lua_block { require("ngx_dict").op() } }
     location = /pair { content_by_lua_block { require("ngx_dict").pair() } }
+    location = /lock { content_by_lua_block { require("ngx_lock").run() } }
   }
 }
 ]]

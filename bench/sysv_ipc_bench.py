@@ -1,14 +1,51 @@
 """Items 1-2 for Python's sysv_ipc (Debian python3-sysv-ipc), for comparison.
 usage: python3 sysv_ipc_bench.py copy write|read SIZE ITER | small OP ITER
-prints nanoseconds per operation"""
+       | sem uncontended|pingpong ITER
+prints nanoseconds per operation (sem: per acquire+release pair, per round trip)"""
+import os
 import sys
 import time
 
 import sysv_ipc
 
 
+def sem(mode, it):
+    """bench/sem.lua's loops with sysv_ipc.Semaphore."""
+    if mode == "uncontended":
+        s = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, 0o600, 1)
+        t0 = time.perf_counter()
+        for _ in range(it):
+            s.acquire()
+            s.release()
+        t1 = time.perf_counter()
+        s.remove()
+    else:
+        ping = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, 0o600, 0)
+        pong = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, 0o600, 0)
+        pid = os.fork()
+        if pid == 0:
+            pong.release()
+            for _ in range(it):
+                ping.acquire()
+                pong.release()
+            os._exit(0)
+        pong.acquire()
+        t0 = time.perf_counter()
+        for _ in range(it):
+            ping.release()
+            pong.acquire()
+        t1 = time.perf_counter()
+        os.waitpid(pid, 0)
+        ping.remove()
+        pong.remove()
+    print("%.3f" % ((t1 - t0) * 1e9 / it))
+
+
 def main():
     kind = sys.argv[1]
+    if kind == "sem":
+        sem(sys.argv[2], int(sys.argv[3]))
+        return
     if kind == "copy":
         mode, size, it = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     else:

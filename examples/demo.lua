@@ -3,7 +3,10 @@
 --   writer.lua attaches, sends the lines it reads, then "quit";
 --   stat() shows nattch rising and falling.
 -- Then two counters.lua processes share a shm.dict: counters moved with incr
--- and a cached entry that expires.  Everything is removed at the end.
+-- and a cached entry that expires.  Then two guard.lua processes guard a
+-- segment with a semaphore (undo = true); the holder is killed with kill -9
+-- while it holds it, and the waiter gets it back.  Everything is removed at
+-- the end.
 local shm = require "shm"
 
 local lua = arg[-1] or "lua5.4"
@@ -29,7 +32,9 @@ local function start(script, ...)
   local status = os.tmpname()
   local cmd = { lua, q(dir .. "/" .. script) }
   for _, a in ipairs({ ... }) do cmd[#cmd + 1] = q(a) end
-  local p = assert(io.popen(table.concat(cmd, " ") .. "; echo $? > " .. q(status), "w"))
+  -- (the shell's own stderr is quiet: a killed child is no news, its status says it)
+  local p = assert(io.popen("exec 3>&2 2>/dev/null; (exec " .. table.concat(cmd, " ") .. " 2>&3); echo $? > "
+    .. q(status), "w"))
   return { p = p, status = status }
 end
 local function finish(child)
@@ -83,6 +88,36 @@ if d:get("hits") ~= 2000 or d:get("greeting") ~= nil or not greeting then ok = f
 d:remove()
 d:detach()
 
+-- The semaphore scenario: a lock (System V, value 1) guarding a segment.
+local skey = assert(shm.ftok(path, "S"))
+local lock = assert(shm.sem.create(skey, 1))
+local guarded = assert(shm.create(skey, 64))
+print(string.format("demo: %s guards %s", tostring(lock), tostring(guarded)))
+io.stdout:flush()
+local holder = start("guard.lua", path, "holder")
+while guarded:load(56) == 0 do guarded:wait(56, 0, 10) end -- its pid, once it holds the lock
+local pid = guarded:load(56)
+local waiter = start("guard.lua", path, "waiter")
+for _ = 1, 1000 do -- until the waiter sleeps in acquire (ncnt: processes waiting)
+  if lock:stat().ncnt > 0 then break end
+  guarded:wait(48, 0, 0.01) -- (a futex wait nobody notifies: 10 ms)
+end
+print(string.format("demo: kill -9 %d while it holds the lock (value %d)", pid, lock.value))
+io.stdout:flush()
+os.execute("kill -9 " .. pid)
+finish(holder)                              -- (killed: its status is not 0)
+if not finish(waiter) then ok = false end
+print(string.format("demo: value back to %d; the segment says %q", lock.value,
+  guarded:read(0, 32):match("^[^%z]*")))
+if lock.value ~= 1 then ok = false end
+lock:remove()
+guarded:remove()
+guarded:detach()
+if shm.sem.open(skey) then
+  print(string.format("demo: semaphore 0x%08x is still there!", skey))
+  ok = false
+end
+
 os.remove(path)
 if shm.open(name) then
   print("demo: " .. name .. " is still there!")
@@ -96,5 +131,5 @@ for _, key in ipairs(keys) do
     ok = false
   end
 end
-if ok then print("demo: ipcs -m and /dev/shm hold nothing of ours: everything was removed") end
+if ok then print("demo: ipcs -m, ipcs -s and /dev/shm hold nothing of ours: everything was removed") end
 os.exit(ok and 0 or 1)

@@ -13,4 +13,9 @@ if rawget(_G, "jit") ~= nil and os.getenv("SHM_NO_FFI") ~= "1" and pcall(require
   require("shm.ffi").install(core)
 end
 
+-- shm.lock (lua/shm/lock.lua), and d:fetch (lua/shm/fetch.lua) as a method of
+-- every dict: Lua functions over the dict's methods (so the FFI ones where installed)
+shm.lock = require "shm.lock"
+rawset(debug.getregistry()["shm.dict"].__index, "fetch", require("shm.fetch").fetch)
+
 return shm

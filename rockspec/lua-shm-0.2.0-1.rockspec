@@ -28,6 +28,8 @@ build = {
   modules = {
     shm = "lua/shm.lua",
     ["shm.ffi"] = "lua/shm/ffi.lua",
+    ["shm.lock"] = "lua/shm/lock.lua",
+    ["shm.fetch"] = "lua/shm/fetch.lua",
     ["shm.core"] = {
       sources = {
         "src/args.c",
@@ -36,6 +38,10 @@ build = {
         "src/compat.c",
         "src/core.c",
         "src/dict.c",
+        "src/dictheap.c",
+        "src/dicttable.c",
+        "src/dictval.c",
+        "src/events.c",
         "src/ffi.c",
         "src/file.c",
         "src/futex.c",
@@ -45,6 +51,7 @@ build = {
         "src/posix.c",
         "src/queue.c",
         "src/segment.c",
+        "src/sem.c",
         "src/sysv.c",
       },
       incdirs = { "src" },

@@ -15,7 +15,9 @@ describe("demo", function()
       "demo: hits = 2000 (a: 1000, b: 1000): no increment lost",
       "demo: 0.6 s later get gives nil; get_stale gives \"hello from counters",
       "stale = true",
-      "demo: ipcs -m and /dev/shm hold nothing of ours: everything was removed",
+      "guard waiter: got the lock; the segment says \"held by ",
+      "demo: value back to 1; the segment says \"held by the waiter\"",
+      "demo: ipcs -m, ipcs -s and /dev/shm hold nothing of ours: everything was removed",
     }) do
       assert.truthy(out:find(want, 1, true), "missing: " .. want .. "\n" .. out)
     end

@@ -255,8 +255,8 @@ describe("shm.dict under kill -9", function()
       assert.is_true(got == c or got == c + 1 or (mode == "evict" and got < c), "counter " .. w)
     end
     local st = d:stat()
-    print(string.format("\n    dict storm%s: %d kills, %d keys checked, %d recoveries, %d evictions",
-      mode and " (" .. mode .. ")" or "", kills, checked, st.recovered, st.evicted))
+    print(string.format("\n    dict storm%s passed: %d writers killed (kill -9), %d keys all consistent, %d locks"
+      .. " recovered, %d evictions", mode and " (" .. mode .. ")" or "", kills, checked, st.recovered, st.evicted))
     assert.is_true(st.recovered >= 1, "no lock was taken over")
     if mode == "evict" then assert.is_true(st.evicted > 0, "nothing was evicted") end
     -- no space leaked: deleting everything gives a new dict's free space back
@@ -322,7 +322,8 @@ describe("shm.dict under kill -9", function()
       total = total + len
     end
     local st = d:stat()
-    print(string.format("\n    list storm%s: %d kills, %d elements checked in order, %d recoveries",
+    print(string.format("\n    list storm%s passed: %d writers killed (kill -9), %d elements all in order, %d locks"
+      .. " recovered",
       deletes and " (deletes)" or "", kills, total, st.recovered))
     assert.equal(0, st.count)
     assert.equal(empty, d:free_space())

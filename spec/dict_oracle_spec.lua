@@ -63,22 +63,20 @@ http {
 ]]
 
 describe("shm.dict against ngx.shared.DICT #nginx", function()
-  local dir, server
+  local prefix, port
 
   setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(H.exec("mkdir -m 0755 " .. q(dir) .. " && cp " .. q(H.root .. "/spec/dictseq.lua") .. " " .. q(dir)
-      .. " && chmod -R a+rX " .. q(dir)))
-    server = H.nginx_start(NGX, dir, CONF, {
-      LUAPATH = dir .. "/?.lua;" .. NGX.resty_path .. ";;",
+    prefix = H.nginx_prefix()
+    assert(H.exec("cp " .. q(H.root .. "/spec/dictseq.lua") .. " " .. q(prefix.dir) .. " && chmod a+r "
+      .. q(prefix.dir .. "/dictseq.lua")))
+    port = H.nginx_start(NGX, prefix, CONF, {
+      LUAPATH = prefix.dir .. "/?.lua;" .. NGX.resty_path .. ";;",
       BIG = tostring(math.floor(CAP / 1024)), SMALL = tostring(math.floor(SMALL / 1024)),
     })
   end)
 
   teardown(function()
-    if server then server.stop() end
-    if dir then H.exec("rm -rf " .. q(dir)) end
+    if prefix then prefix.stop() end
     H.cleanup()
   end)
 
@@ -89,9 +87,9 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
     f:write(S.serialize(seqs))
     f:close()
     local out, rc = H.sh(NGX.curl .. "--max-time 300 --data-binary @" .. q(body) .. " "
-      .. q("http://127.0.0.1:" .. server.port .. "/run?dict=" .. zone))
+      .. q("http://127.0.0.1:" .. port .. "/run?dict=" .. zone))
     os.remove(body)
-    assert(rc == 0 and not out:find("<html>", 1, true), "nginx: " .. out:sub(1, 400) .. server.errorlog():sub(-2000))
+    assert(rc == 0 and not out:find("<html>", 1, true), "nginx: " .. out:sub(1, 400) .. prefix.errorlog():sub(-2000))
     local res = {}
     for chunk in (out .. "\n==\n"):gmatch("(.-)\n==\n") do
       local lines = {}

@@ -159,6 +159,16 @@ describe("shm.dict", function()
       assert.same(R(false, 325, false), pack(d:get_stale("foo")))
       d:set("neg", 1, 0, -1)
       assert.same(R(1, -1), pack(d:get("neg")))
+      -- ngx's flags are a C int: 2^31 and above read back as -2^31 (the oracle
+      -- spec compares these with ngx.shared.DICT itself)
+      for _, f in ipairs({ 2147483647, -2147483648 }) do
+        d:set("f", 1, 0, f)
+        assert.same(R(1, f), pack(d:get("f")))
+      end
+      for _, f in ipairs({ 2147483648, 4294967295, 2 ^ 40, -2 ^ 40 }) do
+        d:set("f", 1, 0, f)
+        assert.same(R(1, -2147483648), pack(d:get("f")))
+      end
       d:set("foo", 3.14, 0, 78)
       d:set("foo", nil)
       assert.same(R(nil), pack(d:get("foo")))
@@ -406,6 +416,8 @@ describe("shm.dict", function()
       assert.same({ "bah", "bar" }, ks)
       assert.equal(1, #d:get_keys(1))
       assert.equal(2, #d:get_keys(3))
+      assert.equal(1, #d:get_keys(1.5)) -- a fraction truncated, as ngx
+      assert.equal(2, #d:get_keys(0.5)) -- (0: all)
       assert.has_error(function() d:get_keys(nil) end)
       assert.has_error(function() d:get_keys(1, 2) end, "expecting 1 or 2 argument(s), but saw 3")
       for i = 1, 2048 do d:set("k" .. i, i) end

@@ -38,6 +38,17 @@ describe("the API reference #slow", function()
     assert.is_nil(remove:find('href="#unlink"', 1, true))
   end)
 
+  docit("links a field's name to no other class's method, and gives this release's version", function()
+    -- (LDoc links a bare `word` to any method of that name)
+    for _, name in ipairs({ "queue:stat", "queue.open", "queue.layout" }) do
+      local entry = html:match('<a name = "' .. name .. '"></a>(.-)</dd>')
+      assert.is_string(entry, name)
+      assert.is_nil(entry:find('href="[^"]*#dict:'), name .. " links to a dict method")
+      assert.is_nil(entry:find('href="[^"]*#mutex:'), name .. " links to a mutex method")
+    end
+    assert.truthy(html:find(shm._VERSION, 1, true), shm._VERSION)
+  end)
+
   docit("lists each class once in the contents", function()
     local contents = html:match("<h2>Contents</h2>(.-)</ul>")
     local seen = {}
@@ -46,10 +57,10 @@ describe("the API reference #slow", function()
       assert.is_nil(seen[class], "twice in the contents: " .. class)
       seen[class] = true
     end
-    assert.truthy(seen.segment and seen.queue and seen.mutex and seen.dict)
+    assert.truthy(seen.segment and seen.queue and seen.mutex and seen.dict and seen.events and seen.subscriber)
   end)
 
-  docit("covers every function of the module, segments, mutexes, queues and dicts", function()
+  docit("covers every function of the module and of every class (events and semaphores too)", function()
     local documented = {}
     for name in html:gmatch('<a name = "([^"]+)"></a>') do documented[name] = true end
     local functions = 0
@@ -64,6 +75,7 @@ describe("the API reference #slow", function()
     check("", shm)
     check("queue.", shm.queue)
     check("dict.", shm.dict)
+    check("events.", shm.events)
     local seg = assert(shm.create(shm.PRIVATE, 4096))
     local _ = seg.size -- (an attached segment's metatable is its own after the first index)
     check("segment:", debug.getmetatable(seg).__index) -- (getmetatable: the class name only)
@@ -73,8 +85,18 @@ describe("the API reference #slow", function()
     q:remove() q:detach()
     local d = assert(shm.dict.create(shm.PRIVATE, 64 * 1024))
     check("dict:", debug.getmetatable(d).__index)
+    check("lock.", shm.lock)
+    check("lock:", debug.getmetatable(shm.lock.new(d)).__index)
     d:remove() d:detach()
+    local ev = assert(shm.events.create(shm.PRIVATE, 64))
+    check("events:", debug.getmetatable(ev).__index)
+    check("subscriber:", debug.getmetatable(ev:subscribe()).__index)
+    ev:remove() ev:detach()
     seg:remove() seg:detach()
+    check("sem.", shm.sem)
+    local sem = assert(shm.sem.create(shm.PRIVATE, 1))
+    check("sem:", debug.getmetatable(sem).__index)
+    sem:remove()
     -- and each says what it takes and gives, with an example
     local _, params = html:gsub("<h3>Parameters:</h3>", "")
     local _, usages = html:gsub("<h3>Usage:</h3>", "")

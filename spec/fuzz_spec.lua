@@ -1,8 +1,10 @@
 -- A randomized driver with a fixed seed (FUZZ_SEED, FUZZ_CALLS to vary it):
 -- random arguments of every type and range into every function, and random
--- bytes scribbled over queue headers and rings, words written over lock and
--- state words (mutexes, the queue's writers' lock, fresh-queue init state)
--- between lock operations, and every method of every class called with a
+-- bytes scribbled over queue and event ring headers and rings, words written
+-- over lock and state words (mutexes, the queue's writers' lock, the event
+-- ring's publishers' lock, fresh-queue and fresh-ring init state)
+-- between lock operations, semaphores (shm.sem) of both kinds driven with
+-- random arguments (every wait with a zero or tiny timeout), and every method of every class called with a
 -- `self` of another class (or io.stdout, a table, nil: these must raise).  It
 -- runs in a child process so that a crash shows as a signal in the exit status,
 -- in a scratch working directory (a number taken as a path makes no file in
@@ -46,7 +48,7 @@ local function value(seg)
   return string.rep(string.char(R(0, 255)), R(0, 100))
 end
 
-local segs, queues, mutexes, made, failed = {}, {}, {}, 0, 0
+local segs, queues, mutexes, rings, sems, made, failed = {}, {}, {}, {}, {}, 0, 0
 local restore -- undoes a live lock word written over a queue's lock
 local accepted = {} -- wrong-self calls that did not raise
 local function call(f, ...)
@@ -91,9 +93,13 @@ local classes = {
               "chmod", "chown", "load", "store", "add", "cas", "wait", "notify", "mutex" },
   queue = { "push", "pop", "close", "stat", "remove", "detach", "segment" },
   mutex = { "lock", "trylock", "unlock" },
+  events = { "publish", "subscribe", "stat", "remove", "detach", "segment" },
+  subscriber = { "next" },
+  sem = { "acquire", "release", "wait_zero", "setvalue", "stat", "chmod", "chown", "remove", "close" },
   dict = { "get", "get_stale", "set", "safe_set", "add", "safe_add", "replace", "delete", "incr",
            "lpush", "rpush", "lpop", "rpop", "llen", "ttl", "expire", "flush_all", "flush_expired",
-           "get_keys", "capacity", "free_space", "stat", "remove", "detach", "segment" },
+           "get_keys", "capacity", "free_space", "stat", "remove", "detach", "segment", "cas", "fetch" },
+  lock = { "lock", "unlock", "expire" },
 }
 local instances = {} -- class -> a live object of it
 local function wrongself()
@@ -133,11 +139,78 @@ local function newseg()
   end
 end
 
+-- A queue's or an event ring's raw segment: random bytes over it, or (w 2)
+-- its lock word, between lock operations (a live holder only on a header
+-- with a magic, until the end of this step: openers of a fresh one (magic 0)
+-- wait 5 s for it, as for an initialiser), or (w 3) the init state: a fresh
+-- header, the lock word naming nobody alive, then an open of it.  Returns w.
+local function scribble(raw, L, class, mincap)
+  local w = R(8)
+  if w == 1 then
+    call(function() raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
+  elseif w == 2 then
+    call(function() raw:pack(L.lock, "<I4I4", lockword(raw:unpack(L.magic, "<I8") ~= 0)) end)
+    restore = function() raw:pack(L.lock, "<I4I4", 0, 0) end
+  elseif w == 3 then
+    call(function()
+      raw:pack(L.magic, "<I8", 0)
+      raw:pack(L.lock, "<I4I4", lockword(false))
+    end)
+    call(function()
+      local o = class.open(raw.key or raw.name, R(2) == 1 and R(mincap, 3000) or nil)
+      if o then o:detach() end
+    end)
+  end
+  return w
+end
+
 local seg_methods = { "read", "write", "fill", "pack", "unpack", "stat", "load", "store", "add",
   "cas", "wait", "notify", "mutex", "sync", "chmod", "detach" }
 if shm.dict then -- a dict, for the wrong-self calls
   local ok, d = pcall(shm.dict.create, shm.PRIVATE, 65536)
   if ok and d then pcall(d.remove, d) instances.dict = d end
+end
+-- shm.lock and d:fetch over that dict: random keys, options, callbacks, and
+-- random values (tokens naming anyone, garbage) written over the locks' keys
+local locks = {}
+local lockkeys = { "k1", "k2", "shm.fetch k1", "shm.fetch k2", 7 }
+local function lockstep(d)
+  local lk = locks[R(math.max(1, #locks))]
+  local op = R(8)
+  local k = R(4) == 1 and value() or pick(lockkeys)
+  if op == 1 or not lk then
+    call(function()
+      -- (bad options never a default timeout: 5 s waits for a held key)
+      local opts = R(3) == 1 and pick({ 5, "x", { timeout = -1 }, { exptime = 0 / 0 }, { timeout = 0 } })
+        or { exptime = R(0, 3) * 0.01, timeout = R(0, 1) * 0.001,
+        step = value(), ratio = 2 }
+      local l = shm.lock.new(R(10) == 1 and value() or d, opts)
+      locks[#locks + 1] = l
+      instances.lock = l
+      if #locks > 6 then table.remove(locks, 1) end
+    end)
+  elseif op == 2 then call(function() return lk:lock(k, R(2) == 1 and value() or nil) end)
+  elseif op == 3 then call(function() return lk:unlock() end)
+  elseif op == 4 then call(function() return lk:expire(value()) end)
+  elseif op == 5 then -- a holder's token naming someone (or nobody), or garbage
+    call(function() -- (lockword's random ranges raise on 5.1: inside call)
+      local pid, tag = lockword(R(2) == 1)
+      local v = R(3) == 1 and value() or string.format("shm.lock %d %d x %d", pid, tag, R(9))
+      return d:set(pick(lockkeys), v, R(0, 2) * 0.01, R(0, 1))
+    end)
+  elseif op == 6 then
+    call(function()
+      local bad = { 5, "x", { ttl = -1 }, { neg_ttl = "x" }, { lock_timeout = 0 } }
+      return d:fetch(k, R(4) == 1 and pick(bad) or { ttl = R(0, 2) * 0.01, neg_ttl = value(),
+        resurrect_ttl = R(2) == 1 and 0.01 or nil, lock_timeout = R(0, 1) * 0.001 },
+        pick({ function() return value() end, function() error(value()) end, function() return nil, value() end,
+               function() return d:fetch(k, { lock_timeout = 0 }, print) end, value }), value(), value())
+    end)
+  elseif op == 7 then
+    call(function() return d:cas(k, value(), value(), value(), value(), value()) end)
+  else
+    call(function() return d:cas(k, value(), 0, 0, d:get(k)) end)
+  end
 end
 for i = 1, calls do
   if #segs < 3 or R(50) == 1 then newseg() end
@@ -177,7 +250,7 @@ for i = 1, calls do
       local x = shm[f](k, f == "open" and pick({ "rw", "r", "w", 1 }) or size, f == "open" and size or value())
       if type(x) == "userdata" then segs[#segs + 1] = x end
     end)
-  elseif r <= 84 then
+  elseif r <= 78 then
     -- queues, and random bytes scribbled into their headers and rings
     if #queues < 2 then
       local q = shm.queue.open(pick(keys)) or shm.queue.create(pick(keys), R(16, 3000))
@@ -189,27 +262,7 @@ for i = 1, calls do
     end
     local e = queues[R(math.max(1, #queues))]
     if e then
-      local L = shm.queue.layout
-      local w = R(8)
-      if w == 1 then
-        call(function() e.raw:write(string.char(R(0, 255)):rep(R(1, 9)), R(0, 1100)) end)
-      elseif w == 2 then -- the writers' lock word, between lock operations (a live
-        -- holder only on a queue with a magic, until the end of this step: openers
-        -- of a fresh queue (magic 0) wait 5 s for it, as for an initialiser)
-        call(function()
-          e.raw:pack(L.lock, "<I4I4", lockword(e.raw:unpack(L.magic, "<I8") ~= 0))
-        end)
-        restore = function() e.raw:pack(L.lock, "<I4I4", 0, 0) end
-      elseif w == 3 then -- init state: a fresh header, the lock word naming nobody alive
-        call(function()
-          e.raw:pack(L.magic, "<I8", 0)
-          e.raw:pack(L.lock, "<I4I4", lockword(false))
-        end)
-        call(function()
-          local q = shm.queue.open(e.raw.key or e.raw.name, R(2) == 1 and R(16, 3000) or nil)
-          if q then q:detach() end
-        end)
-      end
+      scribble(e.raw, shm.queue.layout, shm.queue, 16) -- (the writers' lock)
       local op = pick({ "push", "push", "pop", "pop", "stat", "close" })
       -- every blocking call with a zero timeout: a scribbled lock word may
       -- look held forever, which must give "timeout", not a hang
@@ -218,6 +271,41 @@ for i = 1, calls do
       call(function() return shm.queue.open(pick(keys)) end)
       if restore then call(restore) restore = nil end
       if R(30) == 1 then call(function() e.q:remove() end) e.q:detach() table.remove(queues, 1) end
+    end
+  elseif r <= 84 then
+    -- event rings and their subscribers, random bytes scribbled into their
+    -- headers and rings, words over the publishers' lock (as for queues)
+    if #rings < 2 then
+      local ev = shm.events.open(pick(keys)) or shm.events.create(pick(keys), R(32, 3000))
+        or shm.events.open(pick(names), R(32, 3000))
+      if ev then
+        rings[#rings + 1] = { ev = ev, raw = assert(ev:segment()), subs = {} }
+        instances.events = ev
+      end
+    end
+    local e = rings[R(math.max(1, #rings))]
+    if e then
+      if scribble(e.raw, shm.events.layout, shm.events, 32) == 4 then -- (the publishers' lock)
+        call(function()
+          local sub = e.ev:subscribe(pick({ "next", "oldest", "x", 1, nil }))
+          e.subs[#e.subs % 4 + 1] = sub
+          instances.subscriber = sub
+        end)
+      end
+      local op = pick({ "publish", "publish", "next", "next", "stat", "subscribe" })
+      local sub = e.subs[R(math.max(1, #e.subs))]
+      if op == "next" and sub then
+        call(function() return sub:next(pick({ 0, 0, -1, "x", 0.001 })) end)
+      else
+        -- a publish waits for the lock with a zero timeout (a scribbled lock
+        -- word may look held forever)
+        call(function()
+          return e.ev[op](e.ev, R(2) == 1 and string.rep("e", R(0, 3100)) or value(), 0)
+        end)
+      end
+      call(function() return shm.events.open(pick(keys)) end)
+      if restore then call(restore) restore = nil end
+      if R(30) == 1 then call(function() e.ev:remove() end) e.ev:detach() table.remove(rings, 1) end
     end
   elseif r <= 91 and s then
     -- mutexes, with words written over their state and lock words between lock operations
@@ -242,8 +330,39 @@ for i = 1, calls do
       elseif op == 5 then call(function() e.s:write(stateword(), e.off) end)
       else call(function() return e.s:mutex(e.off) end) end -- init on whatever is there
     end
-  elseif r <= 96 then
+  elseif r <= 93 then
     wrongself()
+  elseif r <= 96 then
+    -- semaphores: made and opened from our pool, every method with random arguments
+    if #sems < 3 or R(20) == 1 then
+      local f = pick({ "create", "open", "open", "attach", "unlink", "list" })
+      local k = R(2) == 1 and pick(keys) or (R(3) > 1 and pick(names) or pick({ 1.5, {}, true, "x", "", "/" }))
+      if f == "attach" then k = pick({ -1, 1.5, "x", {}, 2 ^ 31 }) end
+      call(function()
+        local x = shm.sem[f](k, R(2) == 1 and R(0, 40000) or value(), R(2) == 1 and "0600" or value())
+        if type(x) == "userdata" then
+          sems[#sems + 1] = x
+          instances.sem = x
+          if #sems > 6 then table.remove(sems, 1) end
+        end
+      end)
+    end
+    local x = sems[R(math.max(1, #sems))]
+    if x then
+      local m = pick(classes.sem)
+      local a, b = value(), value()
+      if m == "acquire" or m == "wait_zero" then a = pick({ 0, 0.001, 0, -1, 0 / 0, "x" }) end
+      if m == "acquire" and R(2) == 1 then b = R(-2, 40000) end
+      if m == "release" and R(2) == 1 then a = R(-2, 40000) end
+      if (m == "remove" or m == "close") and R(4) > 1 then m = "stat" end
+      call(function() return x[m](x, a, b) end)
+      call(function() x.undo = pick({ true, false, value() }) end)
+      call(function() x[pick({ "value", "kind", "key", "id", "index", "name" })] = value() end)
+      call(function() return x[pick({ "value", "undo", "kind", "key", "id", "index", "name", "nope" })] end)
+      call(function() return tostring(x) end)
+    end
+  elseif r <= 98 then
+    if instances.dict then lockstep(instances.dict) end
   else
     collectgarbage("step")
     if #segs > 6 then
@@ -253,10 +372,14 @@ for i = 1, calls do
     end
   end
 end
-mutexes, instances = nil, nil
+mutexes, instances, locks = nil, nil, nil
 collectgarbage()
 for _, e in ipairs(queues) do pcall(e.q.remove, e.q) pcall(e.q.detach, e.q) end
+for _, e in ipairs(rings) do pcall(e.ev.remove, e.ev) pcall(e.ev.detach, e.ev) end
 for _, s in ipairs(segs) do pcall(s.remove, s) pcall(s.detach, s) end
+for _, x in ipairs(sems) do pcall(x.close, x) end
+for _, k in ipairs(keys) do shm.sem.unlink(k) end
+for _, n in ipairs(names) do shm.sem.unlink(n) end
 collectgarbage()
 io.write("accepted: ", table.concat(accepted, " "), "\n")
 io.write(string.format("calls=%d raised=%d", made, failed))
@@ -265,7 +388,7 @@ io.write(string.format("calls=%d raised=%d", made, failed))
 describe("fuzzing", function()
   after_each(H.cleanup)
 
-  it("survives random arguments and scribbled queues without a crash", function()
+  it("survives random arguments and scribbled queues and event rings without a crash", function()
     local seed = tonumber(os.getenv("FUZZ_SEED") or "20261123")
     local calls = tonumber(os.getenv("FUZZ_CALLS") or "150000")
     local keys, names, paths = {}, {}, {}
@@ -287,6 +410,7 @@ describe("fuzzing", function()
     assert.is_truthy(made, out:sub(-500))
     assert.is_true(tonumber(made) >= calls, "too few calls ran")
     assert.is_true(tonumber(raised) > 0 and tonumber(raised) < tonumber(made))
-    print(string.format("\n    fuzz: seed %d, %s calls, %s raised an error, no crash", seed, made, raised))
+    print(string.format("\n    fuzz passed: seed %d, %s calls (%s raised an error, as they must), no crash",
+      seed, made, raised))
   end)
 end)

@@ -294,8 +294,127 @@ function H.until_true(pred, limit)
   return ok
 end
 
+--- A new shm.dict on a key of its own (H.cleanup removes it): the dict and the key.
+function H.dict(capacity)
+  local key = H.key()
+  return assert(shm.dict.create(key, capacity or 1024 * 1024)), key
+end
+
+--- Lua source that opens the dict of arg[1] in a child as `d`, with `say(...)`
+-- (print and flush).
+H.OPEN_DICT = [[
+local shm = require "shm"
+local d = assert(shm.dict.open(tonumber(arg[1])))
+local function say(...) print(...) io.stdout:flush() end
+]]
+
+--- A kill storm: `n` children running `code` (with `args`; each prints "ready"
+-- first), one of them killed with kill -9 every 1 to 20 ms and replaced, `kills`
+-- times, then all killed; `check(out)` sees every child's output.
+function H.kill_storm(code, args, n, kills, check)
+  local seg = shm.create(shm.PRIVATE, 8)
+  seg:remove() -- (gone at detach or exit)
+  local function start()
+    local c = H.spawn(code, args)
+    assert(c:line() == "ready", "a storm's child did not start")
+    return c
+  end
+  local function stop(c)
+    H.kill(c.pid)
+    check((c:finish()))
+  end
+  local ok, err = pcall(function()
+    local children = {}
+    for i = 1, n do children[i] = start() end
+    math.randomseed(H.pid)
+    for _ = 1, kills do
+      seg:wait(0, 0, math.random(1, 20) / 1000) -- (a timed sleep: the storm's rhythm)
+      local i = math.random(n)
+      stop(children[i])
+      children[i] = start()
+    end
+    for i = 1, n do stop(children[i]) end
+  end)
+  seg:detach()
+  if not ok then error(err, 0) end
+end
+
+
+--- The ```lua blocks of README.md's section `title` (## title), in order.
+function H.readme_blocks(title)
+  local f = assert(io.open(H.root .. "/README.md"))
+  local text = f:read("*a")
+  f:close()
+  local start = text:find("\n## " .. title .. "\n", 1, true)
+  assert(start, "README has no section " .. title)
+  local section = text:sub(start + 1):match("^(.-)\n## ") or text:sub(start + 1)
+  local blocks = {}
+  for code in section:gmatch("\n```lua\n(.-)\n```") do blocks[#blocks + 1] = code end
+  return blocks
+end
+
+--- What a README example says it prints: the comments closing its print( and
+-- io.write( lines, one line each, runs of blanks as one space.
+function H.says(code)
+  local lines = {}
+  for line in (code .. "\n"):gmatch("([^\n]*)\n") do
+    local said = line:match("^%s*print%(.*%)%s+%-%-%s+(.-)%s*$")
+      or line:match("^%s*io%.write%(.*%)%s+%-%-%s+(.-)%s*$")
+    if said then lines[#lines + 1] = said end
+  end
+  return table.concat(lines, "\n")
+end
+
+--- Output compared with H.says: runs of blanks (print's tabs) as one space.
+function H.blanks(out) return (out:gsub("[ \t]+", " "):gsub("\n$", "")) end
+
+--- Run Lua `code` (with `args`) in a child inside `unshare FLAGS` (private
+-- namespaces: the machine's own settings and /dev/shm are never touched),
+-- after the shell command `setup` there.  Returns its output and exit code.
+function H.in_namespace(flags, setup, code, args)
+  local script = H.script(code)
+  local env = {}
+  for k, v in pairs(H.env) do env[#env + 1] = k .. "=" .. shellquote(v) end
+  local inner = setup .. " && env " .. table.concat(env, " ") .. " " .. H.lua .. " " .. script
+  for _, a in ipairs(args or {}) do inner = inner .. " " .. shellquote(a) end
+  local out, rc = H.sh("unshare " .. flags .. " sh -c " .. shellquote(inner))
+  os.remove(script)
+  return out, rc
+end
+
 function H.kill(pid, sig)
   return H.exec("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
+end
+
+--- A prefix for our own nginx (nginx -p DIR, its pid file DIR/nginx.pid): a new
+-- directory everyone can read, `dir`; `master()`, the pid nginx wrote (nil once
+-- it has exited); `errorlog()`, DIR/error.log; `workers`, pids to kill if the
+-- master does not stop; `stop()`: QUIT the master (KILL after 10 s), remove DIR.
+function H.nginx_prefix()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(H.exec("mkdir -m 0755 " .. shellquote(dir)))
+  local n = { dir = dir, workers = {} }
+  local function slurp(path)
+    local f = io.open(path)
+    local s = f and f:read("*a")
+    if f then f:close() end
+    return s
+  end
+  function n.master() return tonumber(slurp(dir .. "/nginx.pid") or "") end
+  function n.errorlog() return slurp(dir .. "/error.log") or "" end
+  function n.stop()
+    local pid = n.master()
+    if pid then
+      H.kill(pid, "QUIT")
+      if not H.until_true(function() return H.state(pid) == nil end, 10) then
+        for _, w in ipairs(n.workers) do H.kill(w, "KILL") end
+        H.kill(pid, "KILL")
+      end
+    end
+    H.exec("rm -rf " .. shellquote(dir))
+  end
+  return n
 end
 
 --- The path of a command on PATH, or nil.
@@ -338,40 +457,16 @@ function H.nginx()
   }
 end
 
---- Start nginx (`ngx` from H.nginx()) from the directory `dir` with the
--- configuration `conf`, whose upper-case words DIR, NDK, LUAMOD, PORT,
--- PRIVATE (in http {}: no access log, temporary files in `dir`) and those of
--- `vars` are replaced; loopback ports are tried until nginx gets a
--- free one. Returns a handle: .port, :errorlog(), :master() (the master's pid,
--- or nil) and :stop(others) (QUIT by its pid; then KILL to it and to the pids
--- in `others`), or raises what nginx said.
-function H.nginx_start(ngx, dir, conf, vars)
-  local h = { dir = dir }
-  function h.errorlog()
-    local f = io.open(dir .. "/error.log")
-    local s = f and f:read("*a") or ""
-    if f then f:close() end
-    return s
-  end
-  function h.master()
-    local f = io.open(dir .. "/nginx.pid")
-    local pid = f and tonumber(f:read("*a"))
-    if f then f:close() end
-    return pid
-  end
-  function h.stop(others)
-    local pid = h.master()
-    if not pid then return end
-    H.kill(pid, "QUIT")
-    if not H.until_true(function() return H.state(pid) == nil end, 10) then
-      for _, w in ipairs(others or {}) do H.kill(w, "KILL") end
-      H.kill(pid, "KILL")
-    end
-  end
-  local out
+--- Start nginx (`ngx` from H.nginx()) in `prefix` (from H.nginx_prefix())
+-- with the configuration `conf`, whose upper-case words DIR, NDK, LUAMOD,
+-- PORT, PRIVATE (in http {}: no access log, temporary files in the prefix)
+-- and those of `vars` are replaced; loopback ports are tried until nginx gets
+-- a free one. Returns the port, or raises what nginx said.
+function H.nginx_start(ngx, prefix, conf, vars)
+  local dir, out = prefix.dir, nil
   for _ = 1, 10 do
-    h.port = math.random(20000, 60000)
-    local v = { DIR = dir, NDK = ngx.ndk, LUAMOD = ngx.lua_mod, PORT = tostring(h.port), PRIVATE = "access_log off;" }
+    local port = math.random(20000, 60000)
+    local v = { DIR = dir, NDK = ngx.ndk, LUAMOD = ngx.lua_mod, PORT = tostring(port), PRIVATE = "access_log off;" }
     for _, t in ipairs({ "client_body", "proxy", "fastcgi", "uwsgi", "scgi" }) do
       v.PRIVATE = v.PRIVATE .. " " .. t .. "_temp_path " .. dir .. "/" .. t .. ";"
     end
@@ -382,10 +477,10 @@ function H.nginx_start(ngx, dir, conf, vars)
     local rc
     out, rc = H.sh(ngx.ld .. shellquote(ngx.bin) .. " -p " .. shellquote(dir) .. " -c "
       .. shellquote(dir .. "/nginx.conf") .. " -e " .. shellquote(dir .. "/error.log"))
-    if rc == 0 then return h end
-    if not (out .. h.errorlog()):find("Address already in use", 1, true) then break end
+    if rc == 0 then return port end
+    if not (out .. prefix.errorlog()):find("Address already in use", 1, true) then break end
   end
-  error("nginx did not start: " .. tostring(out) .. h.errorlog(), 2)
+  error("nginx did not start: " .. tostring(out) .. prefix.errorlog(), 2)
 end
 
 return H

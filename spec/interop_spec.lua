@@ -106,6 +106,64 @@ describe("interoperability", function()
 
   local has_python = H.exec("/usr/bin/python3 -c 'import sysv_ipc' 2>/dev/null")
   local pyit = has_python and it or pending
+
+  pyit("runs README's examples of sharing with Python, which print what they say", function()
+    local blocks = H.readme_blocks("Sharing with C and Python")
+    assert.is_true(#blocks >= 2)
+    for _, code in ipairs(blocks) do
+      local out, rc = H.run(code, nil, { stderr = true })
+      assert.equal(0, rc, code .. "\n" .. out)
+      assert.equal(H.says(code), H.blanks(out), code)
+    end
+    -- and left nothing behind (Python's resource tracker unlinks what it is not told to keep)
+    assert.is_nil(H.sh("ls /dev/shm"):find("lua-shm-from-python", 1, true))
+  end)
+
+  pyit("computes the keys sysv_ipc.ftok computes, for the same path and id", function()
+    local paths = { "/etc/hostname", H.root .. "/README.md", "/tmp" }
+    local ids = { 1, 7, 76, 255 }
+    local py = { "import sysv_ipc" }
+    local want = {}
+    for _, p in ipairs(paths) do
+      for _, id in ipairs(ids) do
+        py[#py + 1] = string.format("print(sysv_ipc.ftok(%q, %d, silence_warning=True))", p, id)
+        want[#want + 1] = tostring(assert(shm.ftok(p, id)))
+      end
+    end
+    assert.equal(shm.ftok("/etc/hostname", "L"), shm.ftok("/etc/hostname", 76))
+    local out, rc = H.sh("/usr/bin/python3 -c " .. H.shellquote(table.concat(py, "\n")))
+    assert.equal(0, rc, out)
+    -- sysv_ipc gives the key_t as a signed C int: compare the 32 bits
+    local got = {}
+    for n in out:gmatch("%-?%d+") do got[#got + 1] = string.format("%d", tonumber(n) % 2 ^ 32) end
+    for i, k in ipairs(want) do want[i] = string.format("%d", tonumber(k) % 2 ^ 32) end
+    assert.same(want, got)
+  end)
+
+  pyit("packs what Python's struct packs, byte for byte, with an explicit byte order", function()
+    local seg = assert(shm.create(shm.PRIVATE, 256))
+    seg:remove()
+    finally(function() seg:detach() end)
+    local cases = {
+      { "<i4 d I2", "<idH", { 42, 2.5, 7 }, "42, 2.5, 7" },
+      { "<j", "<q", { -5 }, "-5" },
+      { ">i8", ">q", { 123456789 }, "123456789" },
+      { "<I1 I1", "BB", { 1, 255 }, "1, 255" },
+      { "<f", "<f", { 0.5 }, "0.5" },
+      { "<c7", "7s", { "from py" }, "b'from py'" },
+      { "<h H i I", "<hHiI", { -2, 65535, -3, 4000000000 }, "-2, 65535, -3, 4000000000" },
+    }
+    local py = { "import struct, binascii" }
+    local want = {}
+    for _, c in ipairs(cases) do
+      local n = seg:pack(0, c[1], H.unpack(c[3]))
+      want[#want + 1] = (seg:read(0, n):gsub(".", function(b) return string.format("%02x", b:byte()) end))
+      py[#py + 1] = string.format("print(binascii.hexlify(struct.pack(%q, %s)).decode())", c[2], c[4])
+    end
+    local out, rc = H.sh("/usr/bin/python3 -c " .. H.shellquote(table.concat(py, "\n")))
+    assert.equal(0, rc, out)
+    assert.equal(table.concat(want, "\n") .. "\n", out)
+  end)
   pyit("shares the same bytes with Python's sysv_ipc", function()
     local key = H.key()
     local seg = assert(shm.create(key, 64, "0640"))

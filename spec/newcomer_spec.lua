@@ -52,6 +52,21 @@ describe("README", function()
     assert.is_nil(text:find("seeds'", 1, true))
   end)
 
+  it("starts workers from Lua as its Processes section says, and they print what it says", function()
+    local blocks = H.readme_blocks("Processes")
+    assert.is_true(#blocks >= 3)
+    local posix = H.run("io.write(tostring(pcall(require, 'posix.unistd')))")
+    for _, code in ipairs(blocks) do
+      local out, rc = H.run(code)
+      assert.equal(0, rc, code .. "\n" .. out)
+      -- (the fork example does nothing where luaposix is not installed)
+      if not (code:find("posix.unistd", 1, true) and posix == "false") then
+        assert.equal(H.says(code), H.blanks(out), code)
+      end
+    end
+    H.cleanup()
+  end)
+
   it("starts with make demo and make test", function()
     assert.matches("^# [^\n]*\n\n```sh\nmake demo [^\n]*\nmake test ", readme())
   end)

@@ -4,8 +4,8 @@
 -- with incr from both sides (the workers' HTTP requests and the outside
 -- process); the totals add up, and still do after a reload (HUP).  nginx runs from a temporary directory on a
 -- free loopback port with the module of build/luajit, and is stopped by its
--- pid (H.nginx_start).  Pending where nginx, its Lua module or curl is
--- missing (H.nginx; SHM_NGINX_ROOT: a root to look in first).
+-- pid (H.nginx_prefix, H.nginx_start).  Pending where nginx, its Lua module
+-- or curl is missing (H.nginx; SHM_NGINX_ROOT: a root to look in first).
 local shm = require "shm"
 local H = require "helpers"
 
@@ -96,12 +96,14 @@ print(string.format("pushed %d, %s", n, _VERSION))
 ]]
 
 describe("lua-shm inside nginx #nginx", function()
-  local dir, server
-  local workers = {} -- pids, as the workers wrote them in the dict
+  local ngx, dir, master, errorlog, workers -- workers: pids, as the workers wrote them in the dict
 
+  before_each(function()
+    ngx = H.nginx_prefix()
+    dir, master, errorlog, workers = ngx.dir, ngx.master, ngx.errorlog, ngx.workers
+  end)
   after_each(function()
-    if server then server.stop(workers) end
-    if dir then H.exec("rm -rf " .. q(dir)) end
+    ngx.stop()
     H.cleanup()
   end)
 
@@ -119,15 +121,12 @@ describe("lua-shm inside nginx #nginx", function()
     local jobs = assert(shm.queue.create(qkey, 64 * 1024))
     assert(d:segment():chown(nobody))
     assert(jobs:segment():chown(nobody))
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(H.exec("mkdir -m 0755 " .. q(dir) .. " " .. q(dir .. "/lib") .. " && cp -R " .. q(H.root .. "/lua")
+    assert(H.exec("mkdir -m 0755 " .. q(dir .. "/lib") .. " && cp -R " .. q(H.root .. "/lua")
       .. " " .. q(dir) .. " && cp -R " .. q(H.root .. "/build/luajit/shm") .. " " .. q(dir .. "/lib")
       .. " && chmod -R a+rX " .. q(dir)))
-    server = H.nginx_start(NGX, dir, CONF, {
+    local port = H.nginx_start(NGX, ngx, CONF, {
       LUAPATH = dir .. "/lua/?.lua;" .. NGX.resty_path .. ";;", DKEY = tostring(dkey), QKEY = tostring(qkey),
     })
-    local port, errorlog = server.port, server.errorlog
     -- both workers attached
     assert.is_true(H.until_true(function() return d:get("workers") == 2 end, 10), errorlog())
     for _, k in ipairs(d:get_keys(0)) do workers[#workers + 1] = k:match("^worker:(%d+)$") end
@@ -163,7 +162,7 @@ describe("lua-shm inside nginx #nginx", function()
     assert.is_nil(errorlog():find("%[error%]"), errorlog())
     assert.is_nil(errorlog():find("%[alert%]"), errorlog())
     -- a reload (HUP): new workers reopen the objects, which kept everything
-    local pid = server.master()
+    local pid = master()
     H.kill(pid, "HUP")
     assert.is_true(H.until_true(function() return d:get("workers") == 4 end, 10), errorlog())
     for _, k in ipairs(d:get_keys(0)) do workers[#workers + 1] = k:match("^worker:(%d+)$") end
@@ -177,7 +176,6 @@ describe("lua-shm inside nginx #nginx", function()
     -- stopped by its pid: the workers detach, the objects stay for us to remove
     H.kill(pid, "QUIT")
     assert.is_true(H.until_true(function() return H.state(pid) == nil end, 10))
-    server = nil
     assert.equal(N + 2 * M, d:get("hits"))
     d:remove() d:detach()
     jobs:remove() jobs:detach()

@@ -100,22 +100,28 @@ describe("packaging", function()
     assert.equal("rock " .. shm._VERSION, out)
     -- only the module is installed as Lua code: no demo, reader or writer modules
     out = H.sh("cd " .. H.shellquote(tree .. "/share/lua/" .. H.luaver) .. " && find . -type f | sort")
-    assert.equal("./shm.lua\n./shm/ffi.lua\n", out)
+    assert.equal("./shm.lua\n./shm/fetch.lua\n./shm/ffi.lua\n./shm/lock.lua\n", out)
     -- lshm, wrapped by LuaRocks to run under this interpreter
     assert.truthy(read(tree .. "/bin/lshm"):find("/usr/bin/" .. H.lua, 1, true))
     lshm_ls(tree .. "/bin/lshm")
   end)
 
-  it("installs with luarocks make from a checkout #slow", function()
+  it("installs with luarocks make from a checkout, and make clean removes what it leaves #slow", function()
     local dir = scratch()
     local tree, copy = dir .. "/tree", dir .. "/src"
     -- build from a copy so the work tree gets no objects
     local out, rc = H.sh(string.format(
-      "mkdir -p %s && cd %s && cp -R src lua bin rockspec %s/ && cd %s && " ..
+      "mkdir -p %s && cd %s && cp -R src lua bin rockspec Makefile %s/ && cd %s && " ..
       "%s make rockspec/lua-shm-scm-1.rockspec --tree=%s",
       copy, H.shellquote(H.root), copy, copy, luarocks(dir), tree))
     assert.equal(0, rc, out)
     lshm_ls(tree .. "/bin/lshm")
+    -- luarocks' builtin build leaves src/*.o and shm/core.so in the checkout
+    local left = "cd " .. H.shellquote(copy) .. " && find . -name '*.o' -o -name '*.so' -o -path ./shm | sort"
+    assert.matches("./shm/core.so", H.sh(left))
+    out, rc = H.sh(H.make .. " -C " .. H.shellquote(copy) .. " clean")
+    assert.equal(0, rc, out)
+    assert.equal("", H.sh(left))
   end)
 
   it("installs with make install, honouring DESTDIR and PREFIX, lshm for this interpreter", function()

@@ -8,22 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#if LUA_VERSION_NUM < 504
-
-/* 5.4's message: "<tname> expected, got <type or __name>". */
-int shm_compat_typeerror(lua_State *L, int arg, const char *tname) {
-  const char *typearg;
-  if (luaL_getmetafield(L, arg, "__name") && lua_type(L, -1) == LUA_TSTRING)
-    typearg = lua_tostring(L, -1);
-  else if (lua_type(L, arg) == LUA_TLIGHTUSERDATA)
-    typearg = "light userdata";
-  else
-    typearg = luaL_typename(L, arg);
-  return luaL_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s", tname, typearg));
-}
-
-#endif
-
 #if LUA_VERSION_NUM < 503
 
 #if LUA_VERSION_NUM < 502
@@ -77,20 +61,6 @@ lua_Integer shm_compat_tointegerx(lua_State *L, int idx, int *isnum) {
            (lua_Number)(lua_Integer)n == n;
   if (isnum != NULL) *isnum = ok;
   return ok ? (lua_Integer)n : 0;
-}
-
-lua_Integer shm_compat_checkinteger(lua_State *L, int arg) {
-  int isnum;
-  lua_Integer v = shm_compat_tointegerx(L, arg, &isnum);
-  if (!isnum) {
-    if (lua_isnumber(L, arg)) luaL_argerror(L, arg, "number has no integer representation");
-    shm_compat_typeerror(L, arg, "number");
-  }
-  return v;
-}
-
-lua_Integer shm_compat_optinteger(lua_State *L, int arg, lua_Integer def) {
-  return lua_isnoneornil(L, arg) ? def : shm_compat_checkinteger(L, arg);
 }
 
 /* lua_pushvfstring with 5.4's %I (and %s %d %c %f %p %%). */

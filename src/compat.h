@@ -36,9 +36,6 @@ int shm_compat_getiuservalue(lua_State *L, int idx, int n);
 int shm_compat_setiuservalue(lua_State *L, int idx, int n);
 #endif
 
-#define luaL_typeerror shm_compat_typeerror
-int shm_compat_typeerror(lua_State *L, int arg, const char *tname);
-
 #endif /* < 5.4 */
 
 #if LUA_VERSION_NUM < 503
@@ -47,11 +44,7 @@ int shm_compat_typeerror(lua_State *L, int arg, const char *tname);
 #define lua_Unsigned shm_compat_Unsigned
 typedef size_t shm_compat_Unsigned; /* lua_Integer is ptrdiff_t here */
 #define lua_tointegerx shm_compat_tointegerx
-#define luaL_checkinteger shm_compat_checkinteger
-#define luaL_optinteger shm_compat_optinteger
 lua_Integer shm_compat_tointegerx(lua_State *L, int idx, int *isnum);
-lua_Integer shm_compat_checkinteger(lua_State *L, int arg);
-lua_Integer shm_compat_optinteger(lua_State *L, int arg, lua_Integer def);
 
 /* %I in formats. */
 #define lua_pushfstring shm_compat_pushfstring

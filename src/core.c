@@ -10,15 +10,24 @@
 
 /***
 Shared memory for Lua: System V, POSIX and file segments, atomics, a robust mutex,
-a message queue (`shm.queue`) and a dictionary with ngx.shared.DICT's API
-(`shm.dict`).  `local shm = require "shm"`.
+a message queue (`shm.queue`), a dictionary with ngx.shared.DICT's API
+(`shm.dict`) and broadcast events (`shm.events`).  `local shm = require "shm"`.
 
 Conventions: offsets are 0-based and lengths in bytes; a failing system call
 returns `nil, message, errno` (the message names the call and the object); misuse
 (a bad argument, an offset out of range, a write that does not fit, a write to a
 read-only attachment, any use of a detached segment) raises an error.
 `mode` is permission bits, an integer (`384`) or an octal string (`"0600"`); the
-default is `0600`.
+default is `0600`.  Lua has no octal literals (`0644` is the decimal 644), so an
+integer mode from 100 to 777 whose digits are all 0-7 is refused with an error
+showing both ways to write it (`"0644"` or `tonumber("644", 8)`): it never
+silently means something else.  A decimal in that range (420 for `0644`) is
+written as its octal string.
+
+Argument errors name the function as it was called (`shm.dict.open`; methods as
+`segment:read`, `dict:set`, counting arguments after `self`) and the caller's
+position: `t.lua:2: bad argument #1 to 'shm.dict.open' (a POSIX name must start
+with '/')`.
 
 Runs on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1.  Integer arguments are checked the
 5.4 way everywhere (a whole number in the 64-bit range, else "no integer
@@ -41,7 +50,7 @@ a string starting with `/` a POSIX shared memory object.
 @see shmget(2), shm_open(3)
 */
 static int l_create(lua_State *L) {
-  return shm_checkkind(L, 1) == SHM_SYSV ? shm_sysv_create(L) : shm_posix_create(L);
+  return shm_segment_new(L, SHM_CREATE, SHM_RESERVE_ALL);
 }
 
 /***
@@ -64,7 +73,7 @@ reserved (`ENOSPC` here, never SIGBUS at a later write on a full tmpfs).
 @see shmget(2), shmat(2), shm_open(3), fallocate(2), mmap(2)
 */
 static int l_open(lua_State *L) {
-  return shm_checkkind(L, 1) == SHM_SYSV ? shm_sysv_open(L) : shm_posix_open(L);
+  return shm_segment_new(L, SHM_OPEN, SHM_RESERVE_ALL);
 }
 
 /***
@@ -104,18 +113,22 @@ Constants.
 @field PRIVATE the System V key `IPC_PRIVATE`: `shm.create(shm.PRIVATE, size)` always makes a new segment
 @field pagesize the system's page size in bytes
 @field MUTEX_SIZE bytes a `segment:mutex` takes (64)
-@field _VERSION e.g. `"lua-shm 0.1.0"`
+@field _VERSION `"lua-shm 0.2.0"` (this release)
 */
+
+/* (documented in file.c) */
+static int l_map(lua_State *L) { return shm_segment_new(L, SHM_MAP, SHM_RESERVE_ALL); }
 
 static const luaL_Reg funcs[] = {
   {"create", l_create},       {"open", l_open},         {"attach", shm_sysv_attach},
-  {"map", shm_file_map},      {"ftok", shm_sysv_ftok},  {"list", l_list},
+  {"map", l_map},             {"ftok", shm_sysv_ftok},  {"list", l_list},
   {"unlink", l_unlink},       {NULL, NULL}};
 
 /* The parts that add to the module and to the segment's methods, each
  * opened with the same arguments (as luasocket's mod[]). */
-static shm_openf *const mod[] = {shm_open_pack, shm_open_atomics, shm_open_mutex, shm_open_queue,
-                                  shm_open_dict, shm_open_ffi, NULL};
+static shm_openf *const mod[] = {shm_open_pack,   shm_open_atomics, shm_open_mutex, shm_open_owner,
+                                  shm_open_queue,  shm_open_dict,    shm_open_events, shm_open_sem,
+                                  shm_open_ffi,    NULL};
 
 int luaopen_shm_core(lua_State *L) {
   int i, methods, module;
@@ -132,5 +145,6 @@ int luaopen_shm_core(lua_State *L) {
   lua_setfield(L, -2, "pagesize");
   lua_pushliteral(L, SHM_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  shm_open_names(L, lua_gettop(L)); /* last: every function is in place */
   return 1;
 }

@@ -272,6 +272,79 @@ void shm_lock_release(shm_lock *l) {
   if ((uint32_t)v & WAITERS) shm_futex_wake(shm_futex_word((int64_t *)(void *)&l->word), 1);
 }
 
+shm_status shm_lock_init_once(shm_lock *l, const uint64_t *magic, uint64_t self, int create, double wait,
+                              void (*init)(void *), shm_status (*repair)(void *), void *arg) {
+  shm_deadline d;
+  shm_status st;
+  if (LOAD(magic) != 0) return SHM_OK;
+  shm_deadline_after(&d, wait);
+  if (!create) { /* open only: wait while somebody initialises */
+    if (LOAD(&l->word) == 0) return SHM_OK;
+    return shm_lock_wait(l, self, &d) == SHM_TIMEOUT ? SHM_TIMEOUT : SHM_OK;
+  }
+  st = shm_lock_try(l, self);
+  if (st == SHM_BUSY) st = shm_lock_acquire(l, self, &d);
+  if (st == SHM_TIMEOUT) return st;
+  if (LOAD(magic) == 0) {
+    init(arg);
+    st = SHM_OK;
+  } else {
+    st = st == SHM_OWNERDIED ? repair(arg) : SHM_OK; /* made, then its owner died */
+  }
+  shm_lock_release(l);
+  return st;
+}
+
 int shm_lock_owned(const shm_lock *l, uint64_t self) {
   return (LOAD(&l->word) & ~(uint64_t)WAITERS) == self;
+}
+
+/* ---- internal bindings for shm.lock (lua/shm/lock.lua) ----
+ * A lock of shm.lock is a dict key whose value names its holder: the pid and
+ * start-time tag of this file's owner word, so that a waiter can tell a dead
+ * holder as the robust lock does. */
+
+/* shm.core._self() -> pid, tag: this process as the robust lock records it
+ * (the tag: the low 32 bits of its start time, never 0). */
+static int l_self(lua_State *L) {
+  uint64_t s = shm_ctx_self(shm_getctx(L));
+  lua_pushinteger(L, (lua_Integer)(s & PIDMASK));
+  lua_pushinteger(L, (lua_Integer)(s >> 32));
+  return 2;
+}
+
+/* An integer in [0, max] at arg (read from shared memory by the caller:
+ * anything else is garbage), or -1. */
+static lua_Integer wordpart(lua_State *L, int arg, lua_Number max) {
+  lua_Number n = luaL_checknumber(L, arg);
+  if (!(n >= 0 && n <= max) || n != (lua_Number)(lua_Integer)n) return -1;
+  return (lua_Integer)n;
+}
+
+/* shm.core._dead(pid, tag) -> boolean: is that process dead, as owner_dead
+ * judges a lock's owner (gone, a zombie, or its pid reused)?  Values out of
+ * range (read from shared memory: garbage) name nobody: true. */
+static int l_dead(lua_State *L) {
+  lua_Integer pid = wordpart(L, 1, (lua_Number)PIDMASK);
+  lua_Integer tag = wordpart(L, 2, 4294967295.0);
+  uint64_t self = shm_ctx_self(shm_getctx(L));
+  lua_pushboolean(L, pid <= 0 || tag < 0 || owner_dead((uint64_t)tag << 32 | (uint64_t)pid, self));
+  return 1;
+}
+
+/* shm.core._now() -> seconds on the monotonic clock (a lock's elapsed time) */
+static int l_now(lua_State *L) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  lua_pushnumber(L, (lua_Number)t.tv_sec + (lua_Number)t.tv_nsec * 1e-9);
+  return 1;
+}
+
+void shm_open_owner(lua_State *L, int module, int methods) {
+  static const luaL_Reg funcs[] = {
+    {"_self", l_self}, {"_dead", l_dead}, {"_now", l_now}, {NULL, NULL}};
+  (void)methods;
+  lua_pushvalue(L, module);
+  luaL_setfuncs(L, funcs, 0);
+  lua_pop(L, 1);
 }

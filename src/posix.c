@@ -16,15 +16,17 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define SHM_DIR "/dev/shm"
 
 /* ---- mapped descriptors (POSIX objects and files) ---- */
 
-/* Map `size` bytes of `fd` into `s`, which takes ownership of fd on success.
- * Returns 0 or errno (fd untouched on failure).  @see mmap(2) */
-int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly) {
+/* Map `size` bytes of `fd` into `s`, which takes ownership of fd on success;
+ * its first `reserved` bytes are backed.  Returns 0 or errno (fd untouched
+ * on failure).  @see mmap(2) */
+int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly, size_t reserved) {
   void *p = mmap(NULL, size, PROT_READ | (readonly ? 0 : PROT_WRITE), MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return errno;
   s->addr = (unsigned char *)p;
@@ -32,6 +34,8 @@ int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly) {
   s->maplen = size;
   s->fd = fd;
   s->readonly = readonly;
+  s->resv_lo = 0;
+  s->resv_hi = readonly ? 0 : reserved < size ? reserved : size;
   return 0;
 }
 
@@ -39,17 +43,39 @@ int shm_fd_map(shm_segment *s, int fd, size_t size, int readonly) {
  * reserve, glibc's emulation writes a zero byte into every block that reads
  * zero, which races with the writers of an object already in use.
  * @see fallocate(2) */
-int shm_fd_reserve(int fd, size_t size, const struct stat *st) {
-  size_t have = st != NULL ? (size_t)st->st_size : 0;
-  int r, en;
-  if (st != NULL && size <= have && (size_t)st->st_blocks * 512 >= size) return 0; /* all there */
-  do r = fallocate(fd, 0, 0, (off_t)size);
+static int reserve_range(int fd, int mode, size_t off, size_t len) {
+  int r;
+  do r = fallocate(fd, mode, (off_t)off, (off_t)len);
   while (r != 0 && errno == EINTR);
-  if (r == 0) return 0;
-  en = errno;
-  if (en != EOPNOTSUPP && en != ENOSYS) return en;
-  if (size <= have) return 0; /* nothing to grow; the pages cannot be reserved here */
-  return ftruncate(fd, (off_t)size) == 0 ? 0 : errno;
+  return r == 0 ? 0 : errno;
+}
+
+/* Where the file system cannot reserve: nothing to do but size the file. */
+#define CANNOT_RESERVE(en) ((en) == EOPNOTSUPP || (en) == ENOSYS)
+
+int shm_fd_size(int fd, size_t size, size_t reserve, const struct stat *st, size_t *reserved) {
+  size_t have = st != NULL ? (size_t)st->st_size : 0;
+  int en;
+  *reserved = 0;
+  if (reserve >= size) { /* all of it: fallocate sizes it too */
+    if (st != NULL && size <= have && (size_t)st->st_blocks * 512 >= size) en = 0; /* all there */
+    else en = reserve_range(fd, 0, 0, size);
+    if (CANNOT_RESERVE(en)) en = size <= have || ftruncate(fd, (off_t)size) == 0 ? 0 : errno;
+    if (en == 0) *reserved = size;
+    return en;
+  }
+  if (size > have && ftruncate(fd, (off_t)size) != 0) return errno;
+  en = reserve == 0 ? 0 : reserve_range(fd, 0, 0, reserve);
+  if (CANNOT_RESERVE(en)) en = 0;
+  if (en == 0) *reserved = reserve;
+  return en;
+}
+
+/* KEEP_SIZE: a range beyond the end of an object another process shrank
+ * does not grow it back (a touch there is SIGBUS anyway, see segment). */
+int shm_fd_reserve(shm_segment *s, size_t off, size_t len) {
+  int en = reserve_range(s->fd, FALLOC_FL_KEEP_SIZE, off, len);
+  return CANNOT_RESERVE(en) ? EOPNOTSUPP : en;
 }
 
 int shm_fd_unmap(shm_segment *s) {
@@ -162,7 +188,7 @@ static int posix_sync(lua_State *L, shm_segment *s) {
 
 const shm_ops shm_posix_ops = {
   "posix", "name", shm_fd_unmap, shm_fd_describe, shm_fd_field,
-  shm_fd_stat, posix_remove, shm_fd_chmod, shm_fd_chown, posix_sync,
+  shm_fd_stat, posix_remove, shm_fd_chmod, shm_fd_chown, posix_sync, shm_fd_reserve,
 };
 
 /* Close fd and unlink the object if this call created it. */
@@ -177,15 +203,30 @@ static int fail_fd(lua_State *L, int en, int fd, const char *created, const char
   return shm_fail(L, en, "%s(%s)", what, name);
 }
 
+/* A failure to reserve `size` bytes of fd ("reserving [its ]N bytes"); with
+ * ENOSPC the message says what the file system has free. */
+static int fail_size(lua_State *L, int en, int fd, const char *created, const char *what,
+                     const char *name, const char *its, size_t size) {
+  struct statvfs fs;
+  char hint[64];
+  int known = en == ENOSPC && fd >= 0 && fstatvfs(fd, &fs) == 0;
+  if (known)
+    snprintf(hint, sizeof hint, "%llu bytes free in " SHM_DIR,
+             (unsigned long long)fs.f_bavail * (unsigned long long)fs.f_frsize);
+  discard(fd, created);
+  shm_fail(L, en, "%s(%s): reserving %s%zu bytes", what, name, its, size);
+  return known ? shm_hint(L, hint) : 3;
+}
+
 static void setname(lua_State *L, const char *name) {
   lua_pushstring(L, name);
   lua_setiuservalue(L, -2, 1);
 }
 
 /* @see shm_open(3), fallocate(2), mmap(2) */
-int shm_posix_create(lua_State *L) {
+int shm_posix_create(lua_State *L, size_t reserve) {
   const char *name = shm_checkname(L, 1);
-  size_t size = shm_checksize(L, 2);
+  size_t size = shm_checksize(L, 2), reserved;
   int mode = shm_optmode(L, 3, 0600);
   shm_segment *s = shm_newsegment(L, &shm_posix_ops);
   int en, fd;
@@ -194,17 +235,18 @@ int shm_posix_create(lua_State *L) {
   if (fd < 0) return fail_fd(L, errno, -1, NULL, "shm.create", name);
   /* the mode asked for, not the one the umask leaves */
   if (fchmod(fd, (mode_t)mode) != 0) return fail_fd(L, errno, fd, name, "shm.create", name);
-  en = shm_fd_reserve(fd, size, NULL);
-  if (en == 0) en = shm_fd_map(s, fd, size, 0);
+  en = shm_fd_size(fd, size, reserve, NULL, &reserved);
+  if (en != 0) return fail_size(L, en, fd, name, "shm.create", name, "", reserve < size ? reserve : size);
+  en = shm_fd_map(s, fd, size, 0, reserved);
   if (en != 0) return fail_fd(L, en, fd, name, "shm.create", name);
   return 1;
 }
 
 /* POSIX half of shm.open (documented in core.c). */
-int shm_posix_open(lua_State *L) {
+int shm_posix_open(lua_State *L, size_t reserve) {
   const char *name = shm_checkname(L, 1);
   int readonly = shm_optaccess(L, 2);
-  size_t size = shm_optsize(L, 3), have;
+  size_t size = shm_optsize(L, 3), have, reserved = 0;
   int mode = shm_optmode(L, 4, 0600);
   int flags = (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   const char *created = NULL;
@@ -250,16 +292,15 @@ int shm_posix_open(lua_State *L) {
   }
   /* A new object (ours, or one a racing opener is creating: size 0 for an
    * instant) gets the size asked; an existing one is mapped whole.  The
-   * pages of a writable mapping are reserved: a sparse object on a full
-   * tmpfs is an error here, never SIGBUS at the first write. */
+   * pages of a writable mapping are reserved (those of the header, for a
+   * structure): a sparse object on a full tmpfs is an error here, never
+   * SIGBUS at the first write. */
   if (have >= size) size = have;
-  en = readonly ? 0 : shm_fd_reserve(fd, size, &st);
-  if (en != 0 && created == NULL) {
-    discard(fd, NULL);
-    return shm_fail(L, en, "shm.open(%s): reserving its %zu bytes", name, size);
-  }
-  if (en != 0) return fail_fd(L, en, fd, created, "shm.open", name);
-  en = shm_fd_map(s, fd, size, readonly);
+  en = readonly ? 0 : shm_fd_size(fd, size, reserve, &st, &reserved);
+  if (en != 0)
+    return fail_size(L, en, fd, created, "shm.open", name, created ? "" : "its ",
+                     reserve < size ? reserve : size);
+  en = shm_fd_map(s, fd, size, readonly, reserved);
   if (en != 0) return fail_fd(L, en, fd, created, "shm.open", name);
   return 1;
 }

@@ -25,6 +25,12 @@
  * leaves either no trace or a whole message, never a torn one, and readers
  * are never stuck; a reader killed mid-pop holds nothing.
  *
+ * Memory: a POSIX queue's object is sparse but for its header
+ * (shm_segment_call); a writer reserves the bytes a record takes, under the
+ * lock, before writing them in the ring's first lap (tail < capacity: bytes
+ * below tail were all reserved by whoever wrote them), so a full tmpfs is
+ * ENOSPC from push, never SIGBUS.
+ *
  * Creation: the magic is published last.  Whoever initialises a segment
  * (magic 0) holds the writers' lock meanwhile, so create-or-open racers
  * serialise on it and the first one initialises; an opener that finds magic 0
@@ -40,7 +46,7 @@
  * The header lives in memory other processes can write: every field is read
  * once into a local, validated, and only then used.
  *
- * Structure: a core of plain C functions (q_attach, q_push, q_pop, q_close,
+ * Structure: a core of plain C functions (q_attach, q_push, q_pop, q_setclosed,
  * q_stat) that never see a lua_State, each with one unlock path and an
  * shm_status result; then the binding, which checks arguments and turns
  * statuses into Lua results.  No Lua call is made while the lock is held.
@@ -102,6 +108,7 @@ enum { Q_TOOBIG = SHM_NSTATUS }; /* push: the message can never fit */
 /* One process's view of a queue: private memory, validated at attach. */
 typedef struct qcore {
   qhdr *h;
+  shm_segment *seg;    /* where the ring's memory is reserved as it is first used */
   unsigned char *data; /* the ring */
   uint64_t cap;        /* validated once at attach: later writes to the header's
                           copy by other processes are never trusted */
@@ -115,29 +122,9 @@ typedef struct qstat {
 
 /* ---- the ring ---- */
 
-static void ring_put(unsigned char *data, uint64_t cap, size_t at, const void *src, size_t n) {
-  size_t first = n < cap - at ? n : (size_t)(cap - at);
-  memcpy(data + at, src, first);
-  if (n > first) memcpy(data, (const char *)src + first, n - first);
-}
-
-static void ring_get(const unsigned char *data, uint64_t cap, size_t at, void *dst, size_t n) {
-  size_t first = n < cap - at ? n : (size_t)(cap - at);
-  memcpy(dst, data + at, first);
-  if (n > first) memcpy((char *)dst + first, data, n - first);
-}
-
 static size_t advance(size_t at, size_t n, uint64_t cap) {
   at += n;
   return at >= cap ? at - (size_t)cap : at;
-}
-
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
 }
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -148,7 +135,7 @@ static void cpu_relax(void) {
 static const char *readlen(const qcore *q, uint64_t pos, uint64_t tail, uint32_t *len, size_t *at) {
   if (tail - pos < Q_LENSZ) return "truncated record";
   *at = (size_t)(pos % q->cap);
-  ring_get(q->data, q->cap, *at, len, Q_LENSZ);
+  shm_ring_get(q->data, q->cap, *at, len, Q_LENSZ);
   if ((uint64_t)*len > tail - pos - Q_LENSZ) return "record length out of range";
   return NULL;
 }
@@ -205,7 +192,7 @@ static shm_status await(qhdr *h, uint64_t *index, uint64_t seen, uint32_t *word,
   if (shm_deadline_expired(d)) return SHM_TIMEOUT;
   for (i = 0; i < Q_SPINS; i++) {
     if (LOAD(index) != seen || LOAD(&h->closed)) return SHM_OK;
-    cpu_relax();
+    shm_cpu_relax();
   }
   __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
   w = LOADSC(word);
@@ -239,6 +226,23 @@ static void init_locked(qhdr *h, uint64_t cap) {
   __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
 }
 
+/* What q_attach hands shm_lock_init_once's callbacks. */
+typedef struct qinit {
+  qcore *q;
+  size_t size;
+  uint64_t cap;
+  const char **why;
+} qinit;
+
+static void init_cb(void *a) { init_locked(((qinit *)a)->q->h, ((qinit *)a)->cap); }
+
+/* initialised, then a writer died: its journal, if the header is a queue's */
+static shm_status repair_cb(void *a) {
+  qinit *in = (qinit *)a;
+  if (readconfig(in->q->h, in->size, &in->q->cap) != NULL) return SHM_OK; /* (said below) */
+  return recover(in->q, in->why);
+}
+
 /* View the queue in `size` bytes at `base`.  With cap != 0, fresh memory
  * (magic 0) is initialised as a queue of that capacity (or waited for, when
  * another process does it); with cap == 0 it is only waited for if an
@@ -247,9 +251,9 @@ static void init_locked(qhdr *h, uint64_t cap) {
 static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t cap, uint64_t self,
                            const char **why) {
   qhdr *h = (qhdr *)(void *)base;
+  qinit in = {q, size, cap, why};
   const char *bad;
-  shm_deadline d;
-  shm_status st = SHM_OK;
+  shm_status st;
   if (size < Q_HDRSIZE + Q_MINCAP) {
     *why = "segment too small for a queue";
     return SHM_CORRUPT;
@@ -258,22 +262,8 @@ static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t 
   q->data = base + Q_HDRSIZE;
   q->cap = 0;
   q->tail_cache = 0;
-  if (LOAD(&h->magic) == 0) {
-    shm_deadline_after(&d, Q_INIT_WAIT);
-    if (cap == 0) { /* open only: wait while somebody initialises */
-      if (LOAD(&h->writers.lock.word) != 0) st = shm_lock_wait(&h->writers.lock, self, &d);
-    } else {
-      st = shm_lock_try(&h->writers.lock, self); /* looks at a holder at once */
-      if (st == SHM_BUSY) st = shm_lock_acquire(&h->writers.lock, self, &d);
-      if (st != SHM_TIMEOUT) {
-        if (LOAD(&h->magic) == 0) init_locked(h, cap);
-        else if (st == SHM_OWNERDIED && readconfig(h, size, &q->cap) == NULL)
-          st = recover(q, why); /* initialised, then a writer died */
-        unlock_writers(q);
-      }
-    }
-    if (st == SHM_TIMEOUT) return st;
-  }
+  st = shm_lock_init_once(&h->writers.lock, &h->magic, self, cap != 0, Q_INIT_WAIT, init_cb, repair_cb, &in);
+  if (st == SHM_TIMEOUT) return st;
   bad = readconfig(h, size, &q->cap);
   if (bad != NULL) {
     *why = bad;
@@ -282,10 +272,22 @@ static shm_status q_attach(qcore *q, unsigned char *base, size_t size, uint64_t 
   return st == SHM_CORRUPT ? st : SHM_OK; /* a bad journal (why set) */
 }
 
+/* Back the ring bytes a record at `tail` takes with memory: in the first lap
+ * (tail < cap) they may never have been used (a POSIX object is made sparse
+ * but for its header); later every byte was written, so reserved, once.  0 or
+ * an errno. */
+static int reserve_record(qcore *q, uint64_t tail, size_t n) {
+  uint64_t end = tail + n;
+  if (tail >= q->cap) return 0;
+  if (end > q->cap) end = q->cap; /* the rest wraps onto used bytes */
+  return shm_segment_reserve(q->seg, Q_HDRSIZE + (size_t)tail, (size_t)(end - tail));
+}
+
 /* push under the lock: SHM_OK (committed), SHM_BUSY (full: wait for head to
- * move from *head), SHM_CLOSED, SHM_CORRUPT. */
+ * move from *head), SHM_CLOSED, SHM_CORRUPT, SHM_ERRNO (*en: no memory for
+ * the record, nothing written). */
 static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *head,
-                              const char **why) {
+                              const char **why, int *en) {
   qhdr *h = q->h;
   qwriters *w = &h->writers;
   uint64_t tail = h->tail, to;
@@ -302,9 +304,11 @@ static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *h
     w->head_cache = *head;
     if (q->cap - (tail - *head) < Q_LENSZ + len) return SHM_BUSY;
   }
+  *en = reserve_record(q, tail, Q_LENSZ + len);
+  if (*en != 0) return SHM_ERRNO;
   at = (size_t)(tail % q->cap);
-  ring_put(q->data, q->cap, at, &l32, Q_LENSZ);
-  ring_put(q->data, q->cap, advance(at, Q_LENSZ, q->cap), msg, len);
+  shm_ring_put(q->data, q->cap, at, &l32, Q_LENSZ);
+  shm_ring_put(q->data, q->cap, advance(at, Q_LENSZ, q->cap), msg, len);
   /* commit, journalled */
   to = tail + Q_LENSZ + len;
   w->pend_count = w->count + 1;
@@ -316,17 +320,20 @@ static shm_status push_locked(qcore *q, const void *msg, size_t len, uint64_t *h
 }
 
 /* Add a message, waiting while the ring is full.  SHM_OK, SHM_TIMEOUT,
- * SHM_CLOSED, SHM_INTERRUPTED, SHM_CORRUPT (why), Q_TOOBIG. */
+ * SHM_CLOSED, SHM_INTERRUPTED, SHM_CORRUPT (why), SHM_ERRNO (errno: no
+ * memory for it, e.g. ENOSPC), Q_TOOBIG. */
 static int q_push(qcore *q, const void *msg, size_t len, const shm_deadline *d, uint64_t self,
                   const char **why) {
   qhdr *h = q->h;
   if (len > q->cap - Q_LENSZ) return Q_TOOBIG;
   for (;;) {
     uint64_t head = 0;
+    int en = 0;
     shm_status st = lock_writers(q, self, d, why);
     if (st == SHM_TIMEOUT) return st;
-    if (st == SHM_OK) st = push_locked(q, msg, len, &head, why);
+    if (st == SHM_OK) st = push_locked(q, msg, len, &head, why, &en);
     unlock_writers(q);
+    if (st == SHM_ERRNO) errno = en;
     if (st == SHM_OK) wake(&h->nonempty, &h->rsleep, 1);
     if (st != SHM_BUSY) return st;
     st = await(h, &h->head, head, &h->nonfull, &h->wsleep, d);
@@ -373,7 +380,7 @@ static shm_status q_pop(qcore *q, shm_buf *buf, size_t *len, const shm_deadline 
       errno = ENOMEM;
       return SHM_ERRNO;
     }
-    ring_get(q->data, cap, advance(at, Q_LENSZ, cap), buf->p, n);
+    shm_ring_get(q->data, cap, advance(at, Q_LENSZ, cap), buf->p, n);
     if (!__atomic_compare_exchange_n(&h->head, &head, head + Q_LENSZ + n, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_RELAXED))
       continue; /* another reader claimed it: drop the copy */
@@ -383,14 +390,17 @@ static shm_status q_pop(qcore *q, shm_buf *buf, size_t *len, const shm_deadline 
   }
 }
 
-/* Mark closed and wake everybody.  SHM_OK, SHM_TIMEOUT, SHM_CORRUPT (why). */
-static shm_status q_close(qcore *q, const shm_deadline *d, uint64_t self, const char **why) {
+/* Set the closed flag under the lock: closed (and wake everybody, so that
+ * blocked readers and writers see it), or open again (q:reopen).  SHM_OK,
+ * SHM_TIMEOUT, SHM_CORRUPT (why). */
+static shm_status q_setclosed(qcore *q, int closed, const shm_deadline *d, uint64_t self,
+                              const char **why) {
   qhdr *h = q->h;
   shm_status st = lock_writers(q, self, d, why);
   if (st == SHM_TIMEOUT) return st;
-  if (st == SHM_OK) __atomic_store_n(&h->closed, 1, __ATOMIC_SEQ_CST);
+  if (st == SHM_OK) __atomic_store_n(&h->closed, closed ? 1u : 0u, __ATOMIC_SEQ_CST);
   unlock_writers(q);
-  if (st != SHM_OK) return st;
+  if (st != SHM_OK || !closed) return st;
   __atomic_add_fetch(&h->nonempty, 1, __ATOMIC_SEQ_CST);
   shm_futex_wake(&h->nonempty, INT_MAX);
   __atomic_add_fetch(&h->nonfull, 1, __ATOMIC_SEQ_CST);
@@ -496,6 +506,8 @@ Add a message; blocks while the queue is full.
 @treturn boolean `true`
 @treturn[2] boolean `false`
 @treturn[2] string `"timeout"`, `"closed"` or `"interrupted"`
+@error `nil, message, errno` when no memory can back the message (`ENOSPC`: the
+tmpfs of a POSIX queue is full); nothing is pushed
 @raise if `msg` can never fit, or the header is corrupted
 @usage assert(q:push("job 42", 1))
 */
@@ -514,6 +526,10 @@ static int l_push(lua_State *L) {
   if (st == Q_TOOBIG)
     return luaL_error(L, "message of %I bytes can never fit in a queue of capacity %I",
                       (lua_Integer)len, (lua_Integer)q->core.cap);
+  if (st == SHM_ERRNO) {
+    int en = errno;
+    return shm_fail(L, en, "q:push(%s)", shm_inseg_objname(L, 1));
+  }
   return failure(L, st, why, 0);
 }
 
@@ -540,6 +556,19 @@ static int l_pop(lua_State *L) {
   return 1;
 }
 
+/* q:close([timeout]), q:reopen([timeout]): true, or false, "timeout". */
+static int setclosed(lua_State *L, const char *what, int closed) {
+  shm_queue *q = checkwritable(L, 1, what);
+  shm_deadline d;
+  const char *why = NULL;
+  shm_status st;
+  shm_optdeadline(L, 2, &d);
+  st = q_setclosed(&q->core, closed, &d, shm_ctx_self(q->ctx), &why);
+  if (st != SHM_OK) return failure(L, st, why, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /***
 No more pushes: writers get `false, "closed"`; readers drain what is left, then get
 `nil, "closed"`.
@@ -550,20 +579,24 @@ No more pushes: writers get `false, "closed"`; readers drain what is left, then 
 @treturn[2] string `"timeout"`
 @usage q:close() -- readers finish what is queued, then stop
 */
-static int l_close(lua_State *L) {
-  shm_queue *q = checkwritable(L, 1, "close");
-  shm_deadline d;
-  const char *why = NULL;
-  shm_status st;
-  shm_optdeadline(L, 2, &d);
-  st = q_close(&q->core, &d, shm_ctx_self(q->ctx), &why);
-  if (st != SHM_OK) return failure(L, st, why, 0);
-  lua_pushboolean(L, 1);
-  return 1;
-}
+static int l_close(lua_State *L) { return setclosed(L, "close", 1); }
 
 /***
-Figures: `capacity`, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
+Undo `close`: writers can push again; what is still queued stays.  The way back
+for a queue a previous run left closed (`queue.open` attaches it as it is,
+closed or not).  Readers that already got `nil, "closed"` are not called back.
+@function queue:reopen
+@tparam[opt] number timeout for the writers' lock; `nil` waits forever
+@treturn boolean `true`
+@treturn[2] boolean `false`
+@treturn[2] string `"timeout"`
+@usage local q = assert(shm.queue.open("/jobs", 1024 * 1024))
+if q:stat().closed then q:reopen() end
+*/
+static int l_reopen(lua_State *L) { return setclosed(L, "reopen", 0); }
+
+/***
+Figures: <code>capacity</code>, `used` (bytes), `count`, `pushed`, `popped`, `closed`,
 `recovered` (locks taken over from a writer that died holding them).
 @function queue:stat
 @tparam[opt] number timeout for the writers' lock; `nil` waits forever
@@ -625,20 +658,6 @@ static int l_tostring(lua_State *L) { return shm_inseg_tostring(L, QUEUE_MT); }
 
 /* ---- constructors ---- */
 
-/* The capacity argument: an integer from Q_MINCAP to Q_MAXCAP. */
-static uint64_t checkcapacity(lua_State *L, int arg) {
-  int isint = 0;
-  lua_Integer c = lua_tointegerx(L, arg, &isint);
-  if (!isint || lua_type(L, arg) != LUA_TNUMBER)
-    luaL_argerror(L, arg, lua_pushfstring(L, "integer capacity expected, got %s",
-                                          lua_type(L, arg) == LUA_TNUMBER
-                                              ? "a number with no integer representation"
-                                              : luaL_typename(L, arg)));
-  luaL_argcheck(L, c >= (lua_Integer)Q_MINCAP && c <= (lua_Integer)Q_MAXCAP, arg,
-                "capacity out of range (16 to 4294967295)");
-  return (uint64_t)c;
-}
-
 /* Wrap the segment at idx (attached, from this module) as a queue; cap 0:
  * open only.  Pushes the queue, or nil, message, errno. */
 static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char *fname, int created) {
@@ -648,18 +667,12 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
   qcore core;
   shm_status st = q_attach(&core, s->addr, s->size, cap, shm_ctx_self(ctx), &why);
   shm_queue *q;
-  if (st != SHM_OK) {
-    int en = st == SHM_TIMEOUT ? ETIMEDOUT : EINVAL;
-    const char *name;
-    if (st == SHM_TIMEOUT) why = "still being initialised by another process (timeout)";
-    shm_inseg_drop(L, idx, created);
-    name = shm_inseg_name(L, keyidx);
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s(%s): %s", fname, name, why);
-    lua_pushinteger(L, en);
-    return 3;
-  }
+  if (st == SHM_TIMEOUT)
+    return shm_inseg_refuse(L, idx, keyidx, created, fname,
+                            "still being initialised by another process (timeout)", ETIMEDOUT);
+  if (st != SHM_OK) return shm_inseg_refuse(L, idx, keyidx, created, fname, why, EINVAL);
   q = (shm_queue *)lua_newuserdatauv(L, sizeof *q, 1);
+  core.seg = s;
   q->core = core;
   q->seg = s;
   q->ctx = ctx;
@@ -674,7 +687,9 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
 /***
 Make a queue: a bounded queue of variable-size messages in one new segment, for
 any number of writer and reader processes (no message lost, duplicated, torn
-or reordered per writer).
+or reordered per writer).  A POSIX queue's memory is committed as it is used:
+only its header page is reserved here, the ring as the writers first reach each
+part of it (see `queue:push`).
 @function queue.create
 @tparam integer|string key_or_name as for `create`
 @tparam integer capacity bytes for messages (each takes 4 bytes more), 16 to 2^32-1
@@ -684,26 +699,23 @@ or reordered per writer).
 @usage local q = assert(shm.queue.create("/jobs", 1024 * 1024))
 */
 static int l_create(lua_State *L) {
-  uint64_t cap = checkcapacity(L, 2);
-  lua_settop(L, 3);
-  lua_pushvalue(L, lua_upvalueindex(1)); /* the module's create */
-  lua_pushvalue(L, 1);
-  lua_pushinteger(L, (lua_Integer)(Q_HDRSIZE + cap));
-  lua_pushvalue(L, 3);
-  lua_call(L, 3, 3);
-  if (shm_inseg_failure(L, "shm.queue.create")) return 3;
-  lua_pop(L, 2);
+  uint64_t cap = shm_checkcapacity(L, 2, Q_MINCAP, Q_MAXCAP);
+  /* the ring's memory: as it is used */
+  if (shm_inseg_make(L, 1, (lua_Integer)(Q_HDRSIZE + cap), Q_HDRSIZE, "shm.queue.create")) return 3;
   return newqueue(L, 4, 1, cap, "shm.queue.create", 1);
 }
 
 /***
-Attach an existing queue (its header is validated first); with `capacity`, a
+Attach an existing queue (its header is validated first); with <code>capacity</code>, a
 missing one is created, atomically: processes racing to create-or-open one
 queue all end up on the same working queue.  An opener that finds the queue
 being initialised by another process waits for it (up to 5 s; a dead
-initialiser is taken over).  An existing queue keeps its own capacity; a
-segment whose first 8 bytes are zero counts as fresh and is made a queue when
-`capacity` is given.
+initialiser is taken over).  An existing queue keeps its own capacity: a
+larger one opens, a smaller one fails with `EINVAL` in capacity terms
+(`shm.queue.open(/jobs): exists with capacity 65536, 1048576 asked`).  A queue
+left closed (by a previous run) opens closed: `queue:reopen` takes pushes again.
+A segment whose first 8 bytes are zero counts as fresh and is made a queue when
+<code>capacity</code> is given.
 @function queue.open
 @tparam integer|string key_or_name
 @tparam[opt] integer capacity create it with this capacity if it is missing
@@ -713,24 +725,35 @@ segment whose first 8 bytes are zero counts as fresh and is made a queue when
 @usage local q = assert(shm.queue.open("/jobs"))
 local q2 = assert(shm.queue.open("/jobs", 1024 * 1024)) -- create or open
 */
+/* The segment layer's "exists with N bytes, M asked" (the segment smaller
+ * than the capacity asked needs), on top of the stack, in capacity terms. */
+static void capacity_terms(lua_State *L) {
+  unsigned long long have, asked;
+  const char *msg = lua_tostring(L, -2), *p = msg != NULL ? strstr(msg, "): exists with ") : NULL;
+  if (p != NULL && sscanf(p, "): exists with %llu bytes, %llu asked", &have, &asked) == 2 &&
+      have >= Q_HDRSIZE && asked >= Q_HDRSIZE) {
+    lua_pushlstring(L, msg, (size_t)(p - msg));
+    lua_pushfstring(L, "%s): exists with capacity %I, %I asked", lua_tostring(L, -1),
+                    (lua_Integer)(have - Q_HDRSIZE), (lua_Integer)(asked - Q_HDRSIZE));
+    lua_replace(L, -4);
+    lua_pop(L, 1);
+  }
+}
+
 static int l_open(lua_State *L) {
-  uint64_t cap = lua_isnoneornil(L, 2) ? 0 : checkcapacity(L, 2);
-  lua_settop(L, 3);
-  lua_pushvalue(L, lua_upvalueindex(2)); /* the module's open */
-  lua_pushvalue(L, 1);
-  lua_pushliteral(L, "rw");
-  if (cap != 0) lua_pushinteger(L, (lua_Integer)(Q_HDRSIZE + cap));
-  else lua_pushnil(L);
-  lua_pushvalue(L, 3);
-  lua_call(L, 4, 3);
-  if (shm_inseg_failure(L, "shm.queue.open")) return 3;
-  lua_pop(L, 2);
+  uint64_t cap = lua_isnoneornil(L, 2) ? 0 : shm_checkcapacity(L, 2, Q_MINCAP, Q_MAXCAP);
+  shm_optmode(L, 3, 0600); /* checked here: the segment layer's own position is #4 */
+  if (shm_inseg_make(L, 0, cap != 0 ? (lua_Integer)(Q_HDRSIZE + cap) : 0, Q_HDRSIZE,
+                     "shm.queue.open")) {
+    capacity_terms(L);
+    return 3;
+  }
   return newqueue(L, 4, 1, cap, "shm.queue.open", 0);
 }
 
 static const luaL_Reg queue_methods[] = {
   {"push", l_push},       {"pop", l_pop},       {"close", l_close},
-  {"stat", l_stat},       {"remove", l_remove}, {"detach", l_detach},
+  {"reopen", l_reopen},   {"stat", l_stat},       {"remove", l_remove}, {"detach", l_detach},
   {"segment", l_segment}, {NULL, NULL}};
 
 static const luaL_Reg queue_meta[] = {
@@ -739,7 +762,7 @@ static const luaL_Reg queue_meta[] = {
 /***
 Where the queue's fields are, in bytes from the start of its segment: for tools
 and tests that look at the raw memory (`header` is the header's size, the ring
-follows it).  Fields: `header`, `magic`, `capacity`, `closed`, `lock` (the
+follows it).  Fields: `header`, `magic`, <code>capacity</code>, `closed`, <code>lock</code> (the
 writers' lock word), `tail`, `head`.
 @table queue.layout
 */
@@ -763,11 +786,13 @@ static void pushlayout(lua_State *L) {
 static int ffi_push(void *ud, const char *msg, size_t len, double timeout, const char **why) {
   shm_queue *q = (shm_queue *)ud;
   shm_deadline d;
+  int st;
   if (q->seg->addr == NULL || q->seg->readonly) return SHM_FFI_FALLBACK;
   if (timeout < 0) d.forever = 1;
   else shm_deadline_after(&d, timeout);
   *why = NULL;
-  return q_push(&q->core, msg, len, &d, shm_ctx_self(q->ctx), why);
+  st = q_push(&q->core, msg, len, &d, shm_ctx_self(q->ctx), why);
+  return st == SHM_ERRNO ? SHM_FFI_FALLBACK : st; /* nothing pushed: l_push says why */
 }
 
 static int ffi_pop(void *ud, double timeout, const char **p, size_t *len, const char **why) {
@@ -796,27 +821,8 @@ static const shm_queue_ffi_api queue_ffi = {1, ffi_push, ffi_pop};
 
 void shm_open_queue(lua_State *L, int module, int methods) {
   (void)methods;
-  int mt;
-  shm_newclass(L, QUEUE_MT, NULL, queue_meta);
-  luaL_getmetatable(L, QUEUE_MT);
-  mt = lua_gettop(L);
-  luaL_newlibtable(L, queue_methods);
-  lua_pushvalue(L, mt);
-  luaL_setfuncs(L, queue_methods, 1); /* upvalue: the metatable */
-  lua_setfield(L, mt, "__index");
-  lua_pop(L, 1);
-  /* shm.queue: the constructors call the module's create and open */
-  lua_createtable(L, 0, 3);
-  lua_getfield(L, module, "create");
-  lua_getfield(L, module, "open");
-  if (!lua_isfunction(L, -1) || !lua_isfunction(L, -2))
-    luaL_error(L, "shm.core: open the segment functions before the queue");
-  lua_pushvalue(L, -2);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, l_create, 2);
-  lua_setfield(L, -4, "create");
-  lua_pushcclosure(L, l_open, 2);
-  lua_setfield(L, -2, "open");
+  shm_newupclass(L, QUEUE_MT, queue_methods, queue_meta);
+  shm_inseg_constructors(L, l_create, l_open); /* shm.queue */
   pushlayout(L);
   lua_setfield(L, -2, "layout");
   lua_pushlightuserdata(L, (void *)&queue_ffi); /* for lua/shm/ffi.lua */

@@ -10,6 +10,7 @@
 */
 #include "shm.h"
 
+#include <errno.h>
 #include <string.h>
 
 shm_segment *shm_newsegment(lua_State *L, const shm_ops *ops) {
@@ -61,7 +62,43 @@ shm_segment *shm_checkwritable(lua_State *L, int idx) {
 
 /* The one closer.  Idempotent; returns 0 or the errno of the failing call. */
 static int closesegment(shm_segment *s) {
+  s->resv_lo = s->resv_hi = 0; /* (shm_segment_reserve: EBADF from now on) */
   return s->addr != NULL || s->fd >= 0 ? s->ops->unmap(s) : 0;
+}
+
+/* shm_segment_reserve (shm.h) past its test of the range kept.  A request
+ * that starts inside the kept range (or at its end) extends it to the end of
+ * a step (on ENOSPC, only to what was asked): one system call per step for a
+ * structure growing through its memory.  Any other is reserved as asked and
+ * kept instead (the next request is likely near it).  A file system that
+ * cannot reserve (EOPNOTSUPP) is taken as done, as at open.
+ * @see fallocate(2) */
+int shm_segment_reserve_more(shm_segment *s, size_t off, size_t len) {
+  size_t end;
+  int en;
+  if (s->addr == NULL || s->readonly) return EBADF;
+  if (off > s->size || len > s->size - off) return EINVAL;
+  if (len == 0) return 0;
+  end = off + len;
+  if (off >= s->resv_lo && off <= s->resv_hi) { /* growing the kept range */
+    size_t step = end + (SHM_RESERVE_STEP - end % SHM_RESERVE_STEP) % SHM_RESERVE_STEP;
+    if (step > s->size) step = s->size;
+    en = s->ops->reserve(s, s->resv_hi, step - s->resv_hi);
+    if (en == ENOSPC && step > end) en = s->ops->reserve(s, s->resv_hi, (step = end) - s->resv_hi);
+    if (en == 0) s->resv_hi = step;
+  } else {
+    en = s->ops->reserve(s, off, len);
+    if (en == 0) {
+      s->resv_lo = off;
+      s->resv_hi = end;
+    }
+  }
+  if (en == EOPNOTSUPP) {
+    s->resv_lo = 0;
+    s->resv_hi = s->size;
+    return 0;
+  }
+  return en;
 }
 
 /* ---- data access ---- */

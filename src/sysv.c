@@ -38,6 +38,8 @@ static int attach_id(shm_segment *s, int id, int readonly) {
   s->shmid = id;
   s->key = (int32_t)ds.shm_perm.__key;
   s->readonly = readonly;
+  s->resv_lo = 0;
+  s->resv_hi = readonly ? 0 : s->size; /* taken as touched: nothing to reserve */
   return 0;
 }
 
@@ -279,7 +281,14 @@ static int sysv_field(lua_State *L, shm_segment *s, const char *k) {
   return 1;
 }
 
+/* The kernel gives a System V segment its pages as they are touched, from
+ * memory not bounded by a file system's size: nothing to reserve. */
+static int sysv_reserve(shm_segment *s, size_t off, size_t len) {
+  (void)s, (void)off, (void)len;
+  return 0;
+}
+
 const shm_ops shm_sysv_ops = {
   "sysv", NULL, sysv_unmap, sysv_describe, sysv_field,
-  sysv_stat, sysv_remove, sysv_chmod, sysv_chown, sysv_sync,
+  sysv_stat, sysv_remove, sysv_chmod, sysv_chown, sysv_sync, sysv_reserve,
 };

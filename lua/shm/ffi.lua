@@ -247,7 +247,7 @@ local function dicts(core, reg)
     api.get, api.store, api.incr, api.ttl, api.expire, api.why
   local OK, NOTFOUND, EXISTS, NOMEM, NOTNUM, ISLIST, CORRUPT =
     K.OK, K.NOTFOUND, K.EXISTS, K.NOMEM, K.NOTNUM, K.ISLIST, K.CORRUPT
-  local DETACHED, OOM = K.DETACHED, K.OOM
+  local DETACHED, OOM, TIMEOUT = K.DETACHED, K.OOM, K.TIMEOUT
   local T_NIL, T_BOOL, T_NUM, T_INT, T_STR, T_TABLE = K.NIL, K.BOOL, K.NUM, K.INT, K.STR, K.TABLE
   local SET, ADD, REPLACE = K.SET, K.ADD, K.REPLACE
 
@@ -263,6 +263,18 @@ local function dicts(core, reg)
   local function failure(self, r)
     if r == CORRUPT then return "shm.dict: corrupted dict (" .. ffi_string(a_why(self)) .. ")" end
     return "shm.dict: unexpected status " .. r
+  end
+
+  -- a number into valbuf[i], as the C API stores it where numbers are
+  -- doubles: a whole number below 2^53 as an integer (Lua 5.3+ reads it back
+  -- as one), anything else as a double; returns its type
+  local function numcell(i, v)
+    if v == floor(v) and v > -9007199254740992 and v < 9007199254740992 then
+      valbuf[i].i = v
+      return T_INT
+    end
+    valbuf[i].d = v
+    return T_NUM
   end
 
   local function int32(f)
@@ -287,10 +299,12 @@ local function dicts(core, reg)
         if (known[self] or check(self)) and goodkey(key) then
           local r = a_get(self, key, #key, stale, p_type, p_ptr, p_size, p_flags, p_stale)
           if r == OK then
-            local t = p_type[0]
+            -- every cell read before the value's string is made: making it may
+            -- run a finalizer that calls the dict and overwrites the cells
+            local t, f, st = p_type[0], p_flags[0], p_stale[0]
             if t ~= T_TABLE then
-              local v, f = value(t, p_ptr[0], tonumber(p_size[0])), p_flags[0]
-              if stale == 1 then return v, f ~= 0 and int32(f) or nil, p_stale[0] ~= 0 end
+              local v = value(t, p_ptr[0], tonumber(p_size[0]))
+              if stale == 1 then return v, f ~= 0 and int32(f) or nil, st ~= 0 end
               if f == 0 then return v end
               return v, int32(f)
             end
@@ -298,6 +312,8 @@ local function dicts(core, reg)
             return nil
           elseif r == ISLIST then
             return nil, "value is a list"
+          elseif r == TIMEOUT then
+            return nil, "timeout"
           end
         end
         fallbacks[name] = fallbacks[name] + 1
@@ -317,13 +333,13 @@ local function dicts(core, reg)
     if flags == nil or flags == false then flags = 0
     elseif type(flags) ~= "number" or flags ~= floor(flags) then return
     elseif flags < 0 and flags >= -2147483648 then flags = flags + 4294967296
+    elseif flags >= 2147483648 and flags < 4294967296 then flags = 2147483648 -- (as ngx: -2^31)
     elseif not (flags >= 0 and flags < 4294967296) then return end
     local t, p, n = type(v), valptr, 8
     if t == "string" then
       t, p, n = T_STR, v, #v
     elseif t == "number" then
-      t = T_NUM
-      valbuf[0].d = v
+      t = numcell(0, v)
     elseif t == "boolean" then
       t, n = T_BOOL, 1
       valbuf[0].b[0] = v and 1 or 0
@@ -338,6 +354,7 @@ local function dicts(core, reg)
     if r == EXISTS then return false, "exists", forcible end
     if r == NOTFOUND then return false, "not found", forcible end
     if r == NOMEM then return false, "no memory", forcible end
+    if r == TIMEOUT then return false, "timeout", false end
     if r == DETACHED or r == OOM then return end
     return nil, nil, nil, failure(self, r)
   end
@@ -376,10 +393,9 @@ local function dicts(core, reg)
       if (known[self] or check(self)) and goodkey(key) and type(step) == "number"
           and (not hasinit or type(init) == "number")
           and (init_ttl == nil or (type(init_ttl) == "number" and init_ttl >= 0 and hasinit)) then
-        p_type[0] = T_NUM
-        valbuf[0].d = step
-        if hasinit then valbuf[1].d = init end
-        local r = a_incr(self, key, #key, p_type, valptr, hasinit and T_NUM or 0, initptr,
+        p_type[0] = numcell(0, step)
+        local it = hasinit and numcell(1, init) or 0
+        local r = a_incr(self, key, #key, p_type, valptr, it, initptr,
                          init_ttl or 0, p_forcible)
         if r == OK then
           local v
@@ -390,6 +406,7 @@ local function dicts(core, reg)
         if r == NOTFOUND then return nil, "not found" end
         if r == NOTNUM then return nil, "not a number" end
         if r == NOMEM then return nil, "no memory" end
+        if r == TIMEOUT then return nil, "timeout" end
         if r ~= DETACHED then error(failure(self, r), 2) end
       end
       fallbacks["dict:incr"] = fallbacks["dict:incr"] + 1
@@ -408,6 +425,7 @@ local function dicts(core, reg)
           return t
         end
         if r == NOTFOUND then return nil, "not found" end
+        if r == TIMEOUT then return nil, "timeout" end
         if r ~= DETACHED then error(failure(self, r), 2) end
       end
       fallbacks["dict:ttl"] = fallbacks["dict:ttl"] + 1
@@ -422,6 +440,7 @@ local function dicts(core, reg)
         local r = a_expire(self, key, #key, exptime)
         if r == OK then return true end
         if r == NOTFOUND then return nil, "not found" end
+        if r == TIMEOUT then return nil, "timeout" end
         if r ~= DETACHED then error(failure(self, r), 2) end
       end
       fallbacks["dict:expire"] = fallbacks["dict:expire"] + 1
@@ -432,6 +451,13 @@ local function dicts(core, reg)
 end
 
 ---------------------------------------------------------------- queues
+
+-- a timeout the C API takes as it is; -1: none (wait forever)
+local function timeout(t)
+  if t == nil then return -1 end
+  if type(t) == "number" and t >= 0 then return t end
+  return nil
+end
 
 local function queues(core, reg)
   local api = cast("const shm_queue_ffi_api *", core.queue._ffi)
@@ -446,13 +472,6 @@ local function queues(core, reg)
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_CLOSED] = "closed", [ST_INTERRUPTED] = "interrupted" }
   local function corrupt()
     return "shm.queue: corrupted queue (" .. ffi_string(p_why[0]) .. ")"
-  end
-
-  -- a timeout the C API takes as it is; -1: none (wait forever)
-  local function timeout(t)
-    if t == nil then return -1 end
-    if type(t) == "number" and t >= 0 then return t end
-    return nil
   end
 
   install(methods, "queue", "push", function(c)
@@ -500,6 +519,80 @@ function M.install(core)
   local b = dicts(core, reg)
   local c = queues(core, reg)
   M.active = (a and b and c) or false
+  return M.active
+end
+
+---------------------------------------------------------------- events
+-- (shm.events: publish and a subscriber's next; kept apart from the rest, and
+-- added to M.install by wrapping it)
+
+if not pcall(ffi.typeof, "shm_events_ffi_api") then
+  ffi.cdef [[
+typedef struct shm_events_ffi_api {
+  int version;
+  int lost;
+  int toobig;
+  int (*publish)(void *, const char *, size_t, double, const char **);
+  int (*next)(void *, double, const char **, size_t *, double *, const char **);
+} shm_events_ffi_api;
+]]
+end
+
+local function events(core, reg)
+  local api = core.events and cast("const shm_events_ffi_api *", core.events._ffi)
+  if not api or api.version ~= 1 then return end
+  local class, subclass = reg["shm.events"], reg["shm.subscriber"]
+  local methods = class and rawget(class, "__index")
+  local submethods = subclass and rawget(subclass, "__index")
+  if type(methods) ~= "table" or type(submethods) ~= "table" then return end
+  local known, check = checker(function(obj) return getmetatable(obj) == class end)
+  local subknown, subcheck = checker(function(obj) return getmetatable(obj) == subclass end)
+  local a_publish, a_next, LOST = api.publish, api.next, api.lost
+  local reasons = { [ST_TIMEOUT] = "timeout", [ST_INTERRUPTED] = "interrupted" }
+  local function corrupt()
+    return "shm.events: corrupted events (" .. ffi_string(p_why[0]) .. ")"
+  end
+
+  install(methods, "events", "publish", function(c)
+    return function(...)
+      local self, msg, t = ...
+      t = timeout(t)
+      if t and (known[self] or check(self)) and type(msg) == "string" then
+        local r = a_publish(self, msg, #msg, t, p_why)
+        if r == ST_OK then return true end
+        if r == ST_TIMEOUT then return false, "timeout" end
+        if r == ST_CORRUPT then error(corrupt(), 2) end
+      end
+      fallbacks["events:publish"] = fallbacks["events:publish"] + 1
+      return c(...)
+    end
+  end)
+
+  install(submethods, "subscriber", "next", function(c)
+    return function(...)
+      local self, t = ...
+      t = timeout(t)
+      if t and (subknown[self] or subcheck(self)) then
+        local r = a_next(self, t, p_ptr, p_size, p_num, p_why)
+        if r == ST_OK then return ffi_string(p_ptr[0], p_size[0]), p_num[0] end
+        if r == LOST then return nil, "lost", p_num[0] end
+        local why = reasons[r]
+        if why then return nil, why end
+        if r == ST_CORRUPT then error(corrupt(), 2) end
+      end
+      fallbacks["subscriber:next"] = fallbacks["subscriber:next"] + 1
+      return c(...)
+    end
+  end)
+  return true
+end
+
+local install_others = M.install
+--- (wrapped: the classes above, then the event rings')
+function M.install(core)
+  local others = install_others(core)
+  local ev = events(core, debug.getregistry())
+  M.active = (others and ev) or false
   return M.active
 end
 

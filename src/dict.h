@@ -1,0 +1,391 @@
+/*
+ * shm.dict's parts, inside the module (see dict.c for the design):
+ *   dictheap.c   the layout, the journal and transactions, the buddy heap
+ *   dicttable.c  the hash table, the LRU list and every operation (the core:
+ *                plain C, never a lua_State)
+ *   dictval.c    values: Lua <-> bytes (tables encoded and decoded)
+ *   dict.c       the Lua binding and the entry points for LuaJIT's FFI
+ */
+#ifndef SHM_DICT_H
+#define SHM_DICT_H
+
+#include "shm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#pragma GCC visibility push(hidden)
+
+#define DICT_MT "shm.dict"
+#define D_MAGIC 0x314349444d48534cULL /* "LSHMDIC1" */
+#define D_VERSION 2u
+#define D_UNIT 32u                    /* bytes per heap unit */
+#define D_UNITSHIFT 5
+#define D_MAXORDER 31u
+#define D_JMAX 1024u                  /* undo journal entries (one step of any operation fits) */
+#define D_JSTEP (D_JMAX - 256u)       /* a long operation commits before the journal passes this */
+#define D_MAXOPEN 8u                  /* buckets one transaction changes at most */
+#define D_NIL 0xffffffffu
+#define D_SPINS 64                    /* optimistic tries before a reader locks */
+#define D_MAXKEY 65535u
+#define D_EXPIRE_ON_STORE 2           /* expired items freed from the LRU tail per store */
+#define D_SECONDCHANCE 64             /* read items moved to the head at most per eviction */
+#define D_TIMEOUT 10.0                /* default seconds a call waits for the writers' lock */
+#define D_CACHELINE 64
+#define D_NWAKE 64                    /* wake words (futexes) for shm.lock waiters, by key hash */
+#define D_PAD 64 /* bytes after the heap: a block header read at the last unit stays inside */
+#define D_MINCAP (16u * 1024u)
+#define D_INPLACE 256u               /* a value of the same length up to this is overwritten in place */
+#define A8(n) (((size_t)(n) + 7) & ~(size_t)7)
+#define A4(n) (((size_t)(n) + 3) & ~(size_t)3)
+
+/* block header word: magic (16 bits) | kind (8) | order (8) */
+#define B_MAGIC 0x4c440000u
+#define B_FREE 1u
+#define B_ENTRY 2u
+#define B_NODE 3u
+#define BHDR(kind, order) (B_MAGIC | ((kind) << 8) | (order))
+#define BKIND(w) (((w) >> 8) & 0xffu)
+#define BORDER(w) ((w) & 0xffu)
+
+/* ---- the shared layout ---- */
+
+typedef struct djentry {
+  uint32_t word; /* byte offset / 4 of the journalled word */
+  uint32_t old;
+} djentry;
+
+typedef struct dhdr {
+  /* configuration: written once, validated at attach, never trusted after */
+  _Alignas(D_CACHELINE) uint64_t magic;
+  uint32_t version;
+  uint32_t hdrsize;
+  uint64_t size;        /* bytes of the segment the dict uses */
+  uint64_t bucket_off;  /* = hdrsize */
+  uint64_t refs_off;    /* = bucket_off + 8 * nbuckets */
+  uint64_t heap_off;    /* refs_off + nbuckets, rounded up to a cache line */
+  uint32_t nbuckets;    /* a power of two */
+  uint32_t nunits;      /* heap size in units */
+  uint32_t maxorder;    /* largest block order in the heap */
+  uint32_t seed;        /* hash seed */
+  /* the writers' lock (its own line) */
+  _Alignas(D_CACHELINE) shm_lock lock;
+  /* state guarded by the lock; every word is journalled */
+  _Alignas(D_CACHELINE) uint32_t flush_gen; /* entries stored under another generation are expired */
+  uint32_t count;       /* entries in the table, expired or not */
+  uint32_t free_units;
+  uint32_t lru_head;    /* most recently used */
+  uint32_t lru_tail;
+  uint32_t freelist[D_MAXORDER + 1];
+  uint32_t gc_head;     /* list elements to free: a chain through their next words */
+  uint32_t pad0;
+  uint64_t evicted;     /* statistics (journalled as two halves) */
+  uint64_t expired;
+  uint64_t recovered;
+  /* wake words: 64-bit counters that shm.lock waiters sleep on (seg:wait),
+   * bumped and notified by whoever releases a lock of a key hashing there;
+   * plain data to the dict (never read by it) */
+  _Alignas(D_CACHELINE) uint64_t wake[D_NWAKE];
+  /* the undo journal */
+  _Alignas(D_CACHELINE) uint32_t jn;
+  uint32_t pad1;
+  djentry journal[D_JMAX];
+} dhdr;
+
+/* An entry: one block.  The key follows the header, then the value at the
+ * next multiple of 8 (numbers and list heads are aligned words). */
+typedef struct dentry {
+  uint32_t bhdr;     /* BHDR(B_ENTRY, order) */
+  uint32_t hash;
+  uint32_t next;     /* hash chain */
+  uint32_t lru_prev;
+  uint32_t lru_next;
+  uint32_t flags;    /* the user's flags */
+  uint32_t vlen;     /* value bytes; a list: its length */
+  uint32_t gen;      /* flush generation when stored */
+  uint64_t expires;  /* ms since the epoch (CLOCK_REALTIME), 0 = never */
+  uint32_t meta;     /* key length (low 16 bits) | value type << 16 */
+  uint32_t pad;
+} dentry;
+
+/* A list element: one block, the value follows. */
+typedef struct dnode {
+  uint32_t bhdr;     /* BHDR(B_NODE, order) */
+  uint32_t next;     /* towards the tail */
+  uint32_t prev;
+  uint32_t meta;     /* value type */
+  uint32_t vlen;
+  uint32_t pad;
+} dnode;
+
+/* a list entry's value: its element blocks */
+typedef struct dlist {
+  uint32_t head;
+  uint32_t tail;
+} dlist;
+
+_Static_assert(sizeof(dentry) == 48, "entry header");
+_Static_assert(sizeof(dnode) == 24, "node header");
+_Static_assert(sizeof(dhdr) % D_CACHELINE == 0, "header");
+
+#define HDRSIZE ((uint32_t)sizeof(dhdr))
+/* the head of hash's chain, and the sequence word readers of it follow */
+#define BHEAD(d, hash) (&(d)->buckets[2 * (size_t)((hash) & (d)->mask)])
+#define BSEQ(d, hash) (&(d)->buckets[2 * (size_t)((hash) & (d)->mask) + 1])
+#define MKMETA(klen, type) ((uint32_t)(klen) | ((uint32_t)(type) << 16))
+#define MKLEN(meta) ((meta) & 0xffffu)
+#define MTYPE(meta) ((meta) >> 16)
+
+/* value types (also what the binding encodes) */
+enum { DV_NIL = 0, DV_BOOL = 1, DV_NUM = 2, DV_INT = 3, DV_STR = 4, DV_TABLE = 5, DV_LIST = 6 };
+
+/* statuses beyond the common ones */
+enum {
+  SHM_DICT_NOTFOUND = SHM_NSTATUS,
+  SHM_DICT_EXISTS,
+  SHM_DICT_NOMEM,
+  SHM_DICT_NOTNUM,
+  SHM_DICT_NOTLIST,
+  SHM_DICT_ISLIST,
+  SHM_DICT_BUFSMALL, /* the caller's buffer is too small: *need says how much */
+  SHM_DICT_CHANGED   /* cas: the value is not the one expected */
+};
+
+/* ---- the process-local handle (kept in the Lua userdata) ---- */
+
+typedef struct shm_dict {
+  unsigned char *base; /* the mapping; NULL once detached */
+  size_t size;
+  shm_ctx *ctx;        /* who we are, for the lock */
+  shm_segment *seg;    /* where heap memory is reserved as the allocator reaches it */
+  /* validated configuration: copies, never re-read from shared memory */
+  dhdr *h;
+  uint32_t *buckets;   /* pairs: a chain's head, then its sequence word */
+  unsigned char *refs;
+  unsigned char *heap;
+  uint32_t nbuckets, mask, nunits, maxorder, seed;
+  size_t heapbytes;    /* nunits * D_UNIT; a D_PAD guard follows in the segment */
+  uint32_t scratch[16]; /* where a ref out of the heap points (never the segment) */
+  double timeout;      /* seconds a call waits for the lock (< 0: forever) */
+  /* a transaction (valid while the lock is held) */
+  uint32_t jn;
+  uint32_t nopen;      /* buckets whose sequence word this transaction made odd */
+  uint32_t open[D_MAXOPEN];
+  int overflow;        /* the journal overflowed: roll back */
+  const char *why;     /* reason for SHM_CORRUPT */
+  shm_buf buf;         /* values and keys copied out (grown outside the lock) */
+} shm_dict;
+
+/* a value going in or out of the core */
+typedef struct dval {
+  int type;
+  uint32_t flags;
+  const char *ptr;     /* in: the bytes; out: in the caller's buffer */
+  size_t len;
+  int stale;           /* out: expired (get_stale) */
+} dval;
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LOADACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+
+static inline uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* seeded FNV-1a, then a final mix */
+static inline uint32_t dict_hash(uint32_t seed, const char *k, size_t n) {
+  uint32_t h = 2166136261u ^ seed;
+  size_t i;
+  for (i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 16777619u;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  return h;
+}
+
+typedef struct dgeom {
+  uint32_t nbuckets, nunits, maxorder;
+  uint64_t refs_off, heap_off;
+} dgeom;
+
+/* ---- refs into the heap, validated ---- */
+
+/* A block's words.  A ref outside the heap (scribbled after it was
+ * checked) points at the handle's scratch words instead: every header read
+ * or write stays inside memory we own, and jw refuses to journal it. */
+static inline uint32_t *blockw(shm_dict *d, uint32_t ref) {
+  if (ref >= d->nunits) return d->scratch;
+  return (uint32_t *)(void *)(d->heap + ((size_t)ref << D_UNITSHIFT));
+}
+
+/* The size in bytes of the block of `kind` at ref, read once from its header
+ * and checked to lie whole, aligned, inside the heap; 0 if it is not one. */
+static inline size_t blockbytes(shm_dict *d, uint32_t ref, uint32_t kind) {
+  uint32_t w, o;
+  if (ref >= d->nunits) return 0;
+  w = LOAD(blockw(d, ref));
+  o = BORDER(w);
+  if ((w & 0xffff0000u) != B_MAGIC || BKIND(w) != kind || o > d->maxorder) return 0;
+  if ((ref & ((1u << o) - 1)) != 0 || (uint64_t)ref + (1u << o) > d->nunits) return 0;
+  return (size_t)D_UNIT << o;
+}
+
+/* A block of `kind` and `order` at ref, whole inside the heap. */
+static inline int blockok(shm_dict *d, uint32_t ref, uint32_t kind, uint32_t order) {
+  return blockbytes(d, ref, kind) == ((size_t)D_UNIT << order);
+}
+
+static inline dentry *entryof(shm_dict *d, uint32_t ref) { return (dentry *)(void *)blockw(d, ref); }
+static inline dnode *nodeof(shm_dict *d, uint32_t ref) { return (dnode *)(void *)blockw(d, ref); }
+
+/* An entry as read once: every length it uses was read a single time and
+ * checked against its block, which was checked against the heap; the key
+ * and value pointers come from those reads only (a writer that changes the
+ * entry meanwhile can make the copy stale, never make it leave the block). */
+typedef struct dview {
+  dentry *e;
+  uint32_t klen, type, vlen, flags;
+  const char *key;
+  unsigned char *val;
+} dview;
+
+static inline int viewof(shm_dict *d, uint32_t ref, dview *v) {
+  uint32_t meta;
+  size_t bytes = blockbytes(d, ref, B_ENTRY), voff;
+  if (bytes == 0) return 0;
+  v->e = (dentry *)(void *)blockw(d, ref);
+  meta = LOAD(&v->e->meta);
+  v->klen = MKLEN(meta);
+  v->type = MTYPE(meta);
+  v->vlen = v->type == DV_LIST ? (uint32_t)sizeof(dlist) : LOAD(&v->e->vlen);
+  if (v->klen == 0 || v->type < DV_BOOL || v->type > DV_LIST) return 0;
+  voff = sizeof(dentry) + A8(v->klen);
+  if (voff + A4((uint64_t)v->vlen) > bytes) return 0;
+  v->key = (const char *)v->e + sizeof(dentry);
+  v->val = (unsigned char *)v->e + voff;
+  v->flags = LOAD(&v->e->flags);
+  return 1;
+}
+
+static inline int entryok(shm_dict *d, uint32_t ref) {
+  dview v;
+  return viewof(d, ref, &v);
+}
+
+/* A list element, read once as an entry is (its type and length). */
+static inline int nodeview(shm_dict *d, uint32_t ref, uint32_t *type, uint32_t *len) {
+  size_t bytes = blockbytes(d, ref, B_NODE);
+  dnode *n = nodeof(d, ref);
+  if (bytes == 0) return 0;
+  *type = LOAD(&n->meta);
+  *len = LOAD(&n->vlen);
+  if (*type != DV_NUM && *type != DV_STR && *type != DV_INT) return 0;
+  return sizeof(dnode) + (uint64_t)*len <= bytes;
+}
+
+static inline int nodeok(shm_dict *d, uint32_t ref) {
+  uint32_t t, l;
+  return nodeview(d, ref, &t, &l);
+}
+
+/* A walk along links read from the segment, bounded twice: by `limit` steps
+ * (no honest chain is longer), and by Brent's cycle detection, which notices a
+ * loop within about twice its length (a scribbled self-loop at the second
+ * step), so that a hostile chain costs little more than an honest one. */
+typedef struct dwalk {
+  uint32_t saved, lam, power, steps, limit;
+} dwalk;
+
+static inline void walk_init(dwalk *w, uint32_t limit) {
+  w->saved = D_NIL;
+  w->lam = 0;
+  w->power = 1;
+  w->steps = 0;
+  w->limit = limit;
+}
+
+/* Count a step onto ref: 0 when the walk is too long or went round. */
+static inline int walk_ok(dwalk *w, uint32_t ref) {
+  if (ref == w->saved || ++w->steps > w->limit) return 0;
+  if (++w->lam == w->power) {
+    w->saved = ref;
+    w->power = w->power < 0x80000000u ? w->power << 1 : w->power;
+    w->lam = 0;
+  }
+  return 1;
+}
+
+enum { OP_SET = 0, OP_ADD = 1, OP_REPLACE = 2 };
+
+typedef struct dstat {
+  uint64_t count, evicted, expired, recovered, capacity, free;
+} dstat;
+
+#define MAXDEPTH 100 /* nesting of table values */
+
+typedef struct dsrc {
+  const unsigned char *p, *end;
+} dsrc;
+
+/* ---- dictheap.c: layout, journal, transactions, heap (under the lock) ---- */
+int geometry(uint64_t size, dgeom *g);
+const char *dict_attach(shm_dict *d, unsigned char *base, size_t size);
+void dict_format(unsigned char *base, size_t size, uint32_t seed);
+int corrupt(shm_dict *d, const char *why);
+void jw(shm_dict *d, uint32_t *p, uint32_t v);
+void jw64(shm_dict *d, uint64_t *p, uint64_t v);
+void bopen(shm_dict *d, uint32_t b);
+int step(shm_dict *d);
+int txn_begin(shm_dict *d);
+int txn_end(shm_dict *d, int r);
+uint32_t order_for(size_t bytes);
+int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref);
+int bfree(shm_dict *d, uint32_t ref);
+int park_nodes(shm_dict *d, const dview *v);
+int gc_drain(shm_dict *d);
+
+/* ---- dicttable.c: the core operations ---- */
+int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t kl,
+                   const dval *v, double exptime, const dval *expect, int cmpflags,
+                   int *forcible);
+int shm_dict_get(shm_dict *d, const char *k, size_t kl, int stale, dval *out, char *buf,
+                 size_t cap);
+int shm_dict_ttl(shm_dict *d, const char *k, size_t kl, double *ttl);
+int shm_dict_llen(shm_dict *d, const char *k, size_t kl, uint32_t *n);
+int shm_dict_expire(shm_dict *d, const char *k, size_t kl, double exptime);
+int shm_dict_incr(shm_dict *d, const char *k, size_t kl, dval *io, const dval *init,
+                  double init_ttl, int *forcible);
+int shm_dict_push(shm_dict *d, const char *k, size_t kl, int left, const dval *v,
+                  uint32_t *n);
+int shm_dict_pop(shm_dict *d, const char *k, size_t kl, int left, dval *out, char *buf,
+                 size_t cap);
+int shm_dict_flush_all(shm_dict *d);
+int shm_dict_flush_expired(shm_dict *d, uint32_t max, uint32_t *freed);
+int shm_dict_keys(shm_dict *d, uint32_t max, char *buf, size_t cap, size_t *need,
+                  uint32_t *nkeys);
+int shm_dict_stat(shm_dict *d, dstat *st);
+
+/* ---- dictval.c: values (Lua <-> bytes) ---- */
+int decode_table(lua_State *L, dsrc *s, int depth);
+int tovalue(lua_State *L, int idx, dval *v, unsigned char *num, int list);
+int sameluavalue(lua_State *L, int a, int b, int depth);
+
+#pragma GCC visibility pop
+
+#endif
