@@ -4,9 +4,8 @@
 -- SHM_SEED: the first seed (default 1); SHM_MODEL_SEQS: how many sequences.
 -- On a failure: the seed and the last calls.
 --
--- Then the reproductions of today's known bugs (issue 17), each at the size
--- users run, tagged #known: `known()` turns a failure into `pending` (the
--- suite stays green) and says so; once fixed they pass as they are.
+-- Then the reproductions of the bugs this proof found (issue 17), each at the
+-- size users run.
 local shm = require "shm"
 local H = require "helpers"
 local S = require "dictseq"
@@ -25,8 +24,6 @@ local function newdict(cap)
   assert(d:segment():remove())
   return d
 end
-
-local function known(what, f) S.known(pending, what, f) end
 
 -- play sequences seed..seed+count-1 with opts; the calls compared
 local function prove(seed, count, opts)
@@ -73,48 +70,35 @@ describe("shm.dict against its model", function()
     if #diffs > 0 then print("\n    edges that differ from the model:\n" .. table.concat(diffs, "\n")) end
     assert(#diffs == nknown, "new differences from the model (above)")
   end)
-
-  -- the generator, with every known bug back in play
-  it("over sequences that reach today's known bugs #known", function()
-    known("long lists, flags >= 2^31", function()
-      prove(SEED + 900000, math.max(20, math.floor(SEQS / 4)), { known = {} })
-    end)
-  end)
 end)
 
 describe("shm.dict at the sizes users run", function()
   after_each(H.cleanup)
 
-  it("deletes a 100-element list #known", function()
-    known("journal overflow", function()
-      local d = newdict(1024 * 1024)
-      for i = 1, 100 do d:rpush("l", "e" .. i) end
-      assert.same({ true, nil, false }, { d:delete("l") })
-      assert.equal(0, d:llen("l"))
-      d:stat()
-    end)
+  it("deletes a 100-element list", function()
+    local d = newdict(1024 * 1024)
+    for i = 1, 100 do d:rpush("l", "e" .. i) end
+    assert.same({ true, nil, false }, { d:delete("l") })
+    assert.equal(0, d:llen("l"))
+    d:stat()
   end)
 
-  it("keeps flags 0xffffffff as ngx does #known", function()
-    known("flags >= 2^31", function()
-      local d = newdict(1024 * 1024)
-      d:set("k", 1, 0, 0xffffffff)
-      local _, flags = d:get("k")
-      assert.equal(-2147483648, flags) -- ngx's (spec/dict_oracle_spec.lua)
-    end)
+  it("keeps flags 0xffffffff as ngx does", function()
+    local d = newdict(1024 * 1024)
+    d:set("k", 1, 0, 0xffffffff)
+    local _, flags = d:get("k")
+    assert.equal(-2147483648, flags) -- ngx's (spec/dict_oracle_spec.lua)
   end)
 
-  it("pushes, counts and deletes a list of 10^5 elements #known", function()
-    known("journal overflow", function()
-      local d = newdict(32 * 1024 * 1024)
-      for i = 1, 100000 do assert(d:rpush("l", i)) end
-      assert.equal(100000, d:llen("l"))
-      assert.equal(1, d:lpop("l"))
-      assert.equal(100000, d:rpop("l"))
-      assert.same({ true, nil, false }, { d:delete("l") })
-      assert.equal(0, d:llen("l"))
-      assert.equal(0, d:stat().count)
-    end)
+  it("pushes, counts and deletes a list of 10^5 elements", function()
+    local d = newdict(32 * 1024 * 1024)
+    for i = 1, 100000 do assert(d:rpush("l", i)) end
+    assert.equal(100000, d:llen("l"))
+    assert.equal(1, d:lpop("l"))
+    assert.equal(100000, d:rpop("l"))
+    assert.same({ true, nil, false }, { d:delete("l") })
+    assert.equal(0, d:llen("l"))
+    assert.equal(0, d:stat().count)
   end)
 
   it("holds 10^6 keys in a big dict", function()
@@ -139,43 +123,37 @@ describe("shm.dict at the sizes users run", function()
     assert.equal(free, d:free_space())
   end)
 
-  it("overwrites, expires and flushes a 1000-element list #known", function()
-    known("journal overflow", function()
-      local d = newdict(4 * 1024 * 1024)
-      local free = d:free_space()
-      for i = 1, 1000 do d:rpush("l", i) end
-      assert.is_true((d:set("l", "x")))
-      for i = 1, 1000 do d:lpush("l2", i) end
-      assert.is_true((d:expire("l2", 0.001)))
-      sleep(0.01)
-      assert.is_true((d:set("k", 1)))
-      for i = 1, 1000 do d:lpush("l3", i) end
-      d:flush_all()
-      d:flush_expired(0)
-      d:stat()
-      assert.equal(free, d:free_space())
-    end)
+  it("overwrites, expires and flushes a 1000-element list", function()
+    local d = newdict(4 * 1024 * 1024)
+    local free = d:free_space()
+    for i = 1, 1000 do d:rpush("l", i) end
+    assert.is_true((d:set("l", "x")))
+    for i = 1, 1000 do d:lpush("l2", i) end
+    assert.is_true((d:expire("l2", 0.001)))
+    sleep(0.01)
+    assert.is_true((d:set("k", 1)))
+    for i = 1, 1000 do d:lpush("l3", i) end
+    d:flush_all()
+    d:flush_expired(0)
+    d:stat()
+    assert.equal(free, d:free_space())
   end)
 
-  it("pushes onto an expired key when memory is short #known", function()
-    known("push onto an expired key", function()
-      local d = newdict(1024 * 1024)
-      d:set("pad", 1)
-      d:set("s", "x", 0.001)
-      sleep(0.01)
-      d:lpush("s", string.rep("v", 2 ^ 20))
-      d:stat()
-      assert.equal(1, d:get("pad"))
-    end)
+  it("pushes onto an expired key when memory is short", function()
+    local d = newdict(1024 * 1024)
+    d:set("pad", 1)
+    d:set("s", "x", 0.001)
+    sleep(0.01)
+    d:lpush("s", string.rep("v", 2 ^ 20))
+    d:stat()
+    assert.equal(1, d:get("pad"))
   end)
 
-  it("replaces a value of a third of the capacity by one of the same size #known", function()
-    known("same-size replace", function()
-      local d = newdict(1024 * 1024)
-      local v = string.rep("x", 300000)
-      assert.is_true((d:set("k", v)))
-      assert.is_true((d:set("k", v)))
-      assert.is_true((d:set("k", string.rep("y", 400000))))
-    end)
+  it("replaces a value of a third of the capacity by one of the same size", function()
+    local d = newdict(1024 * 1024)
+    local v = string.rep("x", 300000)
+    assert.is_true((d:set("k", v)))
+    assert.is_true((d:set("k", v)))
+    assert.is_true((d:set("k", string.rep("y", 400000))))
   end)
 end)

@@ -161,11 +161,6 @@ describe("shm.dict against ngx.shared.DICT #nginx", function()
     assert(#mdiffs == 0, "the model differs from ngx.shared.DICT:\n" .. table.concat(mdiffs, "\n"))
   end)
 
-  it("over sequences that reach today's known bugs #known", function()
-    S.known(pending, "long lists, flags >= 2^31", prove, SEED + 900000, math.max(10, math.floor(SEQS / 10)),
-      { ngx = true, known = {} }, "oracle", CAP)
-  end)
-
   it("evicts as ngx.shared.DICT does, loosely (small dicts)", function()
     local n = math.max(5, math.floor(SEQS / 30))
     local calls = prove(SEED + 1000000, n, { ngx = true, evict = true, n = 300 }, "small", SMALL)
