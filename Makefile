@@ -2,6 +2,7 @@
 #   make            build build/lua5.4/shm/core.so (needs only a C compiler and Lua's headers)
 #   make test       run the busted suite (LUA=lua5.4; also lua5.1 lua5.2 lua5.3 luajit)
 #   make demo       writer and reader processes through one segment (examples/)
+#   make prove      shm.dict's proof in its long form (oracle, model, kill points, storms: minutes)
 #   make docs       the API reference in docs/index.html (LDoc)
 #   make rock       a source rock, lua-shm-VERSION-1.src.rock, that luarocks installs offline
 #   make install    PREFIX=/usr/local DESTDIR=  (or LIBDIR=/LUADIR=/BINDIR= as LuaRocks passes)
@@ -67,6 +68,7 @@ $(LIB): $(OBJS)
 PKGS_demo           := $(LUA_DEB) gcc make
 PKGS_test           := $(PKGS_demo) lua-busted
 PKGS_check-asan     := $(PKGS_test)
+PKGS_prove          := $(PKGS_test)
 PKGS_check-valgrind := $(PKGS_test) valgrind
 PKGS_docs           := lua-ldoc lua-discount
 PKGS_rock           := zip luarocks
@@ -78,6 +80,16 @@ deps:
 BUSTED_ARGS ?=
 test: deps $(LIB)
 	busted --lua=$(LUA) $(BUSTED_ARGS)
+
+# make prove: the long form of shm.dict's proof (the specs run a bounded form
+# in make test): thousands of random sequences against ngx.shared.DICT and the
+# model (SHM_SEED to vary them), a kill at every instruction of every listed
+# write path (SHM_PROVE=1; Lua 5.4), kill -9 storms of a minute each.
+PROVE_SPECS := spec/dict_model_spec.lua spec/dict_oracle_spec.lua spec/dict_killpoints_spec.lua spec/dict_crash_spec.lua
+.PHONY: prove
+prove: deps $(LIB)
+	SHM_PROVE=1 SHM_MODEL_SEQS=$(or $(SHM_MODEL_SEQS),5000) SHM_ORACLE_SEQS=$(or $(SHM_ORACLE_SEQS),3000) \
+	  busted --lua=$(LUA) $(BUSTED_ARGS) $(PROVE_SPECS)
 
 demo: deps $(LIB)
 	$(LUA) examples/demo.lua

@@ -14,6 +14,8 @@ H.int64 = math.type ~= nil                    -- 64-bit integers (5.3+)
 H.maxint = math.maxinteger or (2 ^ 63 - 1024) -- largest integer the module takes
 H.minint = math.mininteger or -2 ^ 63
 H.unpack = table.unpack or unpack
+-- under valgrind (make check-valgrind): the long loops run shorter
+H.valgrind = (os.getenv("LD_PRELOAD") or ""):find("vgpreload", 1, true) ~= nil
 local loadstring = loadstring or load
 --- Compile a chunk of Lua source (5.1's loadstring, later load).
 function H.load(code, name) return assert(loadstring(code, name)) end
@@ -413,6 +415,72 @@ function H.nginx_prefix()
     H.exec("rm -rf " .. shellquote(dir))
   end
   return n
+end
+
+--- The path of a command on PATH, or nil.
+function H.which(cmd)
+  local out = H.sh("command -v " .. cmd .. " 2>/dev/null || true")
+  return out:match("^(%S+)")
+end
+
+--- nginx with OpenResty's Lua module, for the specs that run one: a table
+-- (bin, ndk, lua_mod, resty_path, ld: the command prefix that runs nginx, and
+-- curl), or nil and what is missing. SHM_NGINX_ROOT: a root to look in first
+-- (a `dpkg -x` of libnginx-mod-http-lua, lua-resty-core, lua-resty-lrucache
+-- and libluajit2-5.1-2, where Debian's luajit is installed and they cannot be).
+function H.nginx()
+  local roots = { os.getenv("SHM_NGINX_ROOT"), "" }
+  local function find(rel)
+    for _, root in pairs(roots) do
+      local f = io.open(root .. rel)
+      if f then f:close() return root .. rel, root end
+    end
+  end
+  local bin = H.which("nginx") or (io.open("/usr/sbin/nginx") and "/usr/sbin/nginx")
+  local ndk = find("/usr/lib/nginx/modules/ndk_http_module.so")
+  local lua_mod, lua_root = find("/usr/lib/nginx/modules/ngx_http_lua_module.so")
+  local resty = find("/usr/share/lua/5.1/resty/core.lua")
+  local why = not bin and "nginx is not installed"
+    or not ndk and "ndk_http_module.so (libnginx-mod-http-ndk) is missing"
+    or not lua_mod and "ngx_http_lua_module.so (libnginx-mod-http-lua) is missing"
+    or not resty and "resty.core (lua-resty-core) is missing"
+    or not H.which("curl") and "curl is missing"
+  if why then return nil, why end
+  -- nginx's environment: OpenResty's libluajit beside the module (a dpkg -x
+  -- root); never the sanitizer runtime make check-asan preloads (nginx and
+  -- its LuaJIT are not built for it; curl hangs under it)
+  local arch = "/usr/lib/x86_64-linux-gnu"
+  return {
+    bin = bin, ndk = ndk, lua_mod = lua_mod, resty_path = resty:gsub("resty/core%.lua$", "?.lua"),
+    ld = "env -u LD_PRELOAD " .. (lua_root ~= "" and ("LD_LIBRARY_PATH=" .. shellquote(lua_root .. arch) .. " ") or ""),
+    curl = "env -u LD_PRELOAD curl -s ",
+  }
+end
+
+--- Start nginx (`ngx` from H.nginx()) in `prefix` (from H.nginx_prefix())
+-- with the configuration `conf`, whose upper-case words DIR, NDK, LUAMOD,
+-- PORT, PRIVATE (in http {}: no access log, temporary files in the prefix)
+-- and those of `vars` are replaced; loopback ports are tried until nginx gets
+-- a free one. Returns the port, or raises what nginx said.
+function H.nginx_start(ngx, prefix, conf, vars)
+  local dir, out = prefix.dir, nil
+  for _ = 1, 10 do
+    local port = math.random(20000, 60000)
+    local v = { DIR = dir, NDK = ngx.ndk, LUAMOD = ngx.lua_mod, PORT = tostring(port), PRIVATE = "access_log off;" }
+    for _, t in ipairs({ "client_body", "proxy", "fastcgi", "uwsgi", "scgi" }) do
+      v.PRIVATE = v.PRIVATE .. " " .. t .. "_temp_path " .. dir .. "/" .. t .. ";"
+    end
+    for k, x in pairs(vars or {}) do v[k] = x end
+    local f = assert(io.open(dir .. "/nginx.conf", "w"))
+    f:write((conf:gsub("[A-Z]+", v)))
+    f:close()
+    local rc
+    out, rc = H.sh(ngx.ld .. shellquote(ngx.bin) .. " -p " .. shellquote(dir) .. " -c "
+      .. shellquote(dir .. "/nginx.conf") .. " -e " .. shellquote(dir .. "/error.log"))
+    if rc == 0 then return port end
+    if not (out .. prefix.errorlog()):find("Address already in use", 1, true) then break end
+  end
+  error("nginx did not start: " .. tostring(out) .. prefix.errorlog(), 2)
 end
 
 return H

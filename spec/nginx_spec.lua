@@ -4,53 +4,21 @@
 -- with incr from both sides (the workers' HTTP requests and the outside
 -- process); the totals add up, and still do after a reload (HUP).  nginx runs from a temporary directory on a
 -- free loopback port with the module of build/luajit, and is stopped by its
--- pid.  Pending where nginx, its Lua module or curl is missing.
---
--- SHM_NGINX_ROOT: a root to look in first for the nginx modules, resty.core
--- and OpenResty's libluajit (e.g. a `dpkg -x` of libnginx-mod-http-lua,
--- lua-resty-core, lua-resty-lrucache and libluajit2-5.1-2, where Debian's
--- luajit is installed and the packages cannot be).
+-- pid (H.nginx_prefix, H.nginx_start).  Pending where nginx, its Lua module
+-- or curl is missing (H.nginx; SHM_NGINX_ROOT: a root to look in first).
 local shm = require "shm"
 local H = require "helpers"
 
 local q = H.shellquote
-local ROOTS = { os.getenv("SHM_NGINX_ROOT"), "" }
-local ARCH = "/usr/lib/x86_64-linux-gnu"
-
-local function find(rel)
-  for _, root in pairs(ROOTS) do
-    local f = io.open(root .. rel)
-    if f then f:close() return root .. rel, root end
-  end
-end
-
-local function which(cmd)
-  local out = H.sh("command -v " .. cmd .. " 2>/dev/null || true")
-  return out:match("^(%S+)")
-end
-
-local nginx = which("nginx") or (io.open("/usr/sbin/nginx") and "/usr/sbin/nginx")
-local ndk = find("/usr/lib/nginx/modules/ndk_http_module.so")
-local lua_mod, lua_root = find("/usr/lib/nginx/modules/ngx_http_lua_module.so")
-local resty = find("/usr/share/lua/5.1/resty/core.lua")
-local why = not nginx and "nginx is not installed"
-  or not ndk and "ndk_http_module.so (libnginx-mod-http-ndk) is missing"
-  or not lua_mod and "ngx_http_lua_module.so (libnginx-mod-http-lua) is missing"
-  or not resty and "resty.core (lua-resty-core) is missing"
-  or not which("curl") and "curl is missing"
-  or not which("lua5.4") and "lua5.4 is missing"
+local NGX, why = H.nginx()
+why = why or not H.which("lua5.4") and "lua5.4 is missing"
 
 if why then
   describe("lua-shm inside nginx", function() pending(why) end)
   return
 end
 
--- nginx's environment: OpenResty's libluajit beside the module (a dpkg -x
--- root); never the sanitizer runtime make check-asan preloads (nginx and
--- its LuaJIT are not built for it; curl hangs under it)
-local ld = "env -u LD_PRELOAD " .. (lua_root ~= "" and ("LD_LIBRARY_PATH=" .. q(lua_root .. ARCH) .. " ") or "")
-local curl = "env -u LD_PRELOAD curl -s --max-time 30 "
-local resty_path = resty:gsub("resty/core%.lua$", "?.lua")
+local curl = NGX.curl .. "--max-time 30 "
 
 local CONF = [[
 daemon on;
@@ -64,12 +32,7 @@ load_module LUAMOD;
 env SHM_NO_FFI;
 events { worker_connections 64; }
 http {
-  access_log off;
-  client_body_temp_path DIR/body;
-  proxy_temp_path DIR/proxy;
-  fastcgi_temp_path DIR/fastcgi;
-  uwsgi_temp_path DIR/uwsgi;
-  scgi_temp_path DIR/scgi;
+  PRIVATE
   lua_package_path "LUAPATH";
   lua_package_cpath "DIR/lib/?.so;;";
   init_by_lua_block { require "shm" }
@@ -161,24 +124,9 @@ describe("lua-shm inside nginx #nginx", function()
     assert(H.exec("mkdir -m 0755 " .. q(dir .. "/lib") .. " && cp -R " .. q(H.root .. "/lua")
       .. " " .. q(dir) .. " && cp -R " .. q(H.root .. "/build/luajit/shm") .. " " .. q(dir .. "/lib")
       .. " && chmod -R a+rX " .. q(dir)))
-    -- a free port: nginx says when it is not
-    local port, started, out
-    for _ = 1, 10 do
-      port = math.random(20000, 60000)
-      local conf = CONF:gsub("[A-Z]+", {
-        DIR = dir, NDK = ndk, LUAMOD = lua_mod, LUAPATH = dir .. "/lua/?.lua;" .. resty_path .. ";;",
-        DKEY = tostring(dkey), QKEY = tostring(qkey), PORT = tostring(port),
-      })
-      local f = assert(io.open(dir .. "/nginx.conf", "w"))
-      f:write(conf)
-      f:close()
-      local rc
-      out, rc = H.sh(ld .. q(nginx) .. " -p " .. q(dir) .. " -c " .. q(dir .. "/nginx.conf")
-        .. " -e " .. q(dir .. "/error.log"))
-      if rc == 0 then started = true break end
-      if not (out .. errorlog()):find("Address already in use", 1, true) then break end
-    end
-    assert.is_true(started, "nginx did not start: " .. tostring(out) .. errorlog())
+    local port = H.nginx_start(NGX, ngx, CONF, {
+      LUAPATH = dir .. "/lua/?.lua;" .. NGX.resty_path .. ";;", DKEY = tostring(dkey), QKEY = tostring(qkey),
+    })
     -- both workers attached
     assert.is_true(H.until_true(function() return d:get("workers") == 2 end, 10), errorlog())
     for _, k in ipairs(d:get_keys(0)) do workers[#workers + 1] = k:match("^worker:(%d+)$") end
