@@ -1,7 +1,9 @@
 -- A loop to profile shm.dict's hot paths under valgrind's callgrind (issue
 -- 17): one key, 16-byte values, nothing else in the loop.
--- usage: dictprof.lua get|set|floor|none N
+-- usage: dictprof.lua get|set|pushpop|delete|floor|none N
 --   get: d:get("hot"); set: d:set("hot", v) of two values in turn;
+--   pushpop: N rpush of 16 bytes onto one list, then N lpop; delete: N
+--   rpush, then one delete of the list (see l_delete's inclusive cost);
 --   floor: seg:read(0, 16) of a small segment (section 5's floor); none: the
 --   empty loop (what the interpreter costs alone)
 -- e.g. (make first; add CFLAGS="-O2 -gdwarf-4" for source lines):
@@ -27,10 +29,19 @@ local loops = {
     local v = { a, b }
     for i = 1, n do if not d:set("hot", v[i % 2 + 1]) then error("set failed") end end
   end,
+  pushpop = function()
+    for i = 1, n do if d:rpush("l", a) ~= i then error("rpush failed") end end
+    for _ = 1, n do if d:lpop("l") ~= a then error("wrong element") end end
+  end,
+  delete = function()
+    for i = 1, n do if d:rpush("l", a) ~= i then error("rpush failed") end end
+    d:delete("l")
+    if d:llen("l") ~= 0 then error("not deleted") end
+  end,
   floor = function() for _ = 1, n do if seg:read(0, 16) ~= a then error("wrong value") end end end,
   none = function() for _ = 1, n do end end,
 }
-local ok, err = pcall(assert(loops[what], "usage: dictprof.lua get|set|floor|none N"))
+local ok, err = pcall(assert(loops[what], "usage: dictprof.lua get|set|pushpop|delete|floor|none N"))
 d:detach()
 seg:detach()
 if not ok then error(err, 0) end
