@@ -25,6 +25,13 @@ local function fail(op, what)
   error("bench scale " .. op .. ": " .. what, 0)
 end
 
+-- the seconds f(...) takes
+local function timed(now, f, ...)
+  local t0 = now()
+  f(...)
+  return now() - t0
+end
+
 -- nkeys distinct 16-byte keys: `ins` in order (the order they are stored
 -- in, so that memory is laid out in that order), `walk` the same strings
 -- shuffled by a fixed generator (the same order in every interpreter), the
@@ -81,14 +88,9 @@ function M.getset(d, nkeys, n, now)
   end
   local w = math.floor(n / 10) + 1
   get(w)
-  local t0 = now()
-  get(n)
-  local t1 = now()
+  local tg = timed(now, get, n)
   set(w)
-  local t2 = now()
-  set(n)
-  local t3 = now()
-  return (t1 - t0) * 1e9 / n, (t3 - t2) * 1e9 / n
+  return tg * 1e9 / n, timed(now, set, n) * 1e9 / n
 end
 
 --- rpush n 16-byte elements onto one list, lpop them all (ns per call),
@@ -111,17 +113,11 @@ function M.list(d, n, now)
   d:delete("l")
   push(w)
   pop(w)
-  local t0 = now()
+  local tpush, tpop = timed(now, push, n), timed(now, pop, n)
   push(n)
-  local t1 = now()
-  pop(n)
-  local t2 = now()
-  push(n)
-  local t3 = now()
-  d:delete("l")
-  local t4 = now()
+  local tdel = timed(now, d.delete, d, "l")
   if d:llen("l") ~= 0 then fail("delete", "the list is still there") end
-  return (t1 - t0) * 1e9 / n, (t2 - t1) * 1e9 / n, (t4 - t3) * 1e6
+  return tpush * 1e9 / n, tpop * 1e9 / n, tdel * 1e6
 end
 
 --- How many values of `size` bytes safe_set stores in the empty dict `d`
