@@ -1,6 +1,8 @@
 -- Section 4: shm.dict, and a plain Lua table (the floor), in the loops of
 -- dictloops.lua (which ngx.shared.DICT runs too, inside nginx).
 -- usage: dict.lua dict|table OP ITER [nojit]   -> nanoseconds per operation
+--        dict.lua floor get16 ITER [nojit]     -> the same for the C API's floor
+--            (seg:read(0, 16) of a small segment: dictloops.floor)
 --        dict.lua pair getset|getget DUR      -> operations per second of
 --            process 1 (a getter) and process 2 (a setter or a getter),
 --            hammering one key together for DUR seconds
@@ -24,10 +26,14 @@ if what ~= "table" then
   if not shm.dict then error("dict.lua: shm.dict not built", 0) end
 end
 
-if what == "dict" or what == "table" then
+if what == "dict" or what == "table" or what == "floor" then
   local op, iter = arg[2], tonumber(arg[3])
   local d, impl
-  if what == "dict" then
+  if what == "floor" then
+    d = assert(shm.create(shm.PRIVATE, 4096))
+    d:remove()
+    impl = loops.floor(d)
+  elseif what == "dict" then
     d = assert(shm.dict.create("/lshm-bench-dict-" .. pid(), loops.CAPACITY))
     d:remove() -- the mapping stays; the name goes at once
     impl = loops.dict(d)

@@ -154,6 +154,23 @@ function M.table(t)
   }
 end
 
+--- The C API's own floor for `get16` (issue 17's goal under Lua 5.4): the
+-- same loop with `seg:read(0, 16)` of a segment holding the value in place
+-- of `d:get("hot")`, i.e. a method call on a userdata (checked, as every
+-- lua-shm method) that makes a 16-byte result string and does nothing else.
+function M.floor(seg)
+  return {
+    get16 = {
+      prep = function() seg:write(V16[1], 0) end,
+      loop = function(n)
+        local s = V16[1]
+        for _ = 1, n do
+          if seg:read(0, 16) ~= s then fail("floor get16", "wrong value") end
+        end
+      end },
+  }
+end
+
 --- Nanoseconds per operation of `op` (from M.dict or M.table), after a
 -- warm-up of a tenth of the count (so LuaJIT has compiled the loop).
 function M.time(op, n, now)

@@ -7,9 +7,13 @@
 --   /pair?mode=getset|getget&dur=S
 --                                the two workers hammer one key for S seconds;
 --                                ops/s of worker 1 (a getter) and 2
+--   /scale?what=keys&a=NKEYS&b=N | what=list&a=N | what=fill&a=SIZE
+--                                section 5: scaleloops.lua in the zones of
+--                                scaleloops.zones(), flushed first
 -- luacheck: read globals ngx
 local ffi = require "ffi"
 local loops = require "dictloops"
+local scale = require "scaleloops"
 
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } lshm_bench_timespec;
@@ -48,6 +52,28 @@ function M.op()
   end
   local ok, v = pcall(function() return string.format("%.3f", loops.time(op, n, now)) end)
   if nojit then jit.on() end
+  reply(ok, v)
+end
+
+function M.scale()
+  local args = ngx.req.get_uri_args()
+  local what, a, b = args.what, tonumber(args.a), tonumber(args.b)
+  local zone = what == "keys" and a and ("scale_" .. string.format("%d", a)) or what == "list" and "scale_list"
+    or what == "fill" and a and ("scale_fill" .. string.format("%d", a))
+  local z = zone and ngx.shared[zone]
+  if not z or not a or (what == "keys" and not b) then return reply(false, "bad what, a or b") end
+  local ok, v = pcall(function()
+    z:flush_all()
+    z:flush_expired(0)
+    local x, y, w
+    if what == "keys" then x, y = scale.getset(z, a, b, now)
+    elseif what == "list" then x, y, w = scale.list(z, a, now)
+    else x = scale.fill(z, a, scale.FILL_CAPACITY) end
+    z:flush_all()
+    z:flush_expired(0)
+    return (string.format("%.3f %s %s", x, y and string.format("%.3f", y) or "", w and string.format("%.3f", w) or "")
+      :gsub("%s+$", ""))
+  end)
   reply(ok, v)
 end
 

@@ -123,6 +123,7 @@ end
 -- 4. the shared dictionary, its baselines in servers we start (and stop,
 -- whatever happens: every server's stopper runs before any error goes on)
 local dictloops = require "dictloops"
+local scale = require "scaleloops"
 local servers = require "servers"
 local has_dict = (function()
   local ok, shm = pcall(require, "shm")
@@ -133,6 +134,8 @@ local DICT_ORDER = { "set16", "get16", "set1k", "get1k", "set10k", "get10k", "in
 local REDIS = { set16 = "-t set -d 16", get16 = "-t get -d 16", set1k = "-t set -d 1024", get1k = "-t get -d 1024",
   set10k = "-t set -d 16 -r 10000", get10k = "-t get -d 16 -r 10000", incr = "-t incr" }
 local PAIR_DUR = QUICK and 0.05 or 0.5
+local SCALE_NKEYS, SCALE_OPS, SCALE_LIST = {}, n(scale.OPS), n(scale.LIST)
+for i, nk in ipairs(QUICK and scale.QUICK_NKEYS or scale.NKEYS) do SCALE_NKEYS[i] = string.format("%d", nk) end
 local ngx_srv, redis_srv, ngx_why, redis_why
 local stoppers = {}
 local function stop_servers()
@@ -154,7 +157,7 @@ local function measure()
     ngx_why, redis_why = "skipped (BENCH_QUICK)", "skipped (BENCH_QUICK)"
   else
     local bench_dir = (HERE:sub(1, 1) == "/" and HERE or (sh("pwd"):gsub("%s+$", "") .. "/" .. HERE))
-    ngx_srv, ngx_why = servers.nginx(bench_dir, dictloops.CAPACITY)
+    ngx_srv, ngx_why = servers.nginx(bench_dir, dictloops.CAPACITY, scale.zones())
     if ngx_srv then stoppers[#stoppers + 1] = ngx_srv.stop end
     redis_srv, redis_why = servers.redis()
     if redis_srv then stoppers[#stoppers + 1] = redis_srv.stop end
@@ -195,6 +198,20 @@ local function measure()
     case("pair redis getget", "redis-benchmark -s " .. q(redis_srv.sock) .. " -c 2 -P 1 -n " .. n(100000) ..
       " --csv -t get -d 16", redis_us(2))
   end
+
+  -- 5. at scale (issue 17), and the C API's floor for a hot-key get
+  if has_dict then case("dict floor get16", lua("dict.lua", "floor", "get16", N)) end
+  local function scale_case(name, ...)
+    local a = { ... }
+    if has_dict then case("scale shm " .. name, lua("dictscale.lua", ...)) end
+    if ngx_srv then
+      case("scale ngx " .. name, "curl -sS --max-time 1200 " ..
+        q(ngx_srv.url .. "/scale?what=" .. a[1] .. "&a=" .. a[2] .. (a[3] and "&b=" .. a[3] or "")))
+    end
+  end
+  for _, nk in ipairs(SCALE_NKEYS) do scale_case("keys " .. nk, "keys", nk, SCALE_OPS) end
+  scale_case("list", "list", SCALE_LIST)
+  for _, sz in ipairs(scale.VSIZES) do scale_case("fill " .. sz, "fill", sz) end
 
   -- run: every case once per round, in a fixed interleaved order
   for r = 1, ROUNDS do
@@ -450,6 +467,71 @@ if has_events then
     med("wake events"), med("wake fifo"), med("wake dict")))
   line("")
   line("Goals (issue 21): at least 10x the dict-based log's events per second; wake latency under 10 µs.")
+end
+
+line("")
+line("## 6. shm.dict at scale, beside ngx.shared.DICT (issue 17)")
+line("")
+line("The loops of bench/scaleloops.lua, for shm.dict in this interpreter (a new dict per run) and for " ..
+  "`ngx.shared.DICT` in the same nginx as section 4 (a zone per row, flushed first), both with the capacity " ..
+  "given. Keys: 16-byte strings stored in order, then read and written in a shuffled order (a fixed " ..
+  "generator, the same on both sides): random keys over the key set; values: the key itself, checked on " ..
+  "every read. " .. SCALE_OPS .. " gets then as many sets, after a warm-up of a tenth as many.")
+line("")
+line("| keys | capacity | get, shm.dict | get, ngx | shm.dict / ngx | set, shm.dict | set, ngx | shm.dict / ngx |")
+line("|---|---|---|---|---|---|---|---|")
+local function mib(b) return string.format("%g MiB", b / 1048576) end
+for _, nk in ipairs(SCALE_NKEYS) do
+  local g, s = med("scale shm keys " .. nk, 1), med("scale shm keys " .. nk, 2)
+  local xg, xs = med("scale ngx keys " .. nk, 1), med("scale ngx keys " .. nk, 2)
+  line(string.format("| %s | %s | %s | %s | %s | %s | %s | %s |", nk, mib(scale.capacity(tonumber(nk))),
+    has_dict and ns(g) or NA_DICT, ngx_srv and ns(xg) or "skipped", ratio(g, xg),
+    has_dict and ns(s) or NA_DICT, ngx_srv and ns(xs) or "skipped", ratio(s, xs)))
+end
+line("")
+line(string.format("Lists (%s, 16-byte elements): %d `rpush` onto one list, then %d `lpop`; then the list " ..
+  "pushed again and deleted with one `delete` (shm.dict frees its elements in committed batches before " ..
+  "`delete` returns; ngx frees them under its lock).", mib(scale.LIST_CAPACITY), SCALE_LIST, SCALE_LIST))
+line("")
+line("| op | shm.dict | ngx.shared.DICT | shm.dict / ngx |")
+line("|---|---|---|---|")
+for i, label in ipairs({ "`rpush`", "`lpop`", string.format("`delete` of a %d-element list", SCALE_LIST) }) do
+  local v, x = med("scale shm list", i), med("scale ngx list", i)
+  local f = i == 3 and function(u) return u and string.format("%.0f µs", u) or "n/a" end or ns
+  line(string.format("| %s | %s | %s | %s |", label, has_dict and f(v) or NA_DICT, ngx_srv and f(x) or "skipped",
+    ratio(v, x)))
+end
+line("")
+line(string.format("Values per MiB: `safe_set` of values of one size (keys `f:1`, `f:2`, ...) into an empty " ..
+  "dict of %s until \"no memory\"; the count over the capacity in MiB (ngx: a zone of the same size).",
+  mib(scale.FILL_CAPACITY)))
+line("")
+line("| value size | shm.dict, values per MiB | ngx, values per MiB | shm.dict / ngx |")
+line("|---|---|---|---|")
+for _, sz in ipairs(scale.VSIZES) do
+  local per = scale.FILL_CAPACITY / 1048576
+  local v, x = med("scale shm fill " .. sz), med("scale ngx fill " .. sz)
+  line(string.format("| %d B | %s | %s | %s |", sz, has_dict and string.format("%.0f", v / per) or NA_DICT,
+    ngx_srv and x and string.format("%.0f", x / per) or "skipped", ratio(v, x)))
+end
+line("")
+line("Goals (issue 17), ratios of figures of this run:")
+line("")
+do
+  local sset, xset = med("dict shm set16"), med("dict ngx set16")
+  local sget, fl = med("dict shm get16"), med("dict floor get16")
+  local function verdict(r, goal) return r and (r <= goal and "met" or "not met") or "not measured" end
+  local rs, rg = sset and xset and sset / xset, sget and fl and sget / fl
+  line(string.format("- Hot-key `set` (section 4's row) within 1.25× of ngx.shared.DICT's, under LuaJIT " ..
+    "(the FFI path): here %s, shm.dict %s, ngx %s: %s× (%s).", jit and jit.version or _VERSION, ns(sset),
+    ngx_srv and ns(xset) or "skipped", ratio(sset, xset),
+    jit and verdict(rs, 1.25) or "the goal is LuaJIT's; see results-luajit.md"))
+  line(string.format("- Hot-key `get` within 1.3× of the C API's own floor, under Lua 5.4: the same loop with " ..
+    "`seg:read(0, 16)` of a 4 KiB segment holding the value in place of `d:get(\"hot\")` (a checked method " ..
+    "call on a userdata that makes the 16-byte result string and does nothing else; bench/dictloops.lua's " ..
+    "`floor`): here %s, shm.dict %s, floor %s: %s× (%s).", jit and jit.version or _VERSION, ns(sget), ns(fl),
+    ratio(sget, fl), jit and "the goal is Lua 5.4's; under LuaJIT both run through the FFI" or
+    verdict(rg, 1.3)))
 end
 
 lib.report(out, RESULTS, QUICK)

@@ -84,18 +84,19 @@ http {
   lua_package_path 'LUAPATH;;';
   lua_shared_dict bench CAPACITY;
   lua_shared_dict locks 1m;
-  init_worker_by_lua_block { require("ngx_dict").init_worker() }
+ZONES  init_worker_by_lua_block { require("ngx_dict").init_worker() }
   server {
     listen 127.0.0.1:PORT;
     location = /info { content_by_lua_block { require("ngx_dict").info() } }
     location = /op { content_by_lua_block { require("ngx_dict").op() } }
     location = /pair { content_by_lua_block { require("ngx_dict").pair() } }
     location = /lock { content_by_lua_block { require("ngx_lock").run() } }
+    location = /scale { content_by_lua_block { require("ngx_dict").scale() } }
   }
 }
 ]]
 
-function M.nginx(bench, capacity)
+function M.nginx(bench, capacity, zones)
   if not sh("command -v nginx") then return nil, "nginx not installed" end
   if not sh("command -v curl") then return nil, "curl not installed" end
   local mod = lua_module(bench)
@@ -109,8 +110,10 @@ function M.nginx(bench, capacity)
     local dir = tempdir()
     if not dir then return nil, "mktemp failed" end
     local port = 20000 + math.random(0, 39999)
+    local zl = {} -- more lua_shared_dict zones: { { name, bytes }, ... }
+    for _, z in ipairs(zones or {}) do zl[#zl + 1] = string.format("  lua_shared_dict %s %d;\n", z[1], z[2]) end
     local conf = CONF:gsub("[A-Z]+", { DIR = dir, NDK = mod.ndk, LUAMOD = mod.lua, PORT = tostring(port),
-      LUAPATH = bench .. "/?.lua;" .. mod.path, CAPACITY = tostring(capacity) })
+      LUAPATH = bench .. "/?.lua;" .. mod.path, CAPACITY = tostring(capacity), ZONES = table.concat(zl) })
     local f = assert(io.open(dir .. "/nginx.conf", "w"))
     f:write(conf)
     f:close()
