@@ -588,9 +588,11 @@ static int l_cas(lua_State *L) {
        * here, then cas against exactly those bytes (again if they change) */
       dval cur;
       cur.len = 0;
-      size_t cap;
-      do r = shm_dict_get(d, k, kl, 0, &cur, dictbuf(L, d, cur.len, &cap), cap);
-      while (r == SHM_DICT_BUFSMALL);
+      do {
+        size_t cap;
+        char *buf = dictbuf(L, d, cur.len, &cap);
+        r = shm_dict_get(d, k, kl, 0, &cur, buf, cap);
+      } while (r == SHM_DICT_BUFSMALL);
       if (r == SHM_OK && cur.type != DV_TABLE) r = SHM_DICT_CHANGED;
       if (r != SHM_OK) break;
       lua_pushlstring(L, cur.ptr, cur.len); /* top + 1: the bytes */
