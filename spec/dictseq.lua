@@ -28,10 +28,9 @@ S.PAUSE = 0.005 -- the sleep that follows them (any wait longer than the TTL wil
 -- told otherwise (opts.known = {} turns them all back on): each one has a
 -- reproduction in spec/dict_model_spec.lua, tagged #known.
 S.KNOWN = {
-  -- where numbers are doubles (5.1, 5.2, LuaJIT), -0.0 is stored as the integer 0
-  -- and reads back as 0 (1/x: inf; nginx and 5.3+: -inf), as a value and in lists
-  negzero = true,
-  -- Those of issue 17, fixed since (each keeps its spec):
+  -- Those of issue 17, fixed since (each keeps its spec); and `negzero`: where
+  -- numbers are doubles (5.1, 5.2, LuaJIT), -0.0 was stored as the integer 0
+  -- and read back as 0 (1/x: inf; nginx and 5.3+: -inf), as a value and in lists.
   -- `longlist`: deleting, overwriting, expiring, flushing or evicting a list
   -- longer than ~64 elements overflowed the undo journal; `flags31`: flags
   -- above 2^31 read back as themselves minus 2^32, 2^32 and above raised (nginx:

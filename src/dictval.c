@@ -52,7 +52,8 @@ static int wholenumber(lua_State *L, int idx, int64_t *i) {
   return 1;
 #else
   double n = (double)lua_tonumber(L, idx);
-  if (!(n == floor(n) && fabs(n) < 9007199254740992.0)) return 0;
+  if (!(n == floor(n) && fabs(n) < 9007199254740992.0) || (n == 0 && signbit(n)))
+    return 0; /* (-0.0 keeps its sign: a float) */
   *i = (int64_t)n;
   return 1;
 #endif

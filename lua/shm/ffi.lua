@@ -271,7 +271,7 @@ local function dicts(core, reg)
   -- doubles: a whole number below 2^53 as an integer (Lua 5.3+ reads it back
   -- as one), anything else as a double; returns its type
   local function numcell(i, v)
-    if v == floor(v) and v > -9007199254740992 and v < 9007199254740992 then
+    if v == floor(v) and v > -9007199254740992 and v < 9007199254740992 and (v ~= 0 or 1 / v > 0) then
       valbuf[i].i = v
       return T_INT
     end
