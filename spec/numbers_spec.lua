@@ -1,8 +1,8 @@
 -- Numbers in a shm.dict between interpreters with and without an integer
 -- subtype.  The rule, both ways:
 --  * from LuaJIT, 5.1 and 5.2 (numbers are doubles), a whole number exactly
---    representable (|x| < 2^53; -0 is 0) is stored as an integer: Lua 5.3+
---    reads it back as one, and `incr` of it with an integer step stays one;
+--    representable (|x| < 2^53; not -0.0, which stays a float with its sign,
+--    as ngx keeps it) is stored as an integer: Lua 5.3+ reads it back as one, and `incr` of it with an integer step stays one;
 --    fractions (and 2^53 and beyond, infinities) stay floats;
 --  * from 5.3+, integers and floats are stored as they are: a float (3.0)
 --    stays a float, also after an `incr` from LuaJIT or 5.1.
@@ -83,7 +83,7 @@ describe("numbers across interpreters", function()
 
   local SET = {
     whole = "integer 3", neg = "integer -42", exact = "integer 9007199254740991",
-    beyond = "float 9007199254740992", frac = "float 2.5", negzero = "integer 0", inf = "float inf",
+    beyond = "float 9007199254740992", frac = "float 2.5", negzero = "float -0", inf = "float inf",
     count = "integer 3", fcount = "float 1.5",
   }
   local function keys(t)
