@@ -49,7 +49,7 @@ end
 local function c_hold(...)
   local args = { peer }
   for _, a in ipairs({ ... }) do args[#args + 1] = H.shellquote(a) end
-  local p = assert(io.popen("sh -c 'echo $$; exec \"$@\"' sh " .. table.concat(args, " ")))
+  local p = assert(io.popen("exec sh -c 'echo $$; exec \"$@\"' sh " .. table.concat(args, " ")))
   local pid = tonumber(p:read("*l"))
   assert.equal("held", p:read("*l"))
   return pid, p
