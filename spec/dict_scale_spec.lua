@@ -7,19 +7,7 @@ local H = require "helpers"
 
 local L = shm.dict.layout
 
-local function newdict(cap)
-  local d = assert(shm.dict.create(shm.PRIVATE, cap or 1024 * 1024))
-  assert(d:segment():remove())
-  return d
-end
-
--- a real wait (a futex nobody notifies)
-local function pause(s)
-  local seg = shm.create(shm.PRIVATE, 8)
-  seg:remove()
-  seg:wait(0, 0, s)
-  seg:detach()
-end
+local newdict, pause = H.private_dict, H.pause
 
 -- the whole structure checks out, and the free space is back to `free`
 local function intact(d, free)

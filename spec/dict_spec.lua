@@ -8,20 +8,7 @@ local H = require "helpers"
 local function pack(...) return { n = select("#", ...), ... } end
 local R = pack
 
--- a fresh private dict (removed at once: gone when detached)
-local function newdict(cap)
-  local d = assert(shm.dict.create(shm.PRIVATE, cap or 1024 * 1024))
-  assert(d:segment():remove())
-  return d
-end
-
--- a real wait (a futex with a timeout nobody notifies), not os.execute("sleep")
-local function pause(s)
-  local seg = shm.create(shm.PRIVATE, 8)
-  seg:remove()
-  seg:wait(0, 0, s)
-  seg:detach()
-end
+local newdict, pause = H.private_dict, H.pause
 
 describe("shm.dict", function()
   local d

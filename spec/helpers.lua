@@ -295,6 +295,22 @@ function H.until_true(pred, limit)
 end
 
 --- A new shm.dict on a key of its own (H.cleanup removes it): the dict and the key.
+--- A private dict (removed at once: gone when detached).
+function H.private_dict(capacity)
+  local d = assert(shm.dict.create(shm.PRIVATE, capacity or 1024 * 1024))
+  assert(d:segment():remove())
+  return d
+end
+
+--- A real wait of `s` seconds (a futex with a timeout, nothing to notify it),
+-- not os.execute("sleep").
+function H.pause(s)
+  local seg = shm.create(shm.PRIVATE, 8)
+  seg:remove()
+  seg:wait(0, 0, s)
+  seg:detach()
+end
+
 function H.dict(capacity)
   local key = H.key()
   return assert(shm.dict.create(key, capacity or 1024 * 1024)), key

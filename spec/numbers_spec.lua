@@ -2,8 +2,8 @@
 -- subtype.  The rule, both ways:
 --  * from LuaJIT, 5.1 and 5.2 (numbers are doubles), a whole number exactly
 --    representable (|x| < 2^53; not -0.0, which stays a float with its sign,
---    as ngx keeps it) is stored as an integer: Lua 5.3+ reads it back as one, and `incr` of it with an integer step stays one;
---    fractions (and 2^53 and beyond, infinities) stay floats;
+--    as ngx keeps it) is stored as an integer: Lua 5.3+ reads it back as one,
+--    and `incr` of it with an integer step stays one; fractions (and 2^53 and beyond, infinities) stay floats;
 --  * from 5.3+, integers and floats are stored as they are: a float (3.0)
 --    stays a float, also after an `incr` from LuaJIT or 5.1.
 -- Writers and readers are child processes of each interpreter (the module
