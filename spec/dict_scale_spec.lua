@@ -9,6 +9,19 @@ local L = shm.dict.layout
 
 local newdict, pause = H.private_dict, H.pause
 
+-- For the children below: gc(f) makes garbage whose finalizer runs f (a
+-- userdata where tables take no finalizer: 5.1, LuaJIT).
+local GC = [[
+local function gc(f)
+  if newproxy then
+    local p = newproxy(true)
+    getmetatable(p).__gc = f
+    return p
+  end
+  return setmetatable({}, { __gc = f })
+end
+]]
+
 -- the whole structure checks out, and the free space is back to `free`
 local function intact(d, free)
   local st = d:stat() -- raises "corrupted dict (...)" if anything is off
@@ -132,7 +145,7 @@ describe("shm.dict at any size", function()
   end)
 
   it("reads right when a finalizer calls the dict in the middle of a read", function()
-    local out, rc = H.run([[
+    local out, rc = H.run(GC .. [[
       local shm = require "shm"
       local d = assert(shm.dict.create(shm.PRIVATE, 4 * 1024 * 1024))
       d:segment():remove()
@@ -143,14 +156,6 @@ describe("shm.dict at any size", function()
       d:set("k", big, 0, 7)
       d:set("other", { x = string.rep("o", 100000) })
       other:set("k", "the other dict's value", 0, 9)
-      local function gc(f)
-        if newproxy then
-          local p = newproxy(true)
-          getmetatable(p).__gc = f
-          return p
-        end
-        return setmetatable({}, { __gc = f })
-      end
       if jit then jit.off() end
       local bad = 0
       for round = 1, 20 do
@@ -172,7 +177,7 @@ describe("shm.dict at any size", function()
 
   it("reads right when a finalizer reads longer values, of this dict or another, mid-read", function()
     for _, jitmode in ipairs({ "on", "off" }) do
-      local out, rc = H.run([[
+      local out, rc = H.run(GC .. [[
         local shm = require "shm"
         local d = assert(shm.dict.create(shm.PRIVATE, 16 * 1024 * 1024))
         d:segment():remove()
@@ -182,14 +187,6 @@ describe("shm.dict at any size", function()
         d:set("big", ("C"):rep(3 * 1024 * 1024))
         d2:set("o", ("B"):rep(3000))
         d2:set("huge", ("H"):rep(6 * 1024 * 1024))
-        local function gc(f)
-          if newproxy then
-            local p = newproxy(true)
-            getmetatable(p).__gc = f
-            return p
-          end
-          return setmetatable({}, { __gc = f })
-        end
         if jit and arg[1] == "off" then jit.off() end
         local bad = 0
         for i = 1, 4000 do
