@@ -61,11 +61,18 @@ H.pid = readpid()
 local counter = 0
 local created = {}
 
+-- this process's System V keys: 0x4c000000-0x4fffffff, 4096 for each pid
+-- (mod 16384), so that suites running side by side do not meet
+local KEYS = 0x4c000000 + (H.pid % 16384) * 4096
+
+--- How `ipcs` begins this process's keys ("0x4c012").
+function H.keyprefix() return string.format("0x%08x", KEYS):sub(1, 7) end
+
 --- A System V key no segment uses, remembered for cleanup.
 function H.key()
   while true do
     counter = counter + 1
-    local k = 0x4c000000 + (H.pid % 4096) * 4096 + counter % 4096
+    local k = KEYS + counter % 4096
     local s = shm.open(k)
     if s then s:detach() else
       created[#created + 1] = k
