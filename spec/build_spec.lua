@@ -109,7 +109,8 @@ describe("the Debian packages step (.ci/deps)", function()
 
   it("runs before make test compiles anything, with the packages for that interpreter", function()
     local run = shims()
-    local out, rc, calls = run(H.make .. " -C " .. H.shellquote(H.root) .. " test LUA=luajit BUILD=build/deps-spec-" .. H.pid,
+    local out, rc, calls = run(H.make .. " -C " .. H.shellquote(H.root)
+      .. " test LUA=luajit BUILD=build/deps-spec-" .. H.pid,
       { SHIM_INSTALLED = "" })
     assert.is_true(rc ~= 0)
     assert.matches("sudo apt%-get install %-y %-%-no%-remove [^\n]*luajit2 libluajit2%-5%.1%-dev", out)

@@ -318,7 +318,8 @@ describe("shm.dict under kill -9", function()
       if deletes then
         from = P + 1
         for n = Q + 2, P do if seen[n] then from = n break end end
-        assert.is_true(from <= P or len == 0, string.format("%s: nothing of %d..%d left, but %d elements", L, Q + 2, P, len))
+        assert.is_true(from <= P or len == 0,
+          string.format("%s: nothing of %d..%d left, but %d elements", L, Q + 2, P, len))
       end
       for n = from, P do
         assert.is_true(seen[n] or skipped[n], string.format("%s: element %d lost (%d..%d)", L, n, Q, P))

@@ -9,18 +9,7 @@ local L = shm.dict.layout
 
 local newdict, pause = H.private_dict, H.pause
 
--- For the children below: gc(f) makes garbage whose finalizer runs f (a
--- userdata where tables take no finalizer: 5.1, LuaJIT).
-local GC = [[
-local function gc(f)
-  if newproxy then
-    local p = newproxy(true)
-    getmetatable(p).__gc = f
-    return p
-  end
-  return setmetatable({}, { __gc = f })
-end
-]]
+local GC = H.GC
 
 -- the whole structure checks out, and the free space is back to `free`
 local function intact(d, free)

@@ -61,6 +61,19 @@ H.pid = readpid()
 local counter = 0
 local created = {}
 
+--- For child scripts (prepend it): gc(f) makes garbage whose finalizer runs
+-- f (a userdata where tables take no finalizer: 5.1, LuaJIT).
+H.GC = [[
+local function gc(f)
+  if newproxy then
+    local p = newproxy(true)
+    getmetatable(p).__gc = f
+    return p
+  end
+  return setmetatable({}, { __gc = f })
+end
+]]
+
 -- this process's System V keys: 0x4c000000-0x4fffffff, 4096 for each pid
 -- (mod 16384), so that suites running side by side do not meet
 local KEYS = 0x4c000000 + (H.pid % 16384) * 4096

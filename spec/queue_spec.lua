@@ -390,4 +390,43 @@ describe("shm.queue", function()
     q:remove()
     q:detach()
   end)
+
+  it("pops right when a finalizer pops from this queue or another in the middle of a pop", function()
+    for _, jitmode in ipairs({ "on", "off" }) do
+      local out, rc = H.run(H.GC .. [[
+        local shm = require "shm"
+        local q = assert(shm.queue.create(shm.PRIVATE, 64 * 1024 * 1024))
+        local q2 = assert(shm.queue.create(shm.PRIVATE, 1024 * 1024))
+        if jit and arg[1] == "off" then jit.off() end
+        -- messages "<n>:" then n bytes of one letter, long and short mixed,
+        -- so that a nested pop grows the buffer a pop is reading
+        local function msg(n)
+          return n .. ":" .. string.rep(string.char(65 + n % 26), (n % 7 == 0) and 100000 + n or n % 50)
+        end
+        local N, got, bad = 3000, {}, 0
+        local function check(m)
+          local n = tonumber(m:match("^(%d+):"))
+          if not n or m ~= msg(n) or got[n] then bad = bad + 1 else got[n] = true end
+        end
+        for n = 1, N do assert(q:push(msg(n), 0)) end
+        for i = 1, 300 do assert(q2:push(i .. ":" .. string.rep("x", i % 50), 0)) end
+        local popped = 0
+        for _ = 1, 10 * N do -- (a lost message ends it short)
+          if popped == N then break end
+          for _ = 1, 20 do gc(function()
+            local m = q:pop(0)
+            if m then check(m) popped = popped + 1 end
+            m = q2:pop(0)
+            if m then assert(q2:push(m, 0)) end
+          end) end
+          local m = q:pop(0)
+          if m then check(m) popped = popped + 1 end
+        end
+        collectgarbage()
+        io.write("bad=", bad, " popped=", popped)
+      ]], { jitmode })
+      assert.equal(0, rc, out)
+      assert.equal("bad=0 popped=3000", out)
+    end
+  end)
 end)

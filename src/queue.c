@@ -450,6 +450,7 @@ typedef struct shm_queue {
   shm_segment *seg; /* kept alive by the user value */
   shm_ctx *ctx;
   shm_buf buf;      /* pop's staging buffer */
+  int lent;         /* buf is lent to an FFI pop making its string */
 } shm_queue;
 
 /* The queue at idx, attached.  The methods carry the metatable as their
@@ -549,10 +550,25 @@ static int l_pop(lua_State *L) {
   const char *why = NULL;
   size_t len = 0;
   shm_status st;
+  shm_buf own = {NULL, 0};
   shm_optdeadline(L, 2, &d);
-  st = q_pop(&q->core, &q->buf, &len, &d, &why);
-  if (st != SHM_OK) return failure(L, st, why, 1);
-  lua_pushlstring(L, q->buf.p, len);
+  /* (while an FFI pop holds the handle's buffer, a finalizer's pop copies
+   * into one of its own) */
+  st = q_pop(&q->core, q->lent ? &own : &q->buf, &len, &d, &why);
+  if (st != SHM_OK) {
+    shm_buf_free(&own);
+    return failure(L, st, why, 1);
+  }
+  /* Making the string can run a finalizer that pops from this queue: the
+   * message leaves the handle's buffer first (a nested pop grows another). */
+  if (!q->lent) {
+    own = q->buf;
+    q->buf.p = NULL;
+    q->buf.size = 0;
+  }
+  lua_pushlstring(L, own.p, len);
+  if (!q->lent && q->buf.p == NULL) q->buf = own;
+  else shm_buf_free(&own);
   return 1;
 }
 
@@ -678,6 +694,7 @@ static int newqueue(lua_State *L, int idx, int keyidx, uint64_t cap, const char 
   q->ctx = ctx;
   q->buf.p = NULL;
   q->buf.size = 0;
+  q->lent = 0;
   luaL_setmetatable(L, QUEUE_MT);
   lua_pushvalue(L, idx);
   lua_setiuservalue(L, -2, 1);
@@ -795,29 +812,42 @@ static int ffi_push(void *ud, const char *msg, size_t len, double timeout, const
   return st == SHM_ERRNO ? SHM_FFI_FALLBACK : st; /* nothing pushed: l_push says why */
 }
 
-static int ffi_pop(void *ud, double timeout, const char **p, size_t *len, const char **why) {
+/* The message is in the handle's buffer, lent to the caller until it calls
+ * done: making its string can run a finalizer that pops from this queue,
+ * which then takes the C API's path into a buffer of its own.  The length is
+ * a double: reading it makes no Lua object (so no finalizer runs before
+ * both results are read). */
+static int ffi_pop(void *ud, double timeout, const char **p, double *len, const char **why) {
   shm_queue *q = (shm_queue *)ud;
   shm_deadline d;
+  size_t n = 0;
   int st;
-  if (q->seg->addr == NULL || q->seg->readonly) return SHM_FFI_FALLBACK;
+  if (q->seg->addr == NULL || q->seg->readonly || q->lent) return SHM_FFI_FALLBACK;
   if (timeout < 0) d.forever = 1;
   else shm_deadline_after(&d, timeout);
   *why = NULL;
-  *len = 0;
-  st = q_pop(&q->core, &q->buf, len, &d, why);
+  st = q_pop(&q->core, &q->buf, &n, &d, why);
   if (st == SHM_ERRNO) return SHM_FFI_FALLBACK; /* nothing taken: l_pop says why */
+  *len = (double)n;
   *p = q->buf.p;
+  q->lent = st == SHM_OK;
   return st;
+}
+
+/* The caller of pop made its string: the buffer is the handle's again. */
+static void ffi_done(void *ud) {
+  ((shm_queue *)ud)->lent = 0;
 }
 
 /* Keep in step with the cdef in lua/shm/ffi.lua. */
 typedef struct shm_queue_ffi_api {
   int version;
   int (*push)(void *, const char *, size_t, double, const char **);
-  int (*pop)(void *, double, const char **, size_t *, const char **);
+  int (*pop)(void *, double, const char **, double *, const char **);
+  void (*done)(void *);
 } shm_queue_ffi_api;
 
-static const shm_queue_ffi_api queue_ffi = {1, ffi_push, ffi_pop};
+static const shm_queue_ffi_api queue_ffi = {2, ffi_push, ffi_pop, ffi_done};
 
 void shm_open_queue(lua_State *L, int module, int methods) {
   (void)methods;

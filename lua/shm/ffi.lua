@@ -64,7 +64,8 @@ typedef struct shm_dict_ffi_api {
 typedef struct shm_queue_ffi_api {
   int version;
   int (*push)(void *, const char *, size_t, double, const char **);
-  int (*pop)(void *, double, const char **, size_t *, const char **);
+  int (*pop)(void *, double, const char **, double *, const char **);
+  void (*done)(void *);
 } shm_queue_ffi_api;
 ]]
 end
@@ -114,6 +115,7 @@ local p_flags = ffi.new("uint32_t[1]")
 local p_stale = ffi.new("int[1]")
 local p_forcible = ffi.new("int[1]")
 local p_len = ffi.new("uint32_t[1]") -- (read as a number: no cdata made)
+local p_qlen = ffi.new("double[1]") -- (a popped message's length: the same)
 local p_why = ffi.new("const char *[1]")
 local valbuf = ffi.new("union { double d; int64_t i; uint8_t b[8]; char c[8]; }[2]")
 local valptr = cast("char *", valbuf)              -- value / step
@@ -465,12 +467,12 @@ end
 
 local function queues(core, reg)
   local api = cast("const shm_queue_ffi_api *", core.queue._ffi)
-  if api.version ~= 1 then return end
+  if api.version ~= 2 then return end
   local class = reg["shm.queue"]
   local methods = class and rawget(class, "__index")
   if type(methods) ~= "table" then return end
   local known, check = checker(function(obj) return getmetatable(obj) == class end)
-  local a_push, a_pop = api.push, api.pop
+  local a_push, a_pop, a_done = api.push, api.pop, api.done
 
   -- failure(): the reasons, and the error for a corrupted queue
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_CLOSED] = "closed", [ST_INTERRUPTED] = "interrupted" }
@@ -499,8 +501,15 @@ local function queues(core, reg)
       local self, t = ...
       t = timeout(t)
       if t and (known[self] or check(self)) then
-        local r = a_pop(self, t, p_ptr, p_size, p_why)
-        if r == ST_OK then return ffi_string(p_ptr[0], p_size[0]) end
+        local r = a_pop(self, t, p_ptr, p_qlen, p_why)
+        if r == ST_OK then
+          -- the length (a number: no cdata made) before the pointer; the
+          -- handle's buffer stays lent to us until a_done
+          local n = p_qlen[0]
+          local s = ffi_string(p_ptr[0], n)
+          a_done(self)
+          return s
+        end
         local why = reasons[r]
         if why then return nil, why end
         if r == ST_CORRUPT then error(corrupt(), 2) end
