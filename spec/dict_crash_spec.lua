@@ -266,11 +266,11 @@ describe("shm.dict under kill -9", function()
     d:detach()
   end
 
-  it("stays consistent: every key holds its acknowledged or in-flight value, no space leaks", function()
+  it("stays consistent: every key holds its acknowledged or in-flight value, no space leaks #storm", function()
     keystorm(1024 * 1024)
   end)
 
-  it("stays consistent while sets evict", function()
+  it("stays consistent while sets evict #storm", function()
     keystorm(256 * 1024, "evict")
   end)
 
@@ -336,11 +336,11 @@ describe("shm.dict under kill -9", function()
     d:detach()
   end
 
-  it("keeps long lists whole and in order", function()
+  it("keeps long lists whole and in order #storm", function()
     liststorm(PROVE and 100000 or 300)
   end)
 
-  it("keeps long lists whole while they are deleted", function()
+  it("keeps long lists whole while they are deleted #storm", function()
     liststorm(PROVE and 100000 or 300, true)
   end)
 end)

@@ -219,7 +219,7 @@ describe("d:fetch", function()
     assert.equal(2, d:get("runs"))
   end)
 
-  it("survives a kill storm: values are whole, callbacks never overlap on a key", function()
+  it("survives a kill storm: values are whole, callbacks never overlap on a key #storm", function()
     local WORKER = OPEN .. [[
       local core = require "shm.core"
       local me = string.format("%d %d", core._self())

@@ -408,7 +408,7 @@ describe("shm.lock", function()
     assert.is_nil(d:get("k"))
   end)
 
-  it("survives a storm of kill -9: never two holders at once, never a lock left stuck", function()
+  it("survives a storm of kill -9: never two holders at once, never a lock left stuck #storm", function()
     local d, key = newdict()
     finally(function() d:remove() d:detach() end)
     -- each worker, holding the lock, writes its pid as the owner, works a
