@@ -397,6 +397,7 @@ describe("shm.queue", function()
         local shm = require "shm"
         local q = assert(shm.queue.create(shm.PRIVATE, 64 * 1024 * 1024))
         local q2 = assert(shm.queue.create(shm.PRIVATE, 1024 * 1024))
+        assert(q:remove()) assert(q2:remove()) -- (gone at exit)
         if jit and arg[1] == "off" then jit.off() end
         -- messages "<n>:" then n bytes of one letter, long and short mixed,
         -- so that a nested pop grows the buffer a pop is reading

@@ -231,4 +231,41 @@ describe("segment", function()
     assert.error_matches(function() shm.map() end, "string expected")
     H.cleanup()
   end)
+
+  it("reads whole bytes, or raises, when a finalizer detaches it in the middle of a read or unpack", function()
+    -- (making a string can collect garbage first: 5.1, 5.2, LuaJIT; a
+    -- finalizer that detaches the segment then must not unmap it under the
+    -- read: before the fix, a SIGSEGV)
+    for _, jitmode in ipairs({ "on", "off" }) do
+      local out, rc = H.run(H.GC .. [[
+        local shm = require "shm"
+        if jit and arg[1] == "off" then jit.off() end
+        collectgarbage("setpause", 0) -- (a collection always under way: finalizers run often)
+        local SIZE = 256 * 1024
+        local whole, raised, bad = 0, 0, 0
+        for round = 1, 300 do
+          local seg = assert(shm.create(shm.PRIVATE, SIZE))
+          assert(seg:remove()) -- (gone at its detach)
+          seg:fill(65 + round % 26)
+          local want = string.char(65 + round % 26)
+          for _ = 1, 30 do gc(function() seg:detach() end) end
+          local ok, v, w, x
+          if round % 2 == 0 then
+            ok, v = pcall(seg.read, seg, 0, SIZE)
+            if ok and v ~= want:rep(SIZE) then bad = bad + 1 end
+          else
+            ok, v, w, x = pcall(seg.unpack, seg, 0, "c100000 c100000 c50000")
+            if ok and (v ~= want:rep(100000) or w ~= want:rep(100000) or x ~= want:rep(50000)) then bad = bad + 1 end
+          end
+          if ok then whole = whole + 1
+          elseif tostring(v):find("detached segment", 1, true) then raised = raised + 1
+          else bad = bad + 1 end
+          collectgarbage()
+        end
+        io.write("bad=", bad, " all=", whole + raised)
+      ]], { jitmode })
+      assert.equal(0, rc, out)
+      assert.equal("bad=0 all=300", out)
+    end
+  end)
 end)

@@ -62,13 +62,21 @@ static int64_t *slot(void *ud, int write, double off) {
   return (int64_t *)(void *)(s->addr + o);
 }
 
-/* read: the length, the bytes' address in *p; or SHM_FFI_FALLBACK */
+/* read: the length, the bytes' address in *p; or SHM_FFI_FALLBACK.  The
+ * segment stays pinned (shm_pin) until done: making the pointer and the
+ * string can run a finalizer that detaches it. */
 static double f_read(void *ud, double off, double len, const char **p) {
   shm_segment *s = open_seg(ud, 0);
   size_t o, n;
   if (s == NULL || !offset(s, off, &o) || !length(s, len, o, &n)) return SHM_FFI_FALLBACK;
   *p = (const char *)s->addr + o;
+  shm_pin(s);
   return (double)n;
+}
+
+/* The caller of read made its string. */
+static void f_done(void *ud) {
+  shm_unpin((shm_segment *)ud);
 }
 
 static int f_write(void *ud, const char *data, size_t len, double off) {
@@ -132,9 +140,10 @@ typedef struct shm_seg_ffi_api {
   int (*store)(void *, double, double);
   int (*add)(void *, double, double, double *);
   int (*cas)(void *, double, double, double, double *);
+  void (*done)(void *);
 } shm_seg_ffi_api;
 
-static const shm_seg_ffi_api seg_ffi = {1, f_read, f_write, f_fill, f_load, f_store, f_add, f_cas};
+static const shm_seg_ffi_api seg_ffi = {2, f_read, f_write, f_fill, f_load, f_store, f_add, f_cas, f_done};
 
 void shm_open_ffi(lua_State *L, int module, int methods) {
   (void)methods;

@@ -281,11 +281,13 @@ static int seg_unpack(lua_State *L) {
   size_t pos = shm_checkoffset(L, 2, s);
   const char *fmt = luaL_checkstring(L, 3);
   fmtstate h = {L, nativelittle(), 1};
-  const unsigned char *base = s->addr;
+  const unsigned char *base;
   int n = 0;
   while (*fmt != '\0') {
     size_t size, pad;
     kind k = readitem(&h, pos, &fmt, &size, &pad);
+    /* (a finalizer run by the last value made may have detached it) */
+    if ((base = s->addr) == NULL) luaL_error(L, "attempt to use a detached segment");
     if (pad > s->size - pos || size > s->size - pos - pad)
       luaL_error(L, "unpack: format reads past the end of the segment (offset %I, segment size %I)",
                  (lua_Integer)(pos + pad), (lua_Integer)s->size);
@@ -316,7 +318,7 @@ static int seg_unpack(lua_State *L) {
       break;
     }
     case K_CHAR:
-      lua_pushlstring(L, (const char *)base + pos, size);
+      shm_pushbytes(L, s, base + pos, size);
       break;
     case K_STRING: {
       /* the length comes from shared memory: untrusted, checked */
@@ -324,7 +326,7 @@ static int seg_unpack(lua_State *L) {
       if (len > s->size - pos - size)
         luaL_error(L, "unpack: string length %I at offset %I runs past the end of the segment",
                    (lua_Integer)len, (lua_Integer)pos);
-      lua_pushlstring(L, (const char *)base + pos + size, (size_t)len);
+      shm_pushbytes(L, s, base + pos + size, (size_t)len);
       pos += (size_t)len;
       break;
     }
@@ -333,7 +335,7 @@ static int seg_unpack(lua_State *L) {
       if (z == NULL) luaL_error(L, "unpack: unfinished string for format 'z' at offset %I",
                                 (lua_Integer)pos);
       size = (size_t)(z - (base + pos));
-      lua_pushlstring(L, (const char *)base + pos, size);
+      shm_pushbytes(L, s, base + pos, size);
       size += 1;
       break;
     }

@@ -60,10 +60,31 @@ shm_segment *shm_checkwritable(lua_State *L, int idx) {
   return s;
 }
 
-/* The one closer.  Idempotent; returns 0 or the errno of the failing call. */
+/* The one closer.  Idempotent; returns 0 or the errno of the failing call.
+ * While pinned (shm_pin) the mapping is only parked: hidden now, unmapped
+ * at the last unpin. */
 static int closesegment(shm_segment *s) {
   s->resv_lo = s->resv_hi = 0; /* (shm_segment_reserve: EBADF from now on) */
+  if (s->pins > 0) {
+    if (s->addr != NULL) s->parked = s->addr;
+    s->addr = NULL;
+    return 0;
+  }
+  if (s->parked != NULL) {
+    s->addr = s->parked;
+    s->parked = NULL;
+  }
   return s->addr != NULL || s->fd >= 0 ? s->ops->unmap(s) : 0;
+}
+
+void shm_unpin(shm_segment *s) {
+  if (s->pins > 0 && --s->pins == 0 && s->parked != NULL) closesegment(s);
+}
+
+void shm_pushbytes(lua_State *L, shm_segment *s, const void *p, size_t n) {
+  shm_pin(s);
+  lua_pushlstring(L, (const char *)p, n); /* (5.1, 5.2, LuaJIT: may collect first) */
+  shm_unpin(s);
 }
 
 /* shm_segment_reserve (shm.h) past its test of the range kept.  A request
@@ -138,7 +159,7 @@ static int seg_read(lua_State *L) {
   shm_segment *s = shm_checkopen(L, 1);
   size_t off = shm_optoffset(L, 2, s, 0);
   size_t len = shm_optlength(L, 3, s, off);
-  lua_pushlstring(L, (const char *)s->addr + off, len);
+  shm_pushbytes(L, s, s->addr + off, len);
   return 1;
 }
 
@@ -303,6 +324,7 @@ static int seg_chown(lua_State *L) {
  * they are collected before the segment they keep alive. */
 static int seg_gc(lua_State *L) {
   shm_segment *s = shm_checksegment(L, 1);
+  s->pins = 0; /* (no read of it runs now: one an error ended left its pin) */
   if (s->held == 0) closesegment(s);
   return 0;
 }

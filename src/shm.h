@@ -72,6 +72,8 @@ typedef struct shm_segment {
   int shmid;                 /* System V id, -1 otherwise */
   int32_t key;               /* System V key (as given), 0 otherwise */
   int held;                  /* mutexes in it locked by this process: no unmapping then */
+  int pins;                  /* reads of the mapping making Lua values (shm_pin) */
+  unsigned char *parked;     /* the mapping, detached while pinned: unmapped at the unpin */
   size_t resv_lo, resv_hi;   /* bytes [resv_lo, resv_hi) known backed by memory: reserved
                                 by this process, or at open (shm_segment_reserve) */
 } shm_segment;
@@ -81,6 +83,16 @@ typedef struct shm_segment {
  * kind's.  The functions that take a lua_State find the segment at stack
  * index 1 (a method's self: its user value holds the name or path) and
  * return Lua results: true or the info table, else nil, message, errno. */
+/* Making a Lua value (a string of the segment's bytes) can run a finalizer,
+ * which can detach the segment: a function that reads the mapping while it
+ * makes values pins it, and a detach meanwhile hides the mapping at once (any
+ * later use raises) but unmaps it at the last unpin (or when the segment is
+ * collected, if an error skipped the unpin). */
+static inline void shm_pin(shm_segment *s) { s->pins++; }
+void shm_unpin(shm_segment *s);
+/* lua_pushlstring of n bytes at p, inside s's mapping, pinned */
+void shm_pushbytes(lua_State *L, shm_segment *s, const void *p, size_t n);
+
 typedef struct shm_ops {
   const char *kind;      /* "sysv", "posix", "file" (seg.kind, stat().kind) */
   const char *namefield; /* field holding the name ("name", "path"), or NULL */

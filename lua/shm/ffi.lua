@@ -49,6 +49,7 @@ typedef struct shm_seg_ffi_api {
   int (*store)(void *, double, double);
   int (*add)(void *, double, double, double *);
   int (*cas)(void *, double, double, double, double *);
+  void (*done)(void *);
 } shm_seg_ffi_api;
 typedef struct shm_dict_ffi_api {
   int version;
@@ -127,7 +128,7 @@ local i64ptr = ffi.typeof("const int64_t *")
 
 local function segments(core, reg)
   local api = cast("const shm_seg_ffi_api *", core._ffi)
-  if api.version ~= 1 then return end
+  if api.version ~= 2 then return end
   local class = reg["shm.segment"]
   local index = class and rawget(class, "__index")
   if type(index) ~= "function" then return end
@@ -144,7 +145,7 @@ local function segments(core, reg)
     return mt ~= nil and rawget(mt, key) == true
   end)
   local a_read, a_write, a_fill = api.read, api.write, api.fill
-  local a_load, a_store, a_add, a_cas = api.load, api.store, api.add, api.cas
+  local a_load, a_store, a_add, a_cas, a_rdone = api.load, api.store, api.add, api.cas, api.done
 
   install(methods, "segment", "read", function(c)
     return function(...)
@@ -152,7 +153,13 @@ local function segments(core, reg)
       if (known[self] or check(self)) and (off == nil or type(off) == "number")
           and (len == nil or (type(len) == "number" and len >= 0)) then
         local n = a_read(self, off or 0, len or -1, p_ptr)
-        if n >= 0 then return ffi_string(p_ptr[0], n) end
+        if n >= 0 then
+          -- (the segment stays pinned until a_rdone: a finalizer run while
+          -- the pointer or the string is made may detach it)
+          local s = ffi_string(p_ptr[0], n)
+          a_rdone(self)
+          return s
+        end
       end
       fallbacks["segment:read"] = fallbacks["segment:read"] + 1
       return c(...)
