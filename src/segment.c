@@ -243,7 +243,10 @@ static void checknotheld(lua_State *L, shm_segment *s) {
 
 /***
 Unmap now; any later use raises `attempt to use a detached segment`.  Harmless to
-repeat.  Raises while this process holds a mutex in the segment.
+repeat.  Raises while this process holds a mutex in the segment.  A detach made
+while a `read` or `unpack` of the segment is making its strings (by a finalizer
+that the allocation ran) takes effect at once for every later call, and the
+memory is unmapped when that read ends.
 @function segment:detach
 @treturn boolean true
 @usage seg:detach()
