@@ -114,71 +114,6 @@ int corrupt(shm_dict *d, const char *why) {
   return SHM_CORRUPT;
 }
 
-/* Is p (4 bytes) a word a transaction may change: the guarded state in the
- * header, or the buckets, sequence words, refs and heap after it? */
-static int jword_ok(shm_dict *d, size_t off) {
-  return (off >= offsetof(dhdr, flush_gen) && off + 4 <= offsetof(dhdr, wake)) ||
-         (off >= HDRSIZE && off + 4 <= d->size);
-}
-
-/* A journalled write of a word reachable in the committed state. */
-/* Append the word at p, as it is, to the journal: 1, or 0 (overflow set). */
-static int jappend(shm_dict *d, uint32_t *p) {
-  dhdr *h = d->h;
-  uint32_t n = d->jn;
-  if ((unsigned char *)p < d->base || !jword_ok(d, (size_t)((unsigned char *)p - d->base))) {
-    d->overflow = 1; /* a scribbled ref led here (the scratch words) */
-    d->why = "bad reference";
-    return 0;
-  }
-  if (n >= D_JMAX) {
-    d->overflow = 1;
-    d->why = "journal overflow";
-    return 0;
-  }
-  h->journal[n].word = (uint32_t)(((unsigned char *)p - d->base) >> 2);
-  h->journal[n].old = *p;
-  d->jn = n + 1;
-  __atomic_store_n(&h->jn, n + 1, __ATOMIC_RELEASE);
-  /* (the compiler must not move the caller's store to p above this) */
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  return 1;
-}
-
-/* A journalled copy of n bytes over reachable words at dst (4-aligned, the
- * words whole inside a block the caller validated): every old word saved,
- * the journal published once, then the bytes copied (readers of the bucket
- * the caller opened retry meanwhile). */
-void jwrite(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
-  dhdr *h = d->h;
-  size_t words = (n + 3) / 4, i, off = (size_t)(dst - d->base);
-  uint32_t jn = d->jn;
-  if (n == 0) return;
-  if (dst < d->base || off < HDRSIZE || off + 4 * words > d->size) {
-    d->overflow = 1;
-    d->why = "bad reference";
-    return;
-  }
-  if (jn + words > D_JMAX) {
-    d->overflow = 1;
-    d->why = "journal overflow";
-    return;
-  }
-  for (i = 0; i < words; i++) {
-    h->journal[jn + i].word = (uint32_t)((off >> 2) + i);
-    memcpy(&h->journal[jn + i].old, dst + 4 * i, 4);
-  }
-  d->jn = jn + (uint32_t)words;
-  __atomic_store_n(&h->jn, d->jn, __ATOMIC_RELEASE);
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  memcpy(dst, src, n);
-}
-
-void jw(shm_dict *d, uint32_t *p, uint32_t v) {
-  if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
-  if (jappend(d, p)) STORE(p, v);
-}
-
 /* Journal a word as it is, for writes made to it without the journal (a
  * fresh block's first words were its free-list links). */
 static void jsave(shm_dict *d, uint32_t *p) {
@@ -195,10 +130,12 @@ void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
   jw(d, w + 1, hi);
 }
 
-/* Open bucket b for change: its sequence word goes odd (journalled: a
- * rollback makes it even again, two past what it was) before anything a
- * reader of that bucket follows changes, and even again at the commit.
- * Readers of other buckets never wait for this transaction. */
+/* Open bucket b for change: its sequence word goes odd before anything a
+ * reader of that bucket follows changes, and even again at the commit.  It
+ * is not journalled: the header's list of open buckets, written first, is
+ * what a rollback (or the next locker) makes even again (settle_open), two
+ * past what it was.  Readers of other buckets never wait for this
+ * transaction. */
 void bopen(shm_dict *d, uint32_t b) {
   uint32_t *q = BSEQ(d, b), i;
   for (i = 0; i < d->nopen; i++)
@@ -214,8 +151,23 @@ void bopen(shm_dict *d, uint32_t b) {
   STORE(&d->h->open[d->nopen], b & d->mask);
   d->open[d->nopen++] = b & d->mask;
   __atomic_store_n(&d->h->nopen, d->nopen, __ATOMIC_RELEASE);
-  jw(d, q, LOAD(q) | 1u); /* odd (a scribbled odd word stays so until the commit) */
+  /* odd (a scribbled odd word stays so until the commit); the compiler keeps
+   * this store after the list's and before any change it guards */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  STORE(q, LOAD(q) | 1u);
   __atomic_thread_fence(__ATOMIC_RELEASE); /* odd before any change it guards */
+}
+
+/* After a journal is rolled back (or a dead owner's found empty: it died
+ * inside commit), the buckets its transaction had open and that are still
+ * odd go even.  The header's list is untrusted: bounded, indexes masked. */
+static void settle_open(shm_dict *d) {
+  uint32_t n = LOAD(&d->h->nopen), i;
+  for (i = 0; i < n && i < D_MAXOPEN; i++) {
+    uint32_t *q = BSEQ(d, LOAD(&d->h->open[i]));
+    if (LOAD(q) & 1u) __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE);
+  }
+  __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
 }
 
 /* Undo an interrupted transaction: the journal is untrusted, each entry
@@ -236,6 +188,7 @@ static const char *rollback(shm_dict *d) {
   }
   __atomic_store_n(&h->jn, 0, __ATOMIC_RELEASE);
   d->jn = 0;
+  settle_open(d); /* (bopen does not journal the words it makes odd) */
   d->nopen = 0;
   return NULL;
 }
@@ -252,18 +205,6 @@ static void commit(shm_dict *d) {
   }
   if (d->nopen > 0) __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
   d->nopen = 0;
-}
-
-/* After a dead owner's journal is rolled back: the buckets it had open and
- * that are still odd (it died inside commit, after the journal was emptied)
- * go even.  The header's list is untrusted: bounded, indexes masked. */
-static void settle_open(shm_dict *d) {
-  uint32_t n = LOAD(&d->h->nopen), i;
-  for (i = 0; i < n && i < D_MAXOPEN; i++) {
-    uint32_t *q = BSEQ(d, LOAD(&d->h->open[i]));
-    if (LOAD(q) & 1u) __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE);
-  }
-  __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
 }
 
 /* Commit a step, except that the bucket of `hash` stays odd (journalled as
