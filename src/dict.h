@@ -40,6 +40,7 @@
 #define D_NWAKE 64                    /* wake words (futexes) for shm.lock waiters, by key hash */
 #define D_PAD 64 /* bytes after the heap: a block header read at the last unit stays inside */
 #define D_MINCAP (16u * 1024u)
+#define D_SMALLGET 256              /* a get copies a value up to this into its C stack first */
 #define D_INPLACE 256u               /* a value of the same length up to this is overwritten in place */
 #define D_HOT static inline __attribute__((always_inline)) /* on the hot paths */
 #define A8(n) (((size_t)(n) + 7) & ~(size_t)7)
@@ -233,17 +234,27 @@ D_HOT uint64_t tailword(const char *k, size_t n) {
 #endif
 }
 
-/* Are the n bytes at a and b the same?  Short keys without a call. */
+/* Are the n bytes at a and b the same?  Short keys without a call: up to 16
+ * bytes in two overlapping loads a side (1 to 3: three bytes). */
 D_HOT int keyeq(const char *a, const char *b, size_t n) {
-  uint64_t x, y, x2, y2;
-  if (n == 0) return 1;
-  if (n < 8) return tailword(a, n) == tailword(b, n);
-  if (n > 16) return memcmp(a, b, n) == 0;
-  memcpy(&x, a, 8);
-  memcpy(&y, b, 8);
-  memcpy(&x2, a + n - 8, 8);
-  memcpy(&y2, b + n - 8, 8);
-  return ((x ^ y) | (x2 ^ y2)) == 0;
+  if (n >= 8) {
+    uint64_t x, y, x2, y2;
+    if (n > 16) return memcmp(a, b, n) == 0;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    memcpy(&x2, a + n - 8, 8);
+    memcpy(&y2, b + n - 8, 8);
+    return ((x ^ y) | (x2 ^ y2)) == 0;
+  }
+  if (n >= 4) {
+    uint32_t x, y, x2, y2;
+    memcpy(&x, a, 4);
+    memcpy(&y, b, 4);
+    memcpy(&x2, a + n - 4, 4);
+    memcpy(&y2, b + n - 4, 4);
+    return ((x ^ y) | (x2 ^ y2)) == 0;
+  }
+  return n == 0 || (a[0] == b[0] && a[n >> 1] == b[n >> 1] && a[n - 1] == b[n - 1]);
 }
 
 /* the hash of a key: seeded, a word at a time, then a final mix */
@@ -463,16 +474,91 @@ const char *dict_attach(shm_dict *d, unsigned char *base, size_t size);
 void dict_format(unsigned char *base, size_t size, uint32_t seed);
 int corrupt(shm_dict *d, const char *why);
 void jw64(shm_dict *d, uint64_t *p, uint64_t v);
-void bopen(shm_dict *d, uint32_t b);
 int step(shm_dict *d);
 int step_keep(shm_dict *d, uint32_t hash);
-int txn_begin(shm_dict *d);
-int txn_end(shm_dict *d, int r);
+int txn_begin_more(shm_dict *d, uint64_t self, int locked);
+int txn_end_more(shm_dict *d, int r);
 uint32_t order_for(size_t bytes);
 int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref);
 int bfree(shm_dict *d, uint32_t ref);
 int park_nodes(shm_dict *d, const dview *v);
 int gc_drain(shm_dict *d);
+
+
+/* ---- transactions' fast paths (inline; the rest in dictheap.c) ---- */
+
+/* Open bucket b for change: its sequence word goes odd before anything a
+ * reader of that bucket follows changes, and even again at the commit.  It
+ * is not journalled: the header's list of open buckets, written first, is
+ * what a rollback (or the next locker) makes even again (settle_open), two
+ * past what it was.  Readers of other buckets never wait for this
+ * transaction. */
+D_HOT void bopen(shm_dict *d, uint32_t b) {
+  uint32_t *q = BSEQ(d, b), i;
+  for (i = 0; i < d->nopen; i++)
+    if (d->open[i] == (b & d->mask)) return;
+  if (d->nopen >= D_MAXOPEN) {
+    d->overflow = 1;
+    d->why = "too many buckets in one step";
+    return;
+  }
+  /* the list of open buckets is kept in the header too, before the word goes
+   * odd: recovery makes them even even when the journal is already empty (a
+   * process killed inside commit) */
+  STORE(&d->h->open[d->nopen], b & d->mask);
+  d->open[d->nopen++] = b & d->mask;
+  __atomic_store_n(&d->h->nopen, d->nopen, __ATOMIC_RELEASE);
+  /* odd (a scribbled odd word stays so until the commit); the compiler keeps
+   * this store after the list's and before any change it guards */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  STORE(q, LOAD(q) | 1u);
+  __atomic_thread_fence(__ATOMIC_RELEASE); /* odd before any change it guards */
+}
+
+/* Make the committed state the current one: forget the journal, then let
+ * the readers of the buckets it changed in. */
+D_HOT void txn_commit(shm_dict *d) {
+  uint32_t i;
+  if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
+  d->jn = 0;
+  for (i = 0; i < d->nopen; i++) {
+    uint32_t *q = BSEQ(d, d->open[i]);
+    __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE); /* even */
+  }
+  if (d->nopen > 0) __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
+  d->nopen = 0;
+}
+
+/* Take the lock (waiting up to the handle's timeout), repairing what a dead
+ * owner left (txn_begin_more): uncontended, with nothing to repair, a CAS
+ * and two loads. */
+D_HOT int txn_begin(shm_dict *d) {
+  dhdr *h = d->h;
+  uint64_t self = shm_ctx_self(d->ctx), free = 0;
+  int locked = __atomic_compare_exchange_n(&h->lock.word, &free, self, 0, __ATOMIC_ACQUIRE,
+                                           __ATOMIC_RELAXED); /* no clock read for a deadline */
+  d->jn = 0;
+  d->nopen = 0;
+  d->overflow = 0;
+  d->why = NULL;
+  if (locked && LOAD(&h->nopen) == 0 && LOAD(&h->gc_head) == D_NIL) return SHM_OK;
+  return txn_begin_more(d, self, locked);
+}
+
+/* The one unlock path: roll back what a failed operation (or an overflowing
+ * journal) changed since the last commit, or commit it and free the list
+ * elements it set aside (txn_end_more); unlock.  Returns the status to
+ * report. */
+D_HOT int txn_end(shm_dict *d, int r) {
+  if (r == SHM_OK && !d->overflow) {
+    txn_commit(d);
+    if (LOAD(&d->h->gc_head) == D_NIL) {
+      shm_lock_release(&d->h->lock);
+      return SHM_OK;
+    }
+  }
+  return txn_end_more(d, r); /* (a second commit changes nothing) */
+}
 
 /* ---- dicttable.c: the core operations ---- */
 int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t kl,

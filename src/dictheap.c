@@ -130,34 +130,6 @@ void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
   jw(d, w + 1, hi);
 }
 
-/* Open bucket b for change: its sequence word goes odd before anything a
- * reader of that bucket follows changes, and even again at the commit.  It
- * is not journalled: the header's list of open buckets, written first, is
- * what a rollback (or the next locker) makes even again (settle_open), two
- * past what it was.  Readers of other buckets never wait for this
- * transaction. */
-void bopen(shm_dict *d, uint32_t b) {
-  uint32_t *q = BSEQ(d, b), i;
-  for (i = 0; i < d->nopen; i++)
-    if (d->open[i] == (b & d->mask)) return;
-  if (d->nopen >= D_MAXOPEN) {
-    d->overflow = 1;
-    d->why = "too many buckets in one step";
-    return;
-  }
-  /* the list of open buckets is kept in the header too, before the word goes
-   * odd: recovery makes them even even when the journal is already empty (a
-   * process killed inside commit) */
-  STORE(&d->h->open[d->nopen], b & d->mask);
-  d->open[d->nopen++] = b & d->mask;
-  __atomic_store_n(&d->h->nopen, d->nopen, __ATOMIC_RELEASE);
-  /* odd (a scribbled odd word stays so until the commit); the compiler keeps
-   * this store after the list's and before any change it guards */
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  STORE(q, LOAD(q) | 1u);
-  __atomic_thread_fence(__ATOMIC_RELEASE); /* odd before any change it guards */
-}
-
 /* After a journal is rolled back (or a dead owner's found empty: it died
  * inside commit), the buckets its transaction had open and that are still
  * odd go even.  The header's list is untrusted: bounded, indexes masked. */
@@ -193,20 +165,6 @@ static const char *rollback(shm_dict *d) {
   return NULL;
 }
 
-/* Make the committed state the current one: forget the journal, then let
- * the readers of the buckets it changed in. */
-static void commit(shm_dict *d) {
-  uint32_t i;
-  if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
-  d->jn = 0;
-  for (i = 0; i < d->nopen; i++) {
-    uint32_t *q = BSEQ(d, d->open[i]);
-    __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE); /* even */
-  }
-  if (d->nopen > 0) __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
-  d->nopen = 0;
-}
-
 /* Commit a step, except that the bucket of `hash` stays odd (journalled as
  * it is, so that a rollback makes it even): its readers keep waiting
  * through the next step (a key replaced in two steps is never seen missing). */
@@ -237,31 +195,24 @@ int step_keep(shm_dict *d, uint32_t hash) {
  * journal that overflowed (or a scribbled reference) is rolled back. */
 int step(shm_dict *d) {
   if (d->overflow) return corrupt(d, d->why != NULL ? d->why : "journal overflow");
-  commit(d);
+  txn_commit(d);
   return SHM_OK;
 }
 
 /* Is the journal past the point where a long operation commits a step? */
 static int jfull(shm_dict *d) { return d->jn >= D_JSTEP || d->nopen >= D_MAXOPEN - 2; }
 
-/* Take the lock (waiting up to the handle's timeout), repairing what a dead
- * owner left: its transaction rolled back, its unfinished frees finished. */
-int txn_begin(shm_dict *d) {
+/* txn_begin (dict.h) past its fast path: take the lock unless `locked`
+ * (waiting up to the handle's timeout), repairing what a dead owner left:
+ * its transaction rolled back, its unfinished frees finished. */
+int txn_begin_more(shm_dict *d, uint64_t self, int locked) {
   dhdr *h = d->h;
-  uint64_t self = shm_ctx_self(d->ctx), free = 0;
-  int r;
-  if (__atomic_compare_exchange_n(&h->lock.word, &free, self, 0, __ATOMIC_ACQUIRE,
-                                  __ATOMIC_RELAXED)) {
-    r = SHM_OK; /* uncontended: no clock read for a deadline */
-  } else {
+  int r = SHM_OK;
+  if (!locked) {
     shm_deadline dl;
     shm_deadline_after(&dl, d->timeout < 0 ? 1e18 : d->timeout);
     r = shm_lock_acquire(&h->lock, self, &dl);
   }
-  d->jn = 0;
-  d->nopen = 0;
-  d->overflow = 0;
-  d->why = NULL;
   if (r == SHM_OWNERDIED) {
     const char *why = rollback(d);
     if (why != NULL) {
@@ -279,21 +230,19 @@ int txn_begin(shm_dict *d) {
   return r;
 }
 
-/* The one unlock path: roll back what a failed operation (or an overflowing
- * journal) changed since the last commit, or commit it and free the list
- * elements it set aside; unlock.  Returns the status to report. */
-int txn_end(shm_dict *d, int r) {
+/* txn_end (dict.h) past its fast path. */
+int txn_end_more(shm_dict *d, int r) {
   if (d->overflow && r == SHM_OK) r = corrupt(d, d->why != NULL ? d->why : "journal overflow");
   if (r == SHM_DICT_NORESERVE) r = SHM_DICT_NOMEM;
   if (r != SHM_OK) {
     /* a failed operation changes nothing (evictions were committed) */
     if (d->jn > 0) rollback(d);
-    commit(d); /* (buckets opened without a journal entry: even again) */
+    txn_commit(d); /* (buckets opened without a journal entry: even again) */
   } else {
-    commit(d);
+    txn_commit(d);
     if (LOAD(&d->h->gc_head) != D_NIL) { /* what the operation set aside */
       if ((r = gc_drain(d)) != SHM_OK && d->jn > 0) rollback(d);
-      commit(d);
+      txn_commit(d);
     }
   }
   shm_lock_release(&d->h->lock);

@@ -390,7 +390,7 @@ static int copyout(const dview *v, dval *out, char *buf, size_t cap) {
  * makes a reader wait. */
 typedef int (*readfn)(shm_dict *d, const dview *v, uint64_t *now, void *arg);
 
-static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
+D_HOT int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
   uint32_t hash = dict_hash(d->seed, k, kl), ref, *q = BSEQ(d, hash);
   dview v;
   int tries, r;
