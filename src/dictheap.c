@@ -148,7 +148,7 @@ static void settle_open(shm_dict *d) {
  * it goes two past its old value, even. */
 static const char *rollback(shm_dict *d) {
   dhdr *h = d->h;
-  uint32_t n = LOAD(&h->jn);
+  uint32_t n = LOAD(&h->jn), i;
   size_t shi = HDRSIZE + 8 * (size_t)d->nbuckets;
   if (n > D_JMAX) return "bad journal length";
   while (n-- > 0) {
@@ -160,8 +160,15 @@ static const char *rollback(shm_dict *d) {
   }
   __atomic_store_n(&h->jn, 0, __ATOMIC_RELEASE);
   d->jn = 0;
-  settle_open(d); /* (bopen does not journal the words it makes odd) */
+  /* the buckets made odd go even (bopen does not journal them): this
+   * transaction's own (its list, when it is the one rolled back), then the
+   * header's (a dead owner's) */
+  for (i = 0; i < d->nopen; i++) {
+    uint32_t *q = BSEQ(d, d->open[i]);
+    if (LOAD(q) & 1u) __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE);
+  }
   d->nopen = 0;
+  settle_open(d);
   return NULL;
 }
 
