@@ -468,12 +468,20 @@ static inline void jw(shm_dict *d, uint32_t *p, uint32_t v) {
   if (jappend(d, p)) STORE(p, v);
 }
 
+/* a 64-bit word, journalled as two halves */
+D_HOT void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
+  uint32_t *w = (uint32_t *)(void *)p, lo, hi;
+  memcpy(&lo, &v, 4);
+  memcpy(&hi, (char *)&v + 4, 4);
+  jw(d, w, lo);
+  jw(d, w + 1, hi);
+}
+
 /* ---- dictheap.c: layout, journal, transactions, heap (under the lock) ---- */
 int geometry(uint64_t size, dgeom *g);
 const char *dict_attach(shm_dict *d, unsigned char *base, size_t size);
 void dict_format(unsigned char *base, size_t size, uint32_t seed);
 int corrupt(shm_dict *d, const char *why);
-void jw64(shm_dict *d, uint64_t *p, uint64_t v);
 int step(shm_dict *d);
 int step_keep(shm_dict *d, uint32_t hash);
 int txn_begin_more(shm_dict *d, uint64_t self, int locked);

@@ -122,13 +122,6 @@ static void jsave(shm_dict *d, uint32_t *p) {
   STORE(p, v);
 }
 
-void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
-  uint32_t *w = (uint32_t *)(void *)p, lo, hi;
-  memcpy(&lo, &v, 4);
-  memcpy(&hi, (char *)&v + 4, 4);
-  jw(d, w, lo);
-  jw(d, w + 1, hi);
-}
 
 /* After a journal is rolled back (or a dead owner's found empty: it died
  * inside commit), the buckets its transaction had open and that are still

@@ -190,7 +190,7 @@ static int write_begin(shm_dict *d, const char *k, size_t kl, uint32_t hash, uin
 }
 
 /* ms from now for an exptime in seconds, as ngx: truncated, <= 0 ms = never */
-static uint64_t expiry(double exptime, uint64_t *now) {
+D_HOT uint64_t expiry(double exptime, uint64_t *now) {
   double ms = exptime * 1000.0;
   if (!(ms >= 1.0)) return 0;
   if (*now == 0) *now = now_ms();
