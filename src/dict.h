@@ -403,6 +403,33 @@ typedef struct dsrc {
 
 /* ---- the undo journal (under the lock; inline: every write goes through it) ---- */
 
+/* memcpy, without a call for up to 16 bytes (overlapping copies, exactly n
+ * bytes written) */
+D_HOT void copysmall(void *dst, const void *src, size_t n) {
+  unsigned char *o = (unsigned char *)dst;
+  const unsigned char *i = (const unsigned char *)src;
+  if (n > 16) {
+    memcpy(o, i, n);
+  } else if (n >= 8) {
+    uint64_t a, b;
+    memcpy(&a, i, 8);
+    memcpy(&b, i + n - 8, 8);
+    memcpy(o, &a, 8);
+    memcpy(o + n - 8, &b, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    memcpy(&a, i, 4);
+    memcpy(&b, i + n - 4, 4);
+    memcpy(o, &a, 4);
+    memcpy(o + n - 4, &b, 4);
+  } else if (n > 0) {
+    unsigned char a = i[0], b = i[n >> 1], c = i[n - 1];
+    o[0] = a;
+    o[n >> 1] = b;
+    o[n - 1] = c;
+  }
+}
+
 /* Is p (4 bytes) a word a transaction may change: the guarded state in the
  * header, or the buckets, sequence words, refs and heap after it? */
 static inline int jword_ok(shm_dict *d, size_t off) {
@@ -459,7 +486,7 @@ static inline void jwrite(shm_dict *d, unsigned char *dst, const void *src, size
   d->jn = jn + (uint32_t)words;
   __atomic_store_n(&h->jn, d->jn, __ATOMIC_RELEASE);
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  memcpy(dst, src, n);
+  copysmall(dst, src, n);
 }
 
 /* A journalled write of a word reachable in the committed state. */

@@ -377,7 +377,7 @@ static int copyout(const dview *v, dval *out, char *buf, size_t cap) {
   if (out->type == DV_LIST) return SHM_DICT_ISLIST;
   out->len = v->vlen;
   if (out->len > cap) return SHM_DICT_BUFSMALL;
-  memcpy(buf, v->val, out->len);
+  copysmall(buf, v->val, out->len);
   out->ptr = buf;
   return SHM_OK;
 }
