@@ -252,8 +252,12 @@ int txn_end_more(shm_dict *d, int r) {
 /* ---- the buddy allocator (under the lock) ---- */
 
 uint32_t order_for(size_t bytes) {
-  uint32_t o = 0;
-  while (((size_t)D_UNIT << o) < bytes && o < 63) o++;
+  /* the least o with D_UNIT << o >= bytes; 63 (more than any heap's
+   * maxorder) for more than 2^63 */
+  uint32_t o;
+  if (bytes <= D_UNIT) return 0;
+  if ((uint64_t)bytes > ((uint64_t)D_UNIT << 58)) return 63;
+  o = 64u - (uint32_t)__builtin_clzll((unsigned long long)(bytes - 1)) - D_UNITSHIFT;
   return o;
 }
 
