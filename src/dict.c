@@ -26,9 +26,12 @@
  * Writers serialise on a robust lock (lock.c), waiting for it no longer than
  * the handle's timeout.  Every write to a word that is reachable in the
  * committed state goes through the undo journal: the old value is appended
- * before the word changes.  A process killed at any instruction leaves a
- * journal that the next locker (who gets SHM_OWNERDIED) rolls back: only the
- * key being changed is affected, and it keeps its old value.  New data is
+ * before the word changes (the buckets' sequence words excepted: a writer
+ * lists the buckets it opens in the header before making them odd, and a
+ * rollback makes every listed one even).  A process killed at any
+ * instruction leaves a journal that the next locker (who gets
+ * SHM_OWNERDIED) rolls back: only the key being changed is affected, and it
+ * keeps its old value.  New data is
  * written into freshly allocated blocks, which are linked (journalled) only
  * once complete; a block freed in a transaction is never refilled in it.
  * No call is limited by the journal: an operation that touches many blocks
