@@ -26,9 +26,12 @@
  * Writers serialise on a robust lock (lock.c), waiting for it no longer than
  * the handle's timeout.  Every write to a word that is reachable in the
  * committed state goes through the undo journal: the old value is appended
- * before the word changes.  A process killed at any instruction leaves a
- * journal that the next locker (who gets SHM_OWNERDIED) rolls back: only the
- * key being changed is affected, and it keeps its old value.  New data is
+ * before the word changes (the buckets' sequence words excepted: a writer
+ * lists the buckets it opens in the header before making them odd, and a
+ * rollback makes every listed one even).  A process killed at any
+ * instruction leaves a journal that the next locker (who gets
+ * SHM_OWNERDIED) rolls back: only the key being changed is affected, and it
+ * keeps its old value.  New data is
  * written into freshly allocated blocks, which are linked (journalled) only
  * once complete; a block freed in a transaction is never refilled in it.
  * No call is limited by the journal: an operation that touches many blocks
@@ -192,7 +195,11 @@ static const shm_dict_ffi_api dict_ffi = {2,       ffi_get,    ffi_store, ffi_in
 /* The dict at 1, attached.  The methods carry the metatable as their first
  * upvalue: a type check by metatable identity without a registry lookup. */
 static shm_dict *checkdict(lua_State *L) {
-  ldict *ld = (ldict *)shm_checkupclass(L, 1, DICT_MT);
+  /* shm_checkupclass, with one lua_rawequal for its two lua_topointer */
+  ldict *ld = (ldict *)lua_touserdata(L, 1);
+  if (ld == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, 1, DICT_MT);
+  lua_pop(L, 1);
   if (ld->seg->addr == NULL || ld->seg->addr != ld->d.base)
     luaL_error(L, "attempt to use a detached dict");
   return &ld->d;
@@ -209,8 +216,13 @@ static int raise_corrupt(lua_State *L, shm_dict *d) {
 static const char *checkkey(lua_State *L, int idx, size_t *kl, int strict) {
   const char *k;
   const char *err = NULL;
-  if (lua_isnoneornil(L, idx)) err = "nil key";
-  else if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) { /* (the common case first) */
+    k = lua_tolstring(L, idx, kl);
+    if (*kl - 1 < D_MAXKEY) return k;
+    err = *kl == 0 ? "empty key" : "key too long";
+  } else if (t == LUA_TNONE || t == LUA_TNIL) err = "nil key";
+  else if (t == LUA_TNUMBER)
     k = lua_tolstring(L, idx, kl);
   else if (strict)
     k = luaL_checklstring(L, idx, kl);
@@ -335,15 +347,27 @@ static int nilerr(lua_State *L, shm_dict *d, int r) {
 
 /* ---- reads ---- */
 
+/* the result of a get that found the value */
+static int pushgot(lua_State *L, shm_dict *d, const dval *v, shm_buf *lent, int stale) {
+  pushvalue(L, d, v, lent);
+  if (lent != NULL) give_buf(d, lent);
+  if (!stale) return 1 + pushflags(L, v->flags, 0);
+  pushflags(L, v->flags, 1);
+  lua_pushboolean(L, v->stale);
+  return 3;
+}
+
 static int l_get_common(lua_State *L, int stale) {
   shm_dict *d = checkdict(L);
   size_t kl;
   const char *k = checkkey(L, 2, &kl, 0);
+  char small[D_SMALLGET]; /* a small value is copied here: no buffer to lend */
   dval v;
   int r, tries;
   if (k == NULL) return 2;
-  v.len = 0;
-  for (tries = 0;; tries++) {
+  r = shm_dict_get(d, k, kl, stale, &v, small, sizeof small);
+  if (r == SHM_OK) return pushgot(L, d, &v, NULL, stale);
+  for (tries = 0; r == SHM_DICT_BUFSMALL; tries++) {
     size_t cap;
     char *buf = dictbuf(L, d, v.len, &cap);
     r = shm_dict_get(d, k, kl, stale, &v, buf, cap);
@@ -353,12 +377,7 @@ static int l_get_common(lua_State *L, int stale) {
   case SHM_OK: {
     shm_buf lent;
     take_buf(d, &lent);
-    pushvalue(L, d, &v, &lent);
-    give_buf(d, &lent);
-    if (!stale) return 1 + pushflags(L, v.flags, 0);
-    pushflags(L, v.flags, 1);
-    lua_pushboolean(L, v.stale);
-    return 3;
+    return pushgot(L, d, &v, &lent, stale);
   }
   case SHM_DICT_NOTFOUND:
     lua_pushnil(L);

@@ -40,7 +40,9 @@
 #define D_NWAKE 64                    /* wake words (futexes) for shm.lock waiters, by key hash */
 #define D_PAD 64 /* bytes after the heap: a block header read at the last unit stays inside */
 #define D_MINCAP (16u * 1024u)
+#define D_SMALLGET 256              /* a get copies a value up to this into its C stack first */
 #define D_INPLACE 256u               /* a value of the same length up to this is overwritten in place */
+#define D_HOT static inline __attribute__((always_inline)) /* on the hot paths */
 #define A8(n) (((size_t)(n) + 7) & ~(size_t)7)
 #define A4(n) (((size_t)(n) + 3) & ~(size_t)3)
 
@@ -212,8 +214,51 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* The 1 to 7 bytes at k as one word, as memcpy into a zeroed word puts them,
+ * without a memcpy of a variable length (a call): on a little-endian host two
+ * overlapping loads (4 to 7 bytes) or three single bytes (1 to 3). */
+D_HOT uint64_t tailword(const char *k, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const unsigned char *u = (const unsigned char *)k;
+  if (n >= 4) {
+    uint32_t a, b;
+    memcpy(&a, k, 4);
+    memcpy(&b, k + n - 4, 4);
+    return (uint64_t)a | ((uint64_t)b << (8 * (n - 4)));
+  }
+  return (uint64_t)u[0] | ((uint64_t)u[n >> 1] << (8 * (n >> 1))) | ((uint64_t)u[n - 1] << (8 * (n - 1)));
+#else
+  uint64_t w = 0;
+  memcpy(&w, k, n);
+  return w;
+#endif
+}
+
+/* Are the n bytes at a and b the same?  Short keys without a call: up to 16
+ * bytes in two overlapping loads a side (1 to 3: three bytes). */
+D_HOT int keyeq(const char *a, const char *b, size_t n) {
+  if (n >= 8) {
+    uint64_t x, y, x2, y2;
+    if (n > 16) return memcmp(a, b, n) == 0;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    memcpy(&x2, a + n - 8, 8);
+    memcpy(&y2, b + n - 8, 8);
+    return ((x ^ y) | (x2 ^ y2)) == 0;
+  }
+  if (n >= 4) {
+    uint32_t x, y, x2, y2;
+    memcpy(&x, a, 4);
+    memcpy(&y, b, 4);
+    memcpy(&x2, a + n - 4, 4);
+    memcpy(&y2, b + n - 4, 4);
+    return ((x ^ y) | (x2 ^ y2)) == 0;
+  }
+  return n == 0 || (a[0] == b[0] && a[n >> 1] == b[n >> 1] && a[n - 1] == b[n - 1]);
+}
+
 /* the hash of a key: seeded, a word at a time, then a final mix */
-static inline uint32_t dict_hash(uint32_t seed, const char *k, size_t n) {
+D_HOT uint32_t dict_hash(uint32_t seed, const char *k, size_t n) {
   /* a word at a time: multiply and fold (every process on a host reads the
    * words in the same byte order) */
   uint64_t h = (uint64_t)seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL), w;
@@ -223,8 +268,7 @@ static inline uint32_t dict_hash(uint32_t seed, const char *k, size_t n) {
     h ^= h >> 32;
   }
   if (n > 0) {
-    w = 0;
-    memcpy(&w, k, n);
+    w = tailword(k, n);
     h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
   }
   h ^= h >> 33;
@@ -243,14 +287,14 @@ typedef struct dgeom {
 /* A block's words.  A ref outside the heap (scribbled after it was
  * checked) points at the handle's scratch words instead: every header read
  * or write stays inside memory we own, and jw refuses to journal it. */
-static inline uint32_t *blockw(shm_dict *d, uint32_t ref) {
+D_HOT uint32_t *blockw(shm_dict *d, uint32_t ref) {
   if (ref >= d->nunits) return d->scratch;
   return (uint32_t *)(void *)(d->heap + ((size_t)ref << D_UNITSHIFT));
 }
 
 /* The size in bytes of the block of `kind` at ref, read once from its header
  * and checked to lie whole, aligned, inside the heap; 0 if it is not one. */
-static inline size_t blockbytes(shm_dict *d, uint32_t ref, uint32_t kind) {
+D_HOT size_t blockbytes(shm_dict *d, uint32_t ref, uint32_t kind) {
   uint32_t w, o;
   if (ref >= d->nunits) return 0;
   w = LOAD(blockw(d, ref));
@@ -279,7 +323,7 @@ typedef struct dview {
   unsigned char *val;
 } dview;
 
-static inline int viewof(shm_dict *d, uint32_t ref, dview *v) {
+D_HOT int viewof(shm_dict *d, uint32_t ref, dview *v) {
   uint32_t meta;
   size_t bytes = blockbytes(d, ref, B_ENTRY), voff;
   if (bytes == 0) return 0;
@@ -326,7 +370,7 @@ typedef struct dwalk {
   uint32_t saved, lam, power, steps, limit;
 } dwalk;
 
-static inline void walk_init(dwalk *w, uint32_t limit) {
+D_HOT void walk_init(dwalk *w, uint32_t limit) {
   w->saved = D_NIL;
   w->lam = 0;
   w->power = 1;
@@ -335,7 +379,7 @@ static inline void walk_init(dwalk *w, uint32_t limit) {
 }
 
 /* Count a step onto ref: 0 when the walk is too long or went round. */
-static inline int walk_ok(dwalk *w, uint32_t ref) {
+D_HOT int walk_ok(dwalk *w, uint32_t ref) {
   if (ref == w->saved || ++w->steps > w->limit) return 0;
   if (++w->lam == w->power) {
     w->saved = ref;
@@ -357,24 +401,199 @@ typedef struct dsrc {
   const unsigned char *p, *end;
 } dsrc;
 
+/* ---- the undo journal (under the lock; inline: every write goes through it) ---- */
+
+/* memcpy, without a call for up to 16 bytes (overlapping copies, exactly n
+ * bytes written) */
+D_HOT void copysmall(void *dst, const void *src, size_t n) {
+  unsigned char *o = (unsigned char *)dst;
+  const unsigned char *i = (const unsigned char *)src;
+  if (n > 16) {
+    memcpy(o, i, n);
+  } else if (n >= 8) {
+    uint64_t a, b;
+    memcpy(&a, i, 8);
+    memcpy(&b, i + n - 8, 8);
+    memcpy(o, &a, 8);
+    memcpy(o + n - 8, &b, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    memcpy(&a, i, 4);
+    memcpy(&b, i + n - 4, 4);
+    memcpy(o, &a, 4);
+    memcpy(o + n - 4, &b, 4);
+  } else if (n > 0) {
+    unsigned char a = i[0], b = i[n >> 1], c = i[n - 1];
+    o[0] = a;
+    o[n >> 1] = b;
+    o[n - 1] = c;
+  }
+}
+
+/* Is p (4 bytes) a word a transaction may change: the guarded state in the
+ * header, or the buckets, sequence words, refs and heap after it? */
+static inline int jword_ok(shm_dict *d, size_t off) {
+  return (off >= offsetof(dhdr, flush_gen) && off + 4 <= offsetof(dhdr, wake)) ||
+         (off >= HDRSIZE && off + 4 <= d->size);
+}
+
+/* Append the word at p, as it is, to the journal: 1, or 0 (overflow set). */
+static inline int jappend(shm_dict *d, uint32_t *p) {
+  dhdr *h = d->h;
+  uint32_t n = d->jn;
+  if ((unsigned char *)p < d->base || !jword_ok(d, (size_t)((unsigned char *)p - d->base))) {
+    d->overflow = 1; /* a scribbled ref led here (the scratch words) */
+    d->why = "bad reference";
+    return 0;
+  }
+  if (n >= D_JMAX) {
+    d->overflow = 1;
+    d->why = "journal overflow";
+    return 0;
+  }
+  h->journal[n].word = (uint32_t)(((unsigned char *)p - d->base) >> 2);
+  h->journal[n].old = *p;
+  d->jn = n + 1;
+  __atomic_store_n(&h->jn, n + 1, __ATOMIC_RELEASE);
+  /* (the compiler must not move the caller's store to p above this) */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  return 1;
+}
+
+/* A journalled copy of n bytes over reachable words at dst (4-aligned, the
+ * words whole inside a block the caller validated): every old word saved,
+ * the journal published once, then the bytes copied (readers of the bucket
+ * the caller opened retry meanwhile). */
+static inline void jwrite(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
+  dhdr *h = d->h;
+  size_t words = (n + 3) / 4, i, off = (size_t)(dst - d->base);
+  uint32_t jn = d->jn;
+  if (n == 0) return;
+  if (dst < d->base || off < HDRSIZE || off + 4 * words > d->size) {
+    d->overflow = 1;
+    d->why = "bad reference";
+    return;
+  }
+  if (jn + words > D_JMAX) {
+    d->overflow = 1;
+    d->why = "journal overflow";
+    return;
+  }
+  for (i = 0; i < words; i++) {
+    h->journal[jn + i].word = (uint32_t)((off >> 2) + i);
+    memcpy(&h->journal[jn + i].old, dst + 4 * i, 4);
+  }
+  d->jn = jn + (uint32_t)words;
+  __atomic_store_n(&h->jn, d->jn, __ATOMIC_RELEASE);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  copysmall(dst, src, n);
+}
+
+/* A journalled write of a word reachable in the committed state. */
+static inline void jw(shm_dict *d, uint32_t *p, uint32_t v) {
+  if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
+  if (jappend(d, p)) STORE(p, v);
+}
+
+/* a 64-bit word, journalled as two halves */
+D_HOT void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
+  uint32_t *w = (uint32_t *)(void *)p, lo, hi;
+  memcpy(&lo, &v, 4);
+  memcpy(&hi, (char *)&v + 4, 4);
+  jw(d, w, lo);
+  jw(d, w + 1, hi);
+}
+
 /* ---- dictheap.c: layout, journal, transactions, heap (under the lock) ---- */
 int geometry(uint64_t size, dgeom *g);
 const char *dict_attach(shm_dict *d, unsigned char *base, size_t size);
 void dict_format(unsigned char *base, size_t size, uint32_t seed);
 int corrupt(shm_dict *d, const char *why);
-void jw(shm_dict *d, uint32_t *p, uint32_t v);
-void jwrite(shm_dict *d, unsigned char *dst, const void *src, size_t n);
-void jw64(shm_dict *d, uint64_t *p, uint64_t v);
-void bopen(shm_dict *d, uint32_t b);
 int step(shm_dict *d);
 int step_keep(shm_dict *d, uint32_t hash);
-int txn_begin(shm_dict *d);
-int txn_end(shm_dict *d, int r);
+int txn_begin_more(shm_dict *d, uint64_t self, int locked);
+int txn_end_more(shm_dict *d, int r);
 uint32_t order_for(size_t bytes);
 int balloc(shm_dict *d, size_t bytes, uint32_t kind, uint32_t *ref);
 int bfree(shm_dict *d, uint32_t ref);
 int park_nodes(shm_dict *d, const dview *v);
 int gc_drain(shm_dict *d);
+
+
+/* ---- transactions' fast paths (inline; the rest in dictheap.c) ---- */
+
+/* Open bucket b for change: its sequence word goes odd before anything a
+ * reader of that bucket follows changes, and even again at the commit.  It
+ * is not journalled: the header's list of open buckets, written first, is
+ * what a rollback (or the next locker) makes even again (settle_open), two
+ * past what it was.  Readers of other buckets never wait for this
+ * transaction. */
+D_HOT void bopen(shm_dict *d, uint32_t b) {
+  uint32_t *q = BSEQ(d, b), i;
+  for (i = 0; i < d->nopen; i++)
+    if (d->open[i] == (b & d->mask)) return;
+  if (d->nopen >= D_MAXOPEN) {
+    d->overflow = 1;
+    d->why = "too many buckets in one step";
+    return;
+  }
+  /* the list of open buckets is kept in the header too, before the word goes
+   * odd: recovery makes them even even when the journal is already empty (a
+   * process killed inside commit) */
+  STORE(&d->h->open[d->nopen], b & d->mask);
+  d->open[d->nopen++] = b & d->mask;
+  __atomic_store_n(&d->h->nopen, d->nopen, __ATOMIC_RELEASE);
+  /* odd (a scribbled odd word stays so until the commit); the compiler keeps
+   * this store after the list's and before any change it guards */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  STORE(q, LOAD(q) | 1u);
+  __atomic_thread_fence(__ATOMIC_RELEASE); /* odd before any change it guards */
+}
+
+/* Make the committed state the current one: forget the journal, then let
+ * the readers of the buckets it changed in. */
+D_HOT void txn_commit(shm_dict *d) {
+  uint32_t i;
+  if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
+  d->jn = 0;
+  for (i = 0; i < d->nopen; i++) {
+    uint32_t *q = BSEQ(d, d->open[i]);
+    __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE); /* even */
+  }
+  if (d->nopen > 0) __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
+  d->nopen = 0;
+}
+
+/* Take the lock (waiting up to the handle's timeout), repairing what a dead
+ * owner left (txn_begin_more): uncontended, with nothing to repair, a CAS
+ * and two loads. */
+D_HOT int txn_begin(shm_dict *d) {
+  dhdr *h = d->h;
+  uint64_t self = shm_ctx_self(d->ctx), free = 0;
+  int locked = __atomic_compare_exchange_n(&h->lock.word, &free, self, 0, __ATOMIC_ACQUIRE,
+                                           __ATOMIC_RELAXED); /* no clock read for a deadline */
+  d->jn = 0;
+  d->nopen = 0;
+  d->overflow = 0;
+  d->why = NULL;
+  if (locked && LOAD(&h->nopen) == 0 && LOAD(&h->gc_head) == D_NIL) return SHM_OK;
+  return txn_begin_more(d, self, locked);
+}
+
+/* The one unlock path: roll back what a failed operation (or an overflowing
+ * journal) changed since the last commit, or commit it and free the list
+ * elements it set aside (txn_end_more); unlock.  Returns the status to
+ * report. */
+D_HOT int txn_end(shm_dict *d, int r) {
+  if (r == SHM_OK && !d->overflow) {
+    txn_commit(d);
+    if (LOAD(&d->h->gc_head) == D_NIL) {
+      shm_lock_release(&d->h->lock);
+      return SHM_OK;
+    }
+  }
+  return txn_end_more(d, r); /* (a second commit changes nothing) */
+}
 
 /* ---- dicttable.c: the core operations ---- */
 int shm_dict_store(shm_dict *d, int op, int safe, const char *k, size_t kl,

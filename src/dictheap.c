@@ -114,71 +114,6 @@ int corrupt(shm_dict *d, const char *why) {
   return SHM_CORRUPT;
 }
 
-/* Is p (4 bytes) a word a transaction may change: the guarded state in the
- * header, or the buckets, sequence words, refs and heap after it? */
-static int jword_ok(shm_dict *d, size_t off) {
-  return (off >= offsetof(dhdr, flush_gen) && off + 4 <= offsetof(dhdr, wake)) ||
-         (off >= HDRSIZE && off + 4 <= d->size);
-}
-
-/* A journalled write of a word reachable in the committed state. */
-/* Append the word at p, as it is, to the journal: 1, or 0 (overflow set). */
-static int jappend(shm_dict *d, uint32_t *p) {
-  dhdr *h = d->h;
-  uint32_t n = d->jn;
-  if ((unsigned char *)p < d->base || !jword_ok(d, (size_t)((unsigned char *)p - d->base))) {
-    d->overflow = 1; /* a scribbled ref led here (the scratch words) */
-    d->why = "bad reference";
-    return 0;
-  }
-  if (n >= D_JMAX) {
-    d->overflow = 1;
-    d->why = "journal overflow";
-    return 0;
-  }
-  h->journal[n].word = (uint32_t)(((unsigned char *)p - d->base) >> 2);
-  h->journal[n].old = *p;
-  d->jn = n + 1;
-  __atomic_store_n(&h->jn, n + 1, __ATOMIC_RELEASE);
-  /* (the compiler must not move the caller's store to p above this) */
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  return 1;
-}
-
-/* A journalled copy of n bytes over reachable words at dst (4-aligned, the
- * words whole inside a block the caller validated): every old word saved,
- * the journal published once, then the bytes copied (readers of the bucket
- * the caller opened retry meanwhile). */
-void jwrite(shm_dict *d, unsigned char *dst, const void *src, size_t n) {
-  dhdr *h = d->h;
-  size_t words = (n + 3) / 4, i, off = (size_t)(dst - d->base);
-  uint32_t jn = d->jn;
-  if (n == 0) return;
-  if (dst < d->base || off < HDRSIZE || off + 4 * words > d->size) {
-    d->overflow = 1;
-    d->why = "bad reference";
-    return;
-  }
-  if (jn + words > D_JMAX) {
-    d->overflow = 1;
-    d->why = "journal overflow";
-    return;
-  }
-  for (i = 0; i < words; i++) {
-    h->journal[jn + i].word = (uint32_t)((off >> 2) + i);
-    memcpy(&h->journal[jn + i].old, dst + 4 * i, 4);
-  }
-  d->jn = jn + (uint32_t)words;
-  __atomic_store_n(&h->jn, d->jn, __ATOMIC_RELEASE);
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  memcpy(dst, src, n);
-}
-
-void jw(shm_dict *d, uint32_t *p, uint32_t v) {
-  if (LOAD(p) == v) return; /* (p is in the segment or the scratch words: readable) */
-  if (jappend(d, p)) STORE(p, v);
-}
-
 /* Journal a word as it is, for writes made to it without the journal (a
  * fresh block's first words were its free-list links). */
 static void jsave(shm_dict *d, uint32_t *p) {
@@ -187,35 +122,17 @@ static void jsave(shm_dict *d, uint32_t *p) {
   STORE(p, v);
 }
 
-void jw64(shm_dict *d, uint64_t *p, uint64_t v) {
-  uint32_t *w = (uint32_t *)(void *)p, lo, hi;
-  memcpy(&lo, &v, 4);
-  memcpy(&hi, (char *)&v + 4, 4);
-  jw(d, w, lo);
-  jw(d, w + 1, hi);
-}
 
-/* Open bucket b for change: its sequence word goes odd (journalled: a
- * rollback makes it even again, two past what it was) before anything a
- * reader of that bucket follows changes, and even again at the commit.
- * Readers of other buckets never wait for this transaction. */
-void bopen(shm_dict *d, uint32_t b) {
-  uint32_t *q = BSEQ(d, b), i;
-  for (i = 0; i < d->nopen; i++)
-    if (d->open[i] == (b & d->mask)) return;
-  if (d->nopen >= D_MAXOPEN) {
-    d->overflow = 1;
-    d->why = "too many buckets in one step";
-    return;
+/* After a journal is rolled back (or a dead owner's found empty: it died
+ * inside commit), the buckets its transaction had open and that are still
+ * odd go even.  The header's list is untrusted: bounded, indexes masked. */
+static void settle_open(shm_dict *d) {
+  uint32_t n = LOAD(&d->h->nopen), i;
+  for (i = 0; i < n && i < D_MAXOPEN; i++) {
+    uint32_t *q = BSEQ(d, LOAD(&d->h->open[i]));
+    if (LOAD(q) & 1u) __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE);
   }
-  /* the list of open buckets is kept in the header too, before the word goes
-   * odd: recovery makes them even even when the journal is already empty (a
-   * process killed inside commit) */
-  STORE(&d->h->open[d->nopen], b & d->mask);
-  d->open[d->nopen++] = b & d->mask;
-  __atomic_store_n(&d->h->nopen, d->nopen, __ATOMIC_RELEASE);
-  jw(d, q, LOAD(q) | 1u); /* odd (a scribbled odd word stays so until the commit) */
-  __atomic_thread_fence(__ATOMIC_RELEASE); /* odd before any change it guards */
+  __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
 }
 
 /* Undo an interrupted transaction: the journal is untrusted, each entry
@@ -224,7 +141,7 @@ void bopen(shm_dict *d, uint32_t b) {
  * it goes two past its old value, even. */
 static const char *rollback(shm_dict *d) {
   dhdr *h = d->h;
-  uint32_t n = LOAD(&h->jn);
+  uint32_t n = LOAD(&h->jn), i;
   size_t shi = HDRSIZE + 8 * (size_t)d->nbuckets;
   if (n > D_JMAX) return "bad journal length";
   while (n-- > 0) {
@@ -236,34 +153,16 @@ static const char *rollback(shm_dict *d) {
   }
   __atomic_store_n(&h->jn, 0, __ATOMIC_RELEASE);
   d->jn = 0;
-  d->nopen = 0;
-  return NULL;
-}
-
-/* Make the committed state the current one: forget the journal, then let
- * the readers of the buckets it changed in. */
-static void commit(shm_dict *d) {
-  uint32_t i;
-  if (d->jn > 0) __atomic_store_n(&d->h->jn, 0, __ATOMIC_RELEASE);
-  d->jn = 0;
+  /* the buckets made odd go even (bopen does not journal them): this
+   * transaction's own (its list, when it is the one rolled back), then the
+   * header's (a dead owner's) */
   for (i = 0; i < d->nopen; i++) {
     uint32_t *q = BSEQ(d, d->open[i]);
-    __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE); /* even */
-  }
-  if (d->nopen > 0) __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
-  d->nopen = 0;
-}
-
-/* After a dead owner's journal is rolled back: the buckets it had open and
- * that are still odd (it died inside commit, after the journal was emptied)
- * go even.  The header's list is untrusted: bounded, indexes masked. */
-static void settle_open(shm_dict *d) {
-  uint32_t n = LOAD(&d->h->nopen), i;
-  for (i = 0; i < n && i < D_MAXOPEN; i++) {
-    uint32_t *q = BSEQ(d, LOAD(&d->h->open[i]));
     if (LOAD(q) & 1u) __atomic_store_n(q, LOAD(q) + 1, __ATOMIC_RELEASE);
   }
-  __atomic_store_n(&d->h->nopen, 0, __ATOMIC_RELEASE);
+  d->nopen = 0;
+  settle_open(d);
+  return NULL;
 }
 
 /* Commit a step, except that the bucket of `hash` stays odd (journalled as
@@ -296,31 +195,24 @@ int step_keep(shm_dict *d, uint32_t hash) {
  * journal that overflowed (or a scribbled reference) is rolled back. */
 int step(shm_dict *d) {
   if (d->overflow) return corrupt(d, d->why != NULL ? d->why : "journal overflow");
-  commit(d);
+  txn_commit(d);
   return SHM_OK;
 }
 
 /* Is the journal past the point where a long operation commits a step? */
 static int jfull(shm_dict *d) { return d->jn >= D_JSTEP || d->nopen >= D_MAXOPEN - 2; }
 
-/* Take the lock (waiting up to the handle's timeout), repairing what a dead
- * owner left: its transaction rolled back, its unfinished frees finished. */
-int txn_begin(shm_dict *d) {
+/* txn_begin (dict.h) past its fast path: take the lock unless `locked`
+ * (waiting up to the handle's timeout), repairing what a dead owner left:
+ * its transaction rolled back, its unfinished frees finished. */
+int txn_begin_more(shm_dict *d, uint64_t self, int locked) {
   dhdr *h = d->h;
-  uint64_t self = shm_ctx_self(d->ctx), free = 0;
-  int r;
-  if (__atomic_compare_exchange_n(&h->lock.word, &free, self, 0, __ATOMIC_ACQUIRE,
-                                  __ATOMIC_RELAXED)) {
-    r = SHM_OK; /* uncontended: no clock read for a deadline */
-  } else {
+  int r = SHM_OK;
+  if (!locked) {
     shm_deadline dl;
     shm_deadline_after(&dl, d->timeout < 0 ? 1e18 : d->timeout);
     r = shm_lock_acquire(&h->lock, self, &dl);
   }
-  d->jn = 0;
-  d->nopen = 0;
-  d->overflow = 0;
-  d->why = NULL;
   if (r == SHM_OWNERDIED) {
     const char *why = rollback(d);
     if (why != NULL) {
@@ -338,21 +230,19 @@ int txn_begin(shm_dict *d) {
   return r;
 }
 
-/* The one unlock path: roll back what a failed operation (or an overflowing
- * journal) changed since the last commit, or commit it and free the list
- * elements it set aside; unlock.  Returns the status to report. */
-int txn_end(shm_dict *d, int r) {
+/* txn_end (dict.h) past its fast path. */
+int txn_end_more(shm_dict *d, int r) {
   if (d->overflow && r == SHM_OK) r = corrupt(d, d->why != NULL ? d->why : "journal overflow");
   if (r == SHM_DICT_NORESERVE) r = SHM_DICT_NOMEM;
   if (r != SHM_OK) {
     /* a failed operation changes nothing (evictions were committed) */
     if (d->jn > 0) rollback(d);
-    commit(d); /* (buckets opened without a journal entry: even again) */
+    txn_commit(d); /* (buckets opened without a journal entry: even again) */
   } else {
-    commit(d);
+    txn_commit(d);
     if (LOAD(&d->h->gc_head) != D_NIL) { /* what the operation set aside */
       if ((r = gc_drain(d)) != SHM_OK && d->jn > 0) rollback(d);
-      commit(d);
+      txn_commit(d);
     }
   }
   shm_lock_release(&d->h->lock);
@@ -362,8 +252,12 @@ int txn_end(shm_dict *d, int r) {
 /* ---- the buddy allocator (under the lock) ---- */
 
 uint32_t order_for(size_t bytes) {
-  uint32_t o = 0;
-  while (((size_t)D_UNIT << o) < bytes && o < 63) o++;
+  /* the least o with D_UNIT << o >= bytes; 63 (more than any heap's
+   * maxorder) for more than 2^63 */
+  uint32_t o;
+  if (bytes <= D_UNIT) return 0;
+  if ((uint64_t)bytes > ((uint64_t)D_UNIT << 58)) return 63;
+  o = 64u - (uint32_t)__builtin_clzll((unsigned long long)(bytes - 1)) - D_UNITSHIFT;
   return o;
 }
 

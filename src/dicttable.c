@@ -6,7 +6,7 @@
  */
 #include "dict.h"
 
-static int expired(shm_dict *d, dentry *e, uint64_t *now) {
+D_HOT int expired(shm_dict *d, dentry *e, uint64_t *now) {
   uint64_t x = LOAD(&e->expires);
   if (LOAD(&e->gen) != LOAD(&d->h->flush_gen)) return 1;
   if (x == 0) return 0;
@@ -17,7 +17,7 @@ static int expired(shm_dict *d, dentry *e, uint64_t *now) {
 /* Find key in its chain.  *ref is the entry (D_NIL if absent) and *v its
  * view, *link the word that points at it (the bucket or the previous
  * entry's next).  Bounded by the number of units; 0 on a bad chain. */
-static int lookupv(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
+D_HOT int lookupv(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_t *ref,
                    uint32_t **link, dview *v) {
   uint32_t *at = BHEAD(d, hash);
   uint32_t r = LOAD(at);
@@ -25,7 +25,7 @@ static int lookupv(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint32_
   walk_init(&w, d->nunits);
   while (r != D_NIL) {
     if (!walk_ok(&w, r) || !viewof(d, r, v)) return 0;
-    if (LOAD(&v->e->hash) == hash && v->klen == kl && memcmp(v->key, k, kl) == 0) break;
+    if (LOAD(&v->e->hash) == hash && v->klen == kl && keyeq(v->key, k, kl)) break;
     at = &v->e->next;
     r = LOAD(at);
   }
@@ -179,14 +179,18 @@ static int alloc_evicting(shm_dict *d, size_t bytes, uint32_t kind, int safe, ui
  * from the LRU tail (as ngx does on every store), then find the key. */
 static int write_begin(shm_dict *d, const char *k, size_t kl, uint32_t hash, uint64_t *now,
                        uint32_t *ref, uint32_t **link, dview *v) {
-  int r = expire_tail(d, D_EXPIRE_ON_STORE, now);
-  if (r != SHM_OK) return r;
+  uint32_t tail = d->h->lru_tail;
+  /* (entryof is safe for any ref: a live tail, the common case, costs a look) */
+  if (tail != D_NIL && expired(d, entryof(d, tail), now)) {
+    int r = expire_tail(d, D_EXPIRE_ON_STORE, now);
+    if (r != SHM_OK) return r;
+  }
   if (!lookupv(d, k, kl, hash, ref, link, v)) return corrupt(d, "bad hash chain");
   return SHM_OK;
 }
 
 /* ms from now for an exptime in seconds, as ngx: truncated, <= 0 ms = never */
-static uint64_t expiry(double exptime, uint64_t *now) {
+D_HOT uint64_t expiry(double exptime, uint64_t *now) {
   double ms = exptime * 1000.0;
   if (!(ms >= 1.0)) return 0;
   if (*now == 0) *now = now_ms();
@@ -373,7 +377,7 @@ static int copyout(const dview *v, dval *out, char *buf, size_t cap) {
   if (out->type == DV_LIST) return SHM_DICT_ISLIST;
   out->len = v->vlen;
   if (out->len > cap) return SHM_DICT_BUFSMALL;
-  memcpy(buf, v->val, out->len);
+  copysmall(buf, v->val, out->len);
   out->ptr = buf;
   return SHM_OK;
 }
@@ -386,7 +390,7 @@ static int copyout(const dview *v, dval *out, char *buf, size_t cap) {
  * makes a reader wait. */
 typedef int (*readfn)(shm_dict *d, const dview *v, uint64_t *now, void *arg);
 
-static int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
+D_HOT int dict_read(shm_dict *d, const char *k, size_t kl, readfn what, void *arg) {
   uint32_t hash = dict_hash(d->seed, k, kl), ref, *q = BSEQ(d, hash);
   dview v;
   int tries, r;
