@@ -1132,6 +1132,70 @@ static int s_newindex(lua_State *L) {
   return 0;
 }
 
+/* ---- FFI entry points (lua/shm/ffi.lua under LuaJIT) ----
+ * acquire's try and release as plain C functions, reached through a table of
+ * function pointers (shm.sem._ffi, a light userdata).  `ud` is a semaphore's
+ * userdata (the caller has checked that it is one, by its metatable); its
+ * state (open, kind, undo, the set id or glibc's sem_t mapping) is read from
+ * the struct on every call, never kept on the Lua side, so a closed handle is
+ * refused however the call was compiled.  They never wait: anything but an
+ * operation that completes at once (a closed handle, an argument out of
+ * range, a wait, any error) returns SHM_FFI_FALLBACK having done nothing, and
+ * the caller hands the call to the C API method, which redoes it from the
+ * start (a failed semop or sem_trywait changed nothing): its waits, its
+ * signal handling and its messages are the only ones. */
+static semobj *ffi_sem(void *ud) {
+  semobj *s = (semobj *)ud;
+  if (s == NULL || !s->open) return NULL;
+  if (s->ops == &posix_semops) return s->sem != NULL ? s : NULL;
+  return s->ops == &sysv_semops ? s : NULL;
+}
+
+/* Take n units if they are there: SHM_OK, or SHM_TIMEOUT when they are not
+ * (the caller passes only a timeout of 0 here), or SHM_FFI_FALLBACK. */
+static int ffi_tryacquire(void *ud, int n) {
+  semobj *s = ffi_sem(ud);
+  if (s == NULL || n < 1 || n > SEMVMX) return SHM_FFI_FALLBACK;
+  if (s->ops == &posix_semops) {
+    if (n != 1) return SHM_FFI_FALLBACK;
+    if (sem_trywait(s->sem) == 0) return SHM_OK;
+  } else {
+    struct sembuf b;
+    b.sem_num = (unsigned short)s->index;
+    b.sem_op = (short)-n;
+    b.sem_flg = (short)(IPC_NOWAIT | (s->undo ? SEM_UNDO : 0));
+    if (semop(s->semid, &b, 1) == 0) return SHM_OK;
+  }
+  return errno == EAGAIN ? SHM_TIMEOUT : SHM_FFI_FALLBACK;
+}
+
+/* Give n units: SHM_OK or SHM_FFI_FALLBACK (POSIX: one unit only here; the
+ * C API checks room for several before the first post). */
+static int ffi_release(void *ud, int n) {
+  semobj *s = ffi_sem(ud);
+  if (s == NULL || n < 1 || n > SEMVMX) return SHM_FFI_FALLBACK;
+  if (s->ops == &posix_semops) {
+    if (n != 1) return SHM_FFI_FALLBACK;
+    return sem_post(s->sem) == 0 ? SHM_OK : SHM_FFI_FALLBACK;
+  } else {
+    struct sembuf b;
+    b.sem_num = (unsigned short)s->index;
+    b.sem_op = (short)n;
+    b.sem_flg = (short)(s->undo ? SEM_UNDO : 0); /* (never waits: n > 0) */
+    return semop(s->semid, &b, 1) == 0 ? SHM_OK : SHM_FFI_FALLBACK;
+  }
+}
+
+/* Keep in step with the cdef in lua/shm/ffi.lua (its sem block). */
+typedef struct shm_sem_ffi_api {
+  int version;
+  int semvmx;
+  int (*tryacquire)(void *, int);
+  int (*release)(void *, int);
+} shm_sem_ffi_api;
+
+static const shm_sem_ffi_api sem_ffi = {1, SEMVMX, ffi_tryacquire, ffi_release};
+
 static const luaL_Reg sem_methods[] = {
   {"acquire", s_acquire}, {"release", s_release}, {"wait_zero", s_wait_zero},
   {"setvalue", s_setvalue}, {"stat", s_stat},     {"chmod", s_chmod},
@@ -1161,6 +1225,8 @@ void shm_open_sem(lua_State *L, int module, int methods) {
   luaL_newlibtable(L, sem_funcs);
   lua_insert(L, -3);
   luaL_setfuncs(L, sem_funcs, 2); /* upvalues: the methods, that metatable */
+  lua_pushlightuserdata(L, (void *)&sem_ffi); /* for lua/shm/ffi.lua */
+  lua_setfield(L, -2, "_ffi");
   lua_setfield(L, module, "sem");
   lua_pop(L, 1);
 }

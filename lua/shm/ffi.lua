@@ -600,4 +600,89 @@ function M.install(core)
   return M.active
 end
 
+
+---------------------------------------------------------------- sems
+-- (shm.sem: acquire's try and release; kept apart from the rest, and added
+-- to M.install by wrapping it.)  The C entry points never wait: an acquire
+-- that finds no unit returns false, "timeout" here only for a timeout of 0;
+-- with any other timeout it goes to the C API method, which does the whole
+-- wait (its clock, its signal handling) from the start.  Every call the
+-- entry points decline (a closed handle, an error such as a removed
+-- semaphore or a value past the largest, several POSIX units) goes there
+-- too, having changed nothing, so results and messages are the C API's.
+
+if not pcall(ffi.typeof, "shm_sem_ffi_api") then
+  ffi.cdef [[
+typedef struct shm_sem_ffi_api {
+  int version;
+  int semvmx;
+  int (*tryacquire)(void *, int);
+  int (*release)(void *, int);
+} shm_sem_ffi_api;
+]]
+end
+
+local function sems(core, reg)
+  local api = core.sem and cast("const shm_sem_ffi_api *", core.sem._ffi)
+  if not api or api.version ~= 1 then return end
+  local class = reg["shm.sem"]
+  local methods = class and rawget(class, "__index")
+  if type(methods) ~= "table" then return end
+  -- every semaphore has a metatable of its own (src/sem.c: personalize);
+  -- each, and the class's, holds mt[key] = true for a light-userdata key
+  -- no Lua code can make
+  local key
+  for k, v in pairs(class) do
+    if type(k) == "userdata" and v == true then key = k end
+  end
+  if key == nil then return end
+  local known, check = checker(function(obj)
+    local mt = getmetatable(obj)
+    return mt ~= nil and rawget(mt, key) == true
+  end)
+  local a_try, a_release, SEMVMX = api.tryacquire, api.release, api.semvmx
+
+  -- n as the C API takes it without converting: nil (1) or a whole number
+  -- in range; nil for anything else (the C API answers)
+  local function units(n)
+    if n == nil then return 1 end
+    if type(n) == "number" and n >= 1 and n <= SEMVMX and n == floor(n) then return n end
+    return nil
+  end
+
+  install(methods, "sem", "acquire", function(c)
+    return function(...)
+      local self, t, n = ...
+      n = units(n)
+      if n and (t == nil or (type(t) == "number" and t >= 0)) and (known[self] or check(self)) then
+        local r = a_try(self, n)
+        if r == ST_OK then return true end
+        if r == ST_TIMEOUT and t == 0 then return false, "timeout" end
+      end
+      fallbacks["sem:acquire"] = fallbacks["sem:acquire"] + 1
+      return c(...)
+    end
+  end)
+
+  install(methods, "sem", "release", function(c)
+    return function(...)
+      local self, n = ...
+      n = units(n)
+      if n and (known[self] or check(self)) and a_release(self, n) == ST_OK then return true end
+      fallbacks["sem:release"] = fallbacks["sem:release"] + 1
+      return c(...)
+    end
+  end)
+  return true
+end
+
+local install_before_sems = M.install
+--- (wrapped: the classes above, then the semaphores')
+function M.install(core)
+  local others = install_before_sems(core)
+  local s = sems(core, debug.getregistry())
+  M.active = (others and s) or false
+  return M.active
+end
+
 return M
