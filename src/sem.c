@@ -924,12 +924,18 @@ resumes it with the time left.
 static int s_acquire(lua_State *L) {
   semobj *s = checksem(L);
   shm_deadline d;
-  int n = 1;
-  shm_optdeadline(L, 2, &d);
-  if (!lua_isnoneornil(L, 3)) {
+  int n = 1, top = lua_gettop(L);
+  double t = top >= 2 ? shm_opttimeout(L, 2) : -1;
+  if (top >= 3 && !lua_isnil(L, 3)) {
     n = checkrange(L, 3, "n", 1, SEMVMX);
     luaL_argcheck(L, n == 1 || s->ops == &sysv_semops, 3, "a POSIX semaphore takes 1 unit at a time");
   }
+  if (s->ops == &posix_semops && sem_trywait(s->sem) == 0) { /* uncontended: no clock, no hooks */
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (t < 0) d.forever = 1;
+  else shm_deadline_after(&d, t);
   return semwait(L, s, "acquire", -n, &d);
 }
 
@@ -945,7 +951,8 @@ largest value (nothing released then), `EIDRM`/`EINVAL` when removed
 */
 static int s_release(lua_State *L) {
   semobj *s = checksem(L);
-  int n = lua_isnoneornil(L, 2) ? 1 : checkrange(L, 2, "n", 1, kindmax(s->ops == &sysv_semops ? SHM_SYSV : SHM_POSIX));
+  int n = lua_gettop(L) < 2 || lua_isnil(L, 2)
+              ? 1 : checkrange(L, 2, "n", 1, kindmax(s->ops == &sysv_semops ? SHM_SYSV : SHM_POSIX));
   return semresult(L, s, "release", s->ops->release(s, n));
 }
 
