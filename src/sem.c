@@ -317,10 +317,11 @@ static int sysv_unlink(int32_t key) {
 
 /* ---- POSIX ---- */
 
+/* (Its callers, s_acquire and the FFI's, have tried sem_trywait first: an
+ * uncontended acquire reads no clock and notes no hooks.) */
 static shm_status posix_op(semobj *s, int n, const shm_deadline *d, const semintr *in, int *en) {
   int r;
   (void)n; /* always -1: the binding checks */
-  if (sem_trywait(s->sem) == 0) return SHM_OK; /* uncontended: no clock, no wait */
   for (;;) {
     if (d->forever) r = sem_wait(s->sem);
     else if (shm_deadline_expired(d)) r = sem_trywait(s->sem);
