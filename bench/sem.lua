@@ -46,13 +46,20 @@ if mode == "compare" then
     end
     floor[r] = run(self("floor", "-", 3000000))
   end
-  print(string.format("%s, %d rounds, medians (ns)", jit and jit.version or _VERSION, rounds))
+  -- the ratio: the median of each round's own lua-shm / C
+  local function ratio(a, b)
+    local r = {}
+    for i = 1, #a do r[i] = a[i] / b[i] end
+    return lib.median(r)
+  end
+  print(string.format("%s%s, %d rounds, medians (ns)", jit and jit.version or _VERSION,
+    jit and os.getenv("SHM_NO_FFI") == "1" and " (SHM_NO_FFI=1)" or "", rounds))
   print(string.format("%-20s %10s %10s %8s", "case", "lua-shm", "C", "ratio"))
   for _, c in ipairs(cases) do
-    local l, cv = lib.median(c.l), lib.median(c.c)
-    print(string.format("%-20s %10.1f %10.1f %8.2f", c[1], l, cv, l / cv))
+    print(string.format("%-20s %10.1f %10.1f %8.2f", c[1], lib.median(c.l), lib.median(c.c), ratio(c.l, c.c)))
   end
-  print(string.format("%-20s %10.1f", "C API call floor", lib.median(floor)))
+  print(string.format("%-20s %10.1f %10.1f %8.2f", "C API method floor", lib.median(floor),
+    lib.median(cases[3].c), ratio(floor, cases[3].c)))
 elseif mode == "floor" then
   local s = assert(shm.sem.create(shm.PRIVATE, 1))
   s:remove()

@@ -577,13 +577,16 @@ static int hookset(void *ud) {
  * mt[&sem_key] = true: the type check (tables Lua code cannot reach:
  * __metatable hides them).  The __index table holds the semaphore at
  * [&self_key], for `value`. */
-static const char sem_key = 0, self_key = 0, thread_key = 0;
+static const char sem_key = 0, self_key = 0;
+#if LUA_VERSION_NUM == 501
+static const char thread_key = 0;
+#endif
 
 /* The userdata: the core's object, and for the FFI entry points (LuaJIT
  * only) a thread of the Lua state that made it, whose hooks they read
  * (LuaJIT's hooks are global: any thread of the state shows them); the
  * semaphore's __index table holds that thread at [&thread_key], so it lives
- * as long as the semaphore. */
+ * as long as the semaphore (under 5.1 and LuaJIT only: NULL elsewhere). */
 typedef struct semud {
   semobj s; /* first: a semud is used as a semobj everywhere else */
   lua_State *hooks;
@@ -638,9 +641,11 @@ static void personalize(lua_State *L, semobj *s) {
   }
   lua_pushvalue(L, ud);
   lua_rawsetp(L, ud + 2, &self_key);
+#if LUA_VERSION_NUM == 501 /* (LuaJIT's FFI entry points; PUC Lua never calls them) */
   lua_pushthread(L);
   lua_rawsetp(L, ud + 2, &thread_key);
   ((semud *)(void *)s)->hooks = L;
+#endif
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_setmetatable(L, ud + 2);
   lua_setfield(L, ud + 1, "__index");
