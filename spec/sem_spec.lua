@@ -542,6 +542,203 @@ describe("shm.sem", function()
     end
   end)
 
+  -- LuaJIT's FFI paths (lua/shm/ffi.lua, its sem block): acquire and release
+  -- without the C API, the same results and errors (with SHM_NO_FFI=1 the
+  -- suite above runs on the C API methods, without it on these)
+  describe("under LuaJIT's FFI #luajit", function()
+    if not rawget(_G, "jit") then return end
+    local noffi = os.getenv("SHM_NO_FFI") == "1"
+    local function method(s, m) return debug.getmetatable(s).__index[m] end
+
+    it("replace acquire and release (not with SHM_NO_FFI=1), the others stay the C API's", function()
+      local s = assert(shm.sem.create(shm.PRIVATE, 1))
+      for _, m in ipairs({ "acquire", "release" }) do
+        local info = debug.getinfo(method(s, m), "S")
+        if noffi then
+          assert.equal("C", info.what, m)
+        else
+          assert.equal("Lua", info.what, m)
+          assert.truthy(info.source:find("shm/ffi.lua", 1, true), info.source)
+        end
+      end
+      assert.equal("C", debug.getinfo(method(s, "stat"), "S").what)
+      if noffi then assert.is_nil(package.loaded["shm.ffi"]) else assert.is_true(require("shm.ffi").active) end
+      s:remove()
+    end)
+
+    it("handle ordinary calls, waits included, without the C API", function()
+      if noffi then return end
+      local fb = require("shm.ffi").fallbacks
+      for kind, new in pairs(KINDS) do
+        local s = assert(shm.sem.create(new(), 1))
+        if kind == "sysv" then s.undo = true end
+        local a, r = fb["sem:acquire"], fb["sem:release"]
+        for i = 1, 1000 do
+          assert.is_true(s:acquire())
+          assert.same({ false, "timeout" }, { s:acquire(0) })
+          assert.is_true(s:release(1))
+          assert.is_true(s:acquire(i % 2 == 0 and 5 or nil, 1))
+          assert.is_true(s:release())
+        end
+        assert.same({ false, "timeout" }, { assert(shm.sem.create(new(), 0)):acquire(0.001) })
+        assert.equal(a, fb["sem:acquire"], kind)
+        assert.equal(r, fb["sem:release"], kind)
+        -- several POSIX units, a numeric string: the C API's
+        if kind == "posix" then
+          assert.is_true(s:release(2))
+          assert.equal(r + 1, fb["sem:release"])
+        end
+        assert.is_true(s:acquire(nil, "1"))
+        assert.equal(a + 1, fb["sem:acquire"])
+        s:remove()
+      end
+    end)
+
+    -- one line per call: what it returned or raised; the same script runs
+    -- with and without SHM_NO_FFI and must print the same lines
+    local BATTERY = [==[
+local shm = require "shm"
+local key, name = tonumber((...)), select(2, ...)
+local N = 0
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) == "number" then return string.format("%.17g", v) end
+  return tostring(v)
+end
+local function pack(...) return { n = select("#", ...), ... } end
+local function id(...) return ... end -- (no tail calls: errors name the methods)
+local function try(what, f, ...)
+  N = N + 1
+  local r = pack(pcall(f, ...))
+  local out = {}
+  for i = 1, r.n do out[i] = show(r[i]) end
+  print(N .. " " .. what .. ": " .. (table.concat(out, ", "):gsub("id=%d+", "id=ID")))
+end
+local proxy = newproxy(true)
+getmetatable(proxy).__metatable = "shm.sem"
+-- (no call here ever waits for long: every blocking acquire finds a unit)
+local function set(x, v)
+  if x.kind == "sysv" then return x:setvalue(v) end
+  while x:acquire(0) do end
+  for _ = 1, v do x:release() end
+end
+for _, obj in ipairs({ key, name }) do
+  local s = assert(shm.sem.create(obj, 2))
+  local t = assert(shm.sem.open(obj))
+  if s.kind == "sysv" then t.undo = true end
+  for _, x in ipairs({ s, t }) do
+    set(x, 2)
+    try("acquire", function() return id(x:acquire()) end)
+    try("acquire 0", function() return id(x:acquire(0)) end)
+    try("acquire 0 again", function() return id(x:acquire(0)) end)
+    try("acquire 0.001", function() return id(x:acquire(0.001)) end)
+    try("release", function() return id(x:release()) end)
+    try("release 1", function() return id(x:release(1)) end)
+    try("release 2", function() return id(x:release(2)) end)
+    try("acquire nil 2", function() return id(x:acquire(nil, 2)) end)
+    try("acquire 1e-12", function() return id(x:acquire(1e-12)) end)
+    try("acquire huge", function() return id(x:acquire(math.huge)) end)
+    try("value", function() return x.value end)
+  end
+  set(s, 20)
+  for _, a in ipairs({ { -1 }, { 0 / 0 }, { "0" }, { "x" }, { {} }, { true }, { nil, 0 }, { nil, -1 },
+                       { nil, 1.5 }, { nil, 32768 }, { nil, "1" }, { nil, 0 / 0 }, { 0, 2 ^ 31 },
+                       { nil, 1e300 }, { -0.0 }, { 0, 3 }, { 0, 3.0 } }) do
+    try("acquire args", function() return id(s:acquire(a[1], a[2])) end)
+    try("value", function() return s.value end)
+  end
+  for _, a in ipairs({ 0, -1, 1.5, "1", "2", "x", {}, true, 0 / 0, 32767, 32768, 2147483647, 2147483648, 2 ^ 53,
+                       1e300, -0.0, 3 }) do
+    try("release " .. (type(a) == "table" and "{}" or tostring(a)), function() return id(s:release(a)) end)
+    try("value", function() return s.value end)
+  end
+  for _, other in ipairs({ proxy, io.stdout, {}, 1, "x", false }) do
+    try("acquire other", function() return id(s.acquire(other)) end)
+    try("release other", function() return id(s.release(other)) end)
+  end
+  -- a removed semaphore, a closed handle, past the largest value
+  s:remove()
+  if s.kind == "sysv" then
+    try("removed acquire", function() return id(s:acquire()) end)
+    try("removed acquire 0", function() return id(s:acquire(0)) end)
+    try("removed release", function() return id(t:release()) end)
+  end
+  t:close()
+  try("closed acquire", function() return id(t:acquire()) end)
+  try("closed acquire 0", function() return id(t:acquire(0)) end)
+  try("closed release", function() return id(t:release()) end)
+  s:close()
+  local max = type(obj) == "number" and 32767 or 2147483647
+  local m = assert(shm.sem.create(obj, max))
+  try("release past the largest", function() return id(m:release()) end)
+  try("acquire", function() return id(m:acquire()) end)
+  try("release 2 past the largest", function() return id(m:release(2)) end)
+  try("value", function() return m.value end)
+  m:remove()
+  m:close()
+end
+local ffi = package.loaded["shm.ffi"]
+print("fallbacks: " .. (ffi and ffi.fallbacks["sem:acquire"] .. " " .. ffi.fallbacks["sem:release"] or "-"))
+]==]
+
+    it("give the C API's results and errors, call by call", function()
+      if noffi then return end
+      local key, name = skey(), sname()
+      local with, rc1 = H.run(BATTERY, { key, name })
+      local env = { SHM_NO_FFI = "1" }
+      for k, v in pairs(H.env) do env[k] = v end
+      local without, rc2 = H.run(BATTERY, { key, name }, { env = env })
+      assert.equal(0, rc1, with)
+      assert.equal(0, rc2, without)
+      local a, b = {}, {}
+      -- (each run has its own script file: positions are compared by line)
+      for l in with:gmatch("[^\n]+") do a[#a + 1] = l:gsub("\"/[^\"]-:(%d+):", "\"script:%1:") end
+      for l in without:gmatch("[^\n]+") do b[#b + 1] = l:gsub("\"/[^\"]-:(%d+):", "\"script:%1:") end
+      assert.is_true(#a > 150, #a .. " lines")
+      assert.equal("fallbacks: -", table.remove(b))
+      assert.matches("^fallbacks: %d+ %d+$", table.remove(a))
+      assert.same(b, a)
+      -- every kind of result is in there, in the C API's words
+      for _, m in ipairs({ "1 acquire: true, true", "\"timeout\"", "Numerical result out of range",
+                           "Value too large for defined data type", "Invalid argument (removed)",
+                           "attempt to use a closed semaphore", "shm.sem expected",
+                           "a POSIX semaphore takes 1 unit at a time", "timeout must be a non-negative",
+                           "n 32768 out of range" }) do
+        assert.truthy(with:find(m, 1, true), m)
+      end
+    end)
+
+    it("compile an acquire/release loop into one trace (no C API call in it)", function()
+      if noffi then return end
+      local jutil = require "jit.util"
+      for _, new in pairs(KINDS) do
+        local s = assert(shm.sem.create(new(), 1))
+        local ok = false
+        for _ = 1, 3 do -- (the JIT's heuristics may abort a trace now and then)
+          local stitched, loops = 0, 0
+          jit.flush()
+          local function record(what, tr)
+            if what == "stop" then
+              local link = jutil.traceinfo(tr).linktype
+              if link == "loop" then loops = loops + 1 end
+              if link == "stitch" then stitched = stitched + 1 end
+            end
+          end
+          jit.attach(record, "trace")
+          for _ = 1, 2000 do
+            s:acquire()
+            s:release()
+          end
+          jit.attach(record)
+          assert.equal(0, stitched)
+          if loops >= 1 then ok = true break end
+        end
+        assert.is_true(ok)
+        s:remove()
+      end
+    end)
+  end)
+
   it("leaves nothing behind", function()
     cleanup()
     local ipcs = H.sh("ipcs -s")

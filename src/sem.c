@@ -317,10 +317,11 @@ static int sysv_unlink(int32_t key) {
 
 /* ---- POSIX ---- */
 
+/* (Its callers, s_acquire and the FFI's, have tried sem_trywait first: an
+ * uncontended acquire reads no clock and notes no hooks.) */
 static shm_status posix_op(semobj *s, int n, const shm_deadline *d, const semintr *in, int *en) {
   int r;
   (void)n; /* always -1: the binding checks */
-  if (sem_trywait(s->sem) == 0) return SHM_OK; /* uncontended: no clock, no wait */
   for (;;) {
     if (d->forever) r = sem_wait(s->sem);
     else if (shm_deadline_expired(d)) r = sem_trywait(s->sem);
@@ -577,6 +578,19 @@ static int hookset(void *ud) {
  * __metatable hides them).  The __index table holds the semaphore at
  * [&self_key], for `value`. */
 static const char sem_key = 0, self_key = 0;
+#if LUA_VERSION_NUM == 501
+static const char thread_key = 0;
+#endif
+
+/* The userdata: the core's object, and for the FFI entry points (LuaJIT
+ * only) a thread of the Lua state that made it, whose hooks they read
+ * (LuaJIT's hooks are global: any thread of the state shows them); the
+ * semaphore's __index table holds that thread at [&thread_key], so it lives
+ * as long as the semaphore (under 5.1 and LuaJIT only: NULL elsewhere). */
+typedef struct semud {
+  semobj s; /* first: a semud is used as a semobj everywhere else */
+  lua_State *hooks;
+} semud;
 
 static semobj *testsem(lua_State *L, int idx) {
   void *p = lua_touserdata(L, idx);
@@ -590,8 +604,9 @@ static semobj *testsem(lua_State *L, int idx) {
 }
 
 static semobj *newsem(lua_State *L) {
-  semobj *s = (semobj *)lua_newuserdatauv(L, sizeof *s, 0);
-  memset(s, 0, sizeof *s);
+  semud *u = (semud *)lua_newuserdatauv(L, sizeof *u, 0);
+  semobj *s = &u->s;
+  memset(u, 0, sizeof *u);
   s->ops = &sysv_semops;
   luaL_setmetatable(L, SEM_MT);
   return s;
@@ -626,6 +641,11 @@ static void personalize(lua_State *L, semobj *s) {
   }
   lua_pushvalue(L, ud);
   lua_rawsetp(L, ud + 2, &self_key);
+#if LUA_VERSION_NUM == 501 /* (LuaJIT's FFI entry points; PUC Lua never calls them) */
+  lua_pushthread(L);
+  lua_rawsetp(L, ud + 2, &thread_key);
+  ((semud *)(void *)s)->hooks = L;
+#endif
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_setmetatable(L, ud + 2);
   lua_setfield(L, ud + 1, "__index");
@@ -639,12 +659,24 @@ static semobj *checksem(lua_State *L) {
   return s;
 }
 
-/* nil, "sem:<call>(<object>): <strerror>", errno */
-static int semfail(lua_State *L, const semobj *s, const char *call, int en) {
+#define SEMMSG_MAX (NAME_MAX + 640)
+
+/* "sem:<call>(<object>): <strerror>", and " (removed)" when a System V
+ * semaphore is gone: the message of semfail and of the FFI paths. */
+static void semmessage(const semobj *s, const char *call, int en, char *buf, size_t n) {
   char obj[NAME_MAX + 48];
   s->ops->describe(s, obj, sizeof obj);
-  shm_fail(L, en, "sem:%s(%s)", call, obj);
-  if (s->ops == &sysv_semops && (en == EIDRM || en == EINVAL)) return shm_hint(L, "removed");
+  snprintf(buf, n, "sem:%s(%s): %s%s", call, obj, strerror(en),
+           s->ops == &sysv_semops && (en == EIDRM || en == EINVAL) ? " (removed)" : "");
+}
+
+/* nil, "sem:<call>(<object>): <strerror>", errno */
+static int semfail(lua_State *L, const semobj *s, const char *call, int en) {
+  char msg[SEMMSG_MAX];
+  semmessage(s, call, en, msg, sizeof msg);
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  lua_pushinteger(L, en);
   return 3;
 }
 
@@ -924,12 +956,18 @@ resumes it with the time left.
 static int s_acquire(lua_State *L) {
   semobj *s = checksem(L);
   shm_deadline d;
-  int n = 1;
-  shm_optdeadline(L, 2, &d);
-  if (!lua_isnoneornil(L, 3)) {
+  int n = 1, top = lua_gettop(L);
+  double t = top >= 2 ? shm_opttimeout(L, 2) : -1;
+  if (top >= 3 && !lua_isnil(L, 3)) {
     n = checkrange(L, 3, "n", 1, SEMVMX);
     luaL_argcheck(L, n == 1 || s->ops == &sysv_semops, 3, "a POSIX semaphore takes 1 unit at a time");
   }
+  if (s->ops == &posix_semops && sem_trywait(s->sem) == 0) { /* uncontended: no clock, no hooks */
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (t < 0) d.forever = 1;
+  else shm_deadline_after(&d, t);
   return semwait(L, s, "acquire", -n, &d);
 }
 
@@ -945,7 +983,8 @@ largest value (nothing released then), `EIDRM`/`EINVAL` when removed
 */
 static int s_release(lua_State *L) {
   semobj *s = checksem(L);
-  int n = lua_isnoneornil(L, 2) ? 1 : checkrange(L, 2, "n", 1, kindmax(s->ops == &sysv_semops ? SHM_SYSV : SHM_POSIX));
+  int n = lua_gettop(L) < 2 || lua_isnil(L, 2)
+              ? 1 : checkrange(L, 2, "n", 1, kindmax(s->ops == &sysv_semops ? SHM_SYSV : SHM_POSIX));
   return semresult(L, s, "release", s->ops->release(s, n));
 }
 
@@ -1132,6 +1171,77 @@ static int s_newindex(lua_State *L) {
   return 0;
 }
 
+/* ---- FFI entry points (lua/shm/ffi.lua under LuaJIT) ----
+ * acquire and release as plain C functions, reached through a table of
+ * function pointers (shm.sem._ffi, a light userdata).  `ud` is a semaphore's
+ * userdata (the caller has checked that it is one, by its metatable); its
+ * state (open, kind, undo, the set id or glibc's sem_t mapping) is read from
+ * the struct on every call, never kept on the Lua side, so a closed handle is
+ * refused however the call was compiled.  They do what s_acquire and
+ * s_release do once the arguments are checked, with the same core calls: an
+ * uncontended POSIX acquire is one sem_trywait, a wait notes the hooks first
+ * and ends with SHM_INTERRUPTED when a signal's handler changed them (LuaJIT's
+ * hooks are global: the semaphore's thread shows them; only LuaJIT calls
+ * these).  They return an shm_status (SHM_ERRNO with *en: `message` formats
+ * semfail's message), or SHM_FFI_FALLBACK having done nothing for a call the
+ * C API must answer (a closed handle, arguments it checks, several POSIX
+ * units released at once). */
+static semobj *ffi_sem(void *ud) {
+  semud *u = (semud *)ud;
+  semobj *s = u != NULL ? &u->s : NULL;
+  if (s == NULL || !s->open || u->hooks == NULL) return NULL;
+  if (s->ops == &posix_semops) return s->sem != NULL ? s : NULL;
+  return s->ops == &sysv_semops ? s : NULL;
+}
+
+/* t: the timeout in seconds, -1 for none (forever). */
+static int ffi_acquire(void *ud, int n, double t, int *en) {
+  semobj *s = ffi_sem(ud);
+  semhook h;
+  semintr in;
+  shm_deadline d;
+  *en = 0;
+  if (s == NULL || n < 1 || n > SEMVMX || (n != 1 && s->ops != &sysv_semops) || !(t >= 0 || t == -1))
+    return SHM_FFI_FALLBACK;
+  if (s->ops == &posix_semops && sem_trywait(s->sem) == 0) return SHM_OK; /* as s_acquire */
+  if (t < 0) d.forever = 1;
+  else shm_deadline_after(&d, t);
+  memset(&h, 0, sizeof h); /* hooknote's, with no stack: LuaJIT's are global */
+  h.L[0] = ((semud *)ud)->hooks;
+  h.hook[0] = lua_gethook(h.L[0]);
+  h.mask[0] = lua_gethookmask(h.L[0]);
+  h.count[0] = lua_gethookcount(h.L[0]);
+  in.asked = hookset;
+  in.ud = &h;
+  return (int)s->ops->op(s, -n, &d, &in, en);
+}
+
+static int ffi_release(void *ud, int n, int *en) {
+  semobj *s = ffi_sem(ud);
+  *en = 0;
+  if (s == NULL || n < 1 || n > SEMVMX || (n != 1 && s->ops != &sysv_semops)) return SHM_FFI_FALLBACK;
+  *en = s->ops->release(s, n);
+  return *en == 0 ? SHM_OK : SHM_ERRNO;
+}
+
+/* semfail's message into buf (n bytes, SEMMSG_MAX enough). */
+static void ffi_message(void *ud, const char *call, int en, char *buf, size_t n) {
+  semobj *s = &((semud *)ud)->s;
+  if (n > 0) semmessage(s, call, en, buf, n);
+}
+
+/* Keep in step with the cdef in lua/shm/ffi.lua (its sem block). */
+typedef struct shm_sem_ffi_api {
+  int version;
+  int semvmx;
+  int msgmax;
+  int (*acquire)(void *, int, double, int *);
+  int (*release)(void *, int, int *);
+  void (*message)(void *, const char *, int, char *, size_t);
+} shm_sem_ffi_api;
+
+static const shm_sem_ffi_api sem_ffi = {2, SEMVMX, SEMMSG_MAX, ffi_acquire, ffi_release, ffi_message};
+
 static const luaL_Reg sem_methods[] = {
   {"acquire", s_acquire}, {"release", s_release}, {"wait_zero", s_wait_zero},
   {"setvalue", s_setvalue}, {"stat", s_stat},     {"chmod", s_chmod},
@@ -1161,6 +1271,8 @@ void shm_open_sem(lua_State *L, int module, int methods) {
   luaL_newlibtable(L, sem_funcs);
   lua_insert(L, -3);
   luaL_setfuncs(L, sem_funcs, 2); /* upvalues: the methods, that metatable */
+  lua_pushlightuserdata(L, (void *)&sem_ffi); /* for lua/shm/ffi.lua */
+  lua_setfield(L, -2, "_ffi");
   lua_setfield(L, module, "sem");
   lua_pop(L, 1);
 }

@@ -616,4 +616,105 @@ function M.install(core)
   return M.active
 end
 
+
+---------------------------------------------------------------- sems
+-- (shm.sem: acquire and release; kept apart from the rest, and added to
+-- M.install by wrapping it.)  The C entry points (src/sem.c) do what the C
+-- API methods do once their arguments are checked, waits and signals
+-- included, and format the C API's message for an errno; a call they decline
+-- (a closed handle, several POSIX units released at once) and any argument
+-- not plainly valid go to the C API method, which answers or raises.
+
+if not pcall(ffi.typeof, "shm_sem_ffi_api") then
+  ffi.cdef [[
+typedef struct shm_sem_ffi_api {
+  int version;
+  int semvmx;
+  int msgmax;
+  int (*acquire)(void *, int, double, int *);
+  int (*release)(void *, int, int *);
+  void (*message)(void *, const char *, int, char *, size_t);
+} shm_sem_ffi_api;
+]]
+end
+
+local function sems(core, reg)
+  local api = core.sem and cast("const shm_sem_ffi_api *", core.sem._ffi)
+  if not api or api.version ~= 2 then return end
+  local class = reg["shm.sem"]
+  local methods = class and rawget(class, "__index")
+  if type(methods) ~= "table" then return end
+  -- every semaphore has a metatable of its own (src/sem.c: personalize);
+  -- each, and the class's, holds mt[key] = true for a light-userdata key
+  -- no Lua code can make
+  local key
+  for k, v in pairs(class) do
+    if type(k) == "userdata" and v == true then key = k end
+  end
+  if key == nil then return end
+  local known, check = checker(function(obj)
+    local mt = getmetatable(obj)
+    return mt ~= nil and rawget(mt, key) == true
+  end)
+  local a_acquire, a_release, a_message = api.acquire, api.release, api.message
+  local SEMVMX, MSGMAX = api.semvmx, api.msgmax
+  local ST_ERRNO = 5 -- SHM_ERRNO
+  local p_en = ffi.new("int[1]")
+  local msgbuf = ffi.new("char[?]", MSGMAX)
+
+  -- nil, the C API's message, errno
+  local function failure(self, call, en)
+    a_message(self, call, en, msgbuf, MSGMAX)
+    return nil, ffi_string(msgbuf), en
+  end
+
+  -- n as the C API takes it without converting: nil (1) or a whole number
+  -- in range; nil for anything else (the C API answers)
+  local function units(n)
+    if n == nil then return 1 end
+    if type(n) == "number" and n >= 1 and n <= SEMVMX and n == floor(n) then return n end
+    return nil
+  end
+
+  install(methods, "sem", "acquire", function(c)
+    return function(...)
+      local self, t, n = ...
+      n = units(n)
+      if n and (t == nil or (type(t) == "number" and t >= 0)) and (known[self] or check(self)) then
+        local r = a_acquire(self, n, t or -1, p_en)
+        if r == ST_OK then return true end
+        if r == ST_TIMEOUT then return false, "timeout" end
+        if r == ST_INTERRUPTED then return false, "interrupted" end
+        if r == ST_ERRNO then return failure(self, "acquire", p_en[0]) end
+      end
+      fallbacks["sem:acquire"] = fallbacks["sem:acquire"] + 1
+      return c(...)
+    end
+  end)
+
+  install(methods, "sem", "release", function(c)
+    return function(...)
+      local self, n = ...
+      n = units(n)
+      if n and (known[self] or check(self)) then
+        local r = a_release(self, n, p_en)
+        if r == ST_OK then return true end
+        if r == ST_ERRNO then return failure(self, "release", p_en[0]) end
+      end
+      fallbacks["sem:release"] = fallbacks["sem:release"] + 1
+      return c(...)
+    end
+  end)
+  return true
+end
+
+local install_before_sems = M.install
+--- (wrapped: the classes above, then the semaphores')
+function M.install(core)
+  local others = install_before_sems(core)
+  local s = sems(core, debug.getregistry())
+  M.active = (others and s) or false
+  return M.active
+end
+
 return M
