@@ -82,6 +82,12 @@
 #define EV_SPIN_NS 10000     /* looking before sleeping: about what a sleep and a wake cost */
 #define EV_CACHELINE 64
 #define EV_INIT_WAIT 5.0     /* seconds an opener waits for an initialiser */
+/* next pushes an event of n bytes straight from the ring (see l_next) */
+#if LUA_VERSION_NUM >= 502
+#define EV_DIRECT(n) ((n) >= 256)
+#else
+#define EV_DIRECT(n) 0
+#endif
 
 /* ---- the shared header ---- */
 
@@ -160,7 +166,15 @@ static void ring_get(const evcore *e, uint64_t at, void *dst, size_t n) {
   shm_ring_get(e->data, e->ring, at, dst, n);
 }
 
-static uint64_t advance(const evcore *e, uint64_t at, uint64_t n) { return (at + n) % e->ring; }
+/* The offset n bytes after `at`, around the ring.  at < ring and n <= ring
+ * wherever it is called (offsets are validated as they are read, record sizes
+ * are at most the ring's), so one subtraction does it: no division on the
+ * hot paths (a 64-bit one costs more than the rest of a `next`). */
+static uint64_t advance(const evcore *e, uint64_t at, uint64_t n) {
+  uint64_t x = at + n;
+  if (x >= e->ring) x -= e->ring;
+  return x < e->ring ? x : x % e->ring; /* (never: the bounds above) */
+}
 
 static uint64_t recsize(uint32_t len) { return EV_RECHDR + (((uint64_t)len + 7) & ~(uint64_t)7); }
 
@@ -322,7 +336,7 @@ static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const
     return SHM_CORRUPT;
   }
   count = newest + 1 - oseq;
-  used = count == 0 ? 0 : (toff + e->ring - ooff) % e->ring;
+  used = count == 0 ? 0 : toff >= ooff ? toff - ooff : toff + e->ring - ooff;
   if (count != 0 && used == 0) used = e->ring; /* full to the byte */
   if (count > used / EV_RECHDR || (count == 0 && ooff != toff)) {
     *why = "event count does not match the ring";
@@ -438,17 +452,35 @@ static shm_status ev_cursor(const evcore *e, evcursor *c, int oldest, const char
   return SHM_OK;
 }
 
-/* The next event for cursor c, copied into *buf (grown as needed): its length
- * and sequence number in *len and *seq.  SHM_OK; EV_LOST (c had fallen
- * behind: it now points at the oldest kept event, *lost says how many it
- * missed); SHM_TIMEOUT; SHM_INTERRUPTED; SHM_CORRUPT (why); SHM_ERRNO
- * (ENOMEM). */
-static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint64_t *seq,
-                   uint64_t *lost, evwait *wt, const char **why) {
+/* The cursor fell behind: it moves on to the oldest kept event, *lost says
+ * how many it missed.  EV_LOST, or SHM_CORRUPT (why). */
+static int fell_behind(const evcore *e, evcursor *c, uint64_t *lost, const char **why) {
+  evcursor to;
+  shm_status st = ev_cursor(e, &to, 1, why);
+  if (st != SHM_OK) return st;
+  if (to.seq <= c->seq) {
+    *why = "bad oldest event";
+    return SHM_CORRUPT;
+  }
+  *lost = to.seq - c->seq;
+  *c = to;
+  return EV_LOST;
+}
+
+/* Reading the next event is three steps, so that the binding can copy the
+ * bytes straight from the ring into the string it returns (one copy, not
+ * two): ev_find waits for the event and validates its header, the caller
+ * copies its bytes (from ev_bytes), ev_confirm checks that the copy is whole
+ * and moves the cursor on.  A copy that ev_confirm rejects was written over
+ * while it was made: drop it. */
+
+/* The next event for cursor c: SHM_OK with its header in *r; EV_LOST (c had
+ * fallen behind: it now points at the oldest kept event, *lost says how many
+ * it missed); SHM_TIMEOUT; SHM_INTERRUPTED; SHM_CORRUPT (why). */
+static int ev_find(const evcore *e, evcursor *c, evrec *r, uint64_t *lost, evwait *wt, const char **why) {
   evhdr *h = e->h;
   for (;;) {
     uint64_t s = c->seq;
-    evrec r;
     shm_status st;
     if (s > c->newest) { /* beyond what it has seen published: look again */
       uint64_t newest = LOAD(&h->newest);
@@ -463,40 +495,59 @@ static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint
         continue;
       }
     }
-    if (s < LOAD(&h->oldest)) break;
-    ring_get(e, c->off, &r, EV_RECHDR);
+    ring_get(e, c->off, r, EV_RECHDR);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (s < LOAD(&h->oldest)) break;
-    if (r.seq != s || r.check != reccheck(r.seq, r.len) || r.len > e->ring - EV_RECHDR) {
+    if (s < LOAD(&h->oldest)) return fell_behind(e, c, lost, why); /* (the header may be another's) */
+    if (r->seq != s || r->check != reccheck(r->seq, r->len) || r->len > e->ring - EV_RECHDR) {
       *why = "bad record";
       return SHM_CORRUPT;
     }
-    if (shm_buf_reserve(buf, r.len) != 0) {
-      errno = ENOMEM;
-      return SHM_ERRNO;
-    }
-    ring_get(e, advance(e, c->off, EV_RECHDR), buf->p, r.len);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (s < LOAD(&h->oldest)) break; /* written over while we copied: dropped */
-    c->seq = s + 1;
-    c->off = advance(e, c->off, recsize(r.len));
-    *len = r.len;
-    *seq = s;
     return SHM_OK;
   }
-  /* fell behind: on from the oldest kept event */
-  {
-    evcursor to;
-    shm_status st = ev_cursor(e, &to, 1, why);
-    if (st != SHM_OK) return st;
-    if (to.seq <= c->seq) {
-      *why = "bad oldest event";
-      return SHM_CORRUPT;
-    }
-    *lost = to.seq - c->seq;
-    *c = to;
-    return EV_LOST;
+}
+
+/* Where the bytes of the event ev_find found are: n1 at *p1, then n2 (the
+ * rest, when the record wraps) at the ring's start. */
+static void ev_bytes(const evcore *e, const evcursor *c, const evrec *r, const unsigned char **p1,
+                     size_t *n1, size_t *n2) {
+  uint64_t at = advance(e, c->off, EV_RECHDR), room = e->ring - at;
+  *p1 = e->data + at;
+  *n1 = r->len < room ? r->len : (size_t)room;
+  *n2 = r->len - *n1;
+}
+
+/* After the copy: SHM_OK (it is whole: the cursor moves on; *seq is the
+ * event's), EV_LOST (it was written over: drop it; as ev_find) or
+ * SHM_CORRUPT (why). */
+static int ev_confirm(const evcore *e, evcursor *c, const evrec *r, uint64_t *seq, uint64_t *lost,
+                      const char **why) {
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  if (c->seq < LOAD(&e->h->oldest)) return fell_behind(e, c, lost, why);
+  *seq = c->seq;
+  c->seq++;
+  c->off = advance(e, c->off, recsize(r->len));
+  return SHM_OK;
+}
+
+/* The next event for cursor c, copied into *buf (grown as needed): its length
+ * and sequence number in *len and *seq.  As ev_find and ev_confirm, and
+ * SHM_ERRNO (ENOMEM). */
+static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint64_t *seq,
+                   uint64_t *lost, evwait *wt, const char **why) {
+  const unsigned char *p1;
+  size_t n1, n2;
+  evrec r;
+  int st = ev_find(e, c, &r, lost, wt, why);
+  if (st != SHM_OK) return st;
+  if (shm_buf_reserve(buf, r.len) != 0) {
+    errno = ENOMEM;
+    return SHM_ERRNO;
   }
+  ev_bytes(e, c, &r, &p1, &n1, &n2);
+  memcpy(buf->p, p1, n1);
+  memcpy(buf->p + n1, e->data, n2);
+  *len = r.len;
+  return ev_confirm(e, c, &r, seq, lost, why);
 }
 
 /* Figures, without the lock.  SHM_OK or SHM_CORRUPT (why). */
@@ -714,14 +765,38 @@ end
 static int l_next(lua_State *L) {
   shm_subscriber *s = checksub(L, 1);
   evwait wt = {shm_opttimeout(L, 2), 0, {0, {0, 0}}};
+  const evcore *e = &s->ev->core;
   const char *why = NULL;
-  size_t len = 0;
+  const unsigned char *p1;
+  size_t n1, n2;
   uint64_t seq = 0, lost = 0;
-  int st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &seq, &lost, &wt, &why);
+  evrec r;
+  int st = ev_find(e, &s->cur, &r, &lost, &wt, &why);
   if (st == SHM_OK) {
-    lua_pushlstring(L, s->buf.p, len);
-    lua_pushinteger(L, (lua_Integer)seq);
-    return 2;
+    /* a long event's string straight from the ring; a copy written over
+     * meanwhile is dropped below.  Only a string that Lua copies without
+     * hashing it: one that is interned (every string of 5.1 and LuaJIT,
+     * those up to LUAI_MAXSHORTLEN bytes of 5.2-5.4, 40 in every release)
+     * is hashed, looked up and copied in three reads, and bytes changing
+     * between them would leave an interned string whose hash is not its
+     * contents'; those, and a record that wraps, go through the staging
+     * buffer.  No lock is held and the cursor has not moved: a memory error
+     * raised here leaves the subscriber where it was. */
+    ev_bytes(e, &s->cur, &r, &p1, &n1, &n2);
+    if (n2 == 0 && EV_DIRECT(n1)) {
+      lua_pushlstring(L, (const char *)p1, n1);
+    } else {
+      if (shm_buf_reserve(&s->buf, r.len) != 0) return shm_fail(L, ENOMEM, "shm.events");
+      memcpy(s->buf.p, p1, n1);
+      memcpy(s->buf.p + n1, e->data, n2);
+      lua_pushlstring(L, s->buf.p, r.len);
+    }
+    st = ev_confirm(e, &s->cur, &r, &seq, &lost, &why);
+    if (st == SHM_OK) {
+      lua_pushinteger(L, (lua_Integer)seq);
+      return 2;
+    }
+    lua_pop(L, 1);
   }
   if (st == EV_LOST) {
     lua_pushnil(L);
@@ -865,19 +940,24 @@ static int ffi_publish(void *ud, const char *msg, size_t len, double timeout, co
   return st == SHM_ERRNO ? SHM_FFI_FALLBACK : st; /* nothing published: l_publish says why */
 }
 
-static int ffi_next(void *ud, double timeout, const char **p, size_t *len, double *seq,
-                    const char **why) {
+/* The event's bytes in *p (the subscriber's staging buffer: a string made
+ * straight from the ring could outlive a detach made by a finalizer run
+ * while the pointer is boxed); its length and sequence number (or the count
+ * lost) in num[0] and num[1], numbers the caller reads before it makes any
+ * cdata or string. */
+static int ffi_next(void *ud, double timeout, const char **p, double *num, const char **why) {
   shm_subscriber *s = (shm_subscriber *)ud;
   evwait wt = {timeout, 0, {0, {0, 0}}};
   uint64_t n = 0, lost = 0;
+  size_t len = 0;
   int st;
   if (s->ev->seg->addr == NULL) return SHM_FFI_FALLBACK;
   *why = NULL;
-  *len = 0;
-  st = ev_next(&s->ev->core, &s->cur, &s->buf, len, &n, &lost, &wt, why);
+  st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &n, &lost, &wt, why);
   if (st == SHM_ERRNO) return SHM_FFI_FALLBACK; /* nothing taken: l_next says why */
   *p = s->buf.p;
-  *seq = (double)(st == EV_LOST ? lost : n);
+  num[0] = (double)len;
+  num[1] = (double)(st == EV_LOST ? lost : n);
   return st;
 }
 
@@ -887,10 +967,10 @@ typedef struct shm_events_ffi_api {
   int lost;   /* the status next returns for "lost" (EV_LOST) */
   int toobig; /* the status publish returns for an event that can never fit */
   int (*publish)(void *, const char *, size_t, double, const char **);
-  int (*next)(void *, double, const char **, size_t *, double *, const char **);
+  int (*next)(void *, double, const char **, double *, const char **);
 } shm_events_ffi_api;
 
-static const shm_events_ffi_api events_ffi = {1, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
+static const shm_events_ffi_api events_ffi = {2, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
 
 void shm_open_events(lua_State *L, int module, int methods) {
   (void)methods;

@@ -537,14 +537,14 @@ typedef struct shm_events_ffi_api {
   int lost;
   int toobig;
   int (*publish)(void *, const char *, size_t, double, const char **);
-  int (*next)(void *, double, const char **, size_t *, double *, const char **);
+  int (*next)(void *, double, const char **, double *, const char **);
 } shm_events_ffi_api;
 ]]
 end
 
 local function events(core, reg)
   local api = core.events and cast("const shm_events_ffi_api *", core.events._ffi)
-  if not api or api.version ~= 1 then return end
+  if not api or api.version ~= 2 then return end
   local class, subclass = reg["shm.events"], reg["shm.subscriber"]
   local methods = class and rawget(class, "__index")
   local submethods = subclass and rawget(subclass, "__index")
@@ -552,6 +552,7 @@ local function events(core, reg)
   local known, check = checker(function(obj) return getmetatable(obj) == class end)
   local subknown, subcheck = checker(function(obj) return getmetatable(obj) == subclass end)
   local a_publish, a_next, LOST = api.publish, api.next, api.lost
+  local p_evnum = ffi.new("double[2]") -- next's results: the length, the sequence number or count
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_INTERRUPTED] = "interrupted" }
   local function corrupt()
     return "shm.events: corrupted events (" .. ffi_string(p_why[0]) .. ")"
@@ -577,9 +578,12 @@ local function events(core, reg)
       local self, t = ...
       t = timeout(t)
       if t and (subknown[self] or subcheck(self)) then
-        local r = a_next(self, t, p_ptr, p_size, p_num, p_why)
-        if r == ST_OK then return ffi_string(p_ptr[0], p_size[0]), p_num[0] end
-        if r == LOST then return nil, "lost", p_num[0] end
+        local r = a_next(self, t, p_ptr, p_evnum, p_why)
+        -- the numbers read before any cdata or string is made (a finalizer
+        -- run by an allocation may call next and write the cells again)
+        local len, seq = p_evnum[0], p_evnum[1]
+        if r == ST_OK then return ffi_string(p_ptr[0], len), seq end
+        if r == LOST then return nil, "lost", seq end
         local why = reasons[r]
         if why then return nil, why end
         if r == ST_CORRUPT then error(corrupt(), 2) end
