@@ -495,14 +495,15 @@ static int ev_find(const evcore *e, evcursor *c, evrec *r, uint64_t *lost, evwai
         continue;
       }
     }
+    /* A header read while a publisher wrote over it may pass these checks
+     * (its length is still bounded): ev_confirm drops what was copied from
+     * it.  One that fails them is corruption only if the event is still kept. */
     ring_get(e, c->off, r, EV_RECHDR);
+    if (r->seq == s && r->check == reccheck(r->seq, r->len) && r->len <= e->ring - EV_RECHDR) return SHM_OK;
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (s < LOAD(&h->oldest)) return fell_behind(e, c, lost, why); /* (the header may be another's) */
-    if (r->seq != s || r->check != reccheck(r->seq, r->len) || r->len > e->ring - EV_RECHDR) {
-      *why = "bad record";
-      return SHM_CORRUPT;
-    }
-    return SHM_OK;
+    if (s < LOAD(&h->oldest)) return fell_behind(e, c, lost, why);
+    *why = "bad record";
+    return SHM_CORRUPT;
   }
 }
 
