@@ -367,8 +367,11 @@ static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const
       *why = "event count does not match the ring";
       return SHM_CORRUPT;
     }
-    STORE(&h->oldw, pack(oseq, ooff));
-    STORE(&h->oldest, oseq);
+    /* release stores, in order (oldw leads, for recover), then a release
+     * fence: the stores that write over the dropped records come after
+     * them (the writer's half of the seqlock; no full barrier needed) */
+    __atomic_store_n(&h->oldw, pack(oseq, ooff), __ATOMIC_RELEASE);
+    __atomic_store_n(&h->oldest, oseq, __ATOMIC_RELEASE);
     __atomic_thread_fence(__ATOMIC_RELEASE);
   }
   r.seq = newest + 1;
