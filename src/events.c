@@ -82,12 +82,6 @@
 #define EV_SPIN_NS 10000     /* looking before sleeping: about what a sleep and a wake cost */
 #define EV_CACHELINE 64
 #define EV_INIT_WAIT 5.0     /* seconds an opener waits for an initialiser */
-/* next pushes an event of n bytes straight from the ring (see l_next) */
-#if LUA_VERSION_NUM >= 502
-#define EV_DIRECT(n) ((n) >= 256)
-#else
-#define EV_DIRECT(n) 0
-#endif
 
 /* ---- the shared header ---- */
 
@@ -470,12 +464,13 @@ static int fell_behind(const evcore *e, evcursor *c, uint64_t *lost, const char 
   return EV_LOST;
 }
 
-/* Reading the next event is three steps, so that the binding can copy the
- * bytes straight from the ring into the string it returns (one copy, not
- * two): ev_find waits for the event and validates its header, the caller
- * copies its bytes (from ev_bytes), ev_confirm checks that the copy is whole
- * and moves the cursor on.  A copy that ev_confirm rejects was written over
- * while it was made: drop it. */
+/* Reading the next event is three steps: ev_find waits for the event and
+ * validates its header, its bytes (ev_bytes) are copied out, ev_confirm
+ * checks that the copy is whole and moves the cursor on.  A copy that
+ * ev_confirm rejects was written over while it was made: it is dropped.
+ * (The copy goes to a private buffer, never straight into a Lua string:
+ * making the string can run a finalizer, which could detach the ring or
+ * call next on the same subscriber before the copy is confirmed.) */
 
 /* The next event for cursor c: SHM_OK with its header in *r; EV_LOST (c had
  * fallen behind: it now points at the oldest kept event, *lost says how many
@@ -769,38 +764,16 @@ end
 static int l_next(lua_State *L) {
   shm_subscriber *s = checksub(L, 1);
   evwait wt = {shm_opttimeout(L, 2), 0, {0, {0, 0}}};
-  const evcore *e = &s->ev->core;
   const char *why = NULL;
-  const unsigned char *p1;
-  size_t n1, n2;
+  size_t len = 0;
   uint64_t seq = 0, lost = 0;
-  evrec r;
-  int st = ev_find(e, &s->cur, &r, &lost, &wt, &why);
+  /* copied and confirmed before any Lua allocation: a finalizer run by one
+   * could detach the ring or call next on this subscriber */
+  int st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &seq, &lost, &wt, &why);
   if (st == SHM_OK) {
-    /* a long event's string straight from the ring; a copy written over
-     * meanwhile is dropped below.  Only a string that Lua copies without
-     * hashing it: one that is interned (every string of 5.1 and LuaJIT,
-     * those up to LUAI_MAXSHORTLEN bytes of 5.2-5.4, 40 in every release)
-     * is hashed, looked up and copied in three reads, and bytes changing
-     * between them would leave an interned string whose hash is not its
-     * contents'; those, and a record that wraps, go through the staging
-     * buffer.  No lock is held and the cursor has not moved: a memory error
-     * raised here leaves the subscriber where it was. */
-    ev_bytes(e, &s->cur, &r, &p1, &n1, &n2);
-    if (n2 == 0 && EV_DIRECT(n1)) {
-      lua_pushlstring(L, (const char *)p1, n1);
-    } else {
-      if (shm_buf_reserve(&s->buf, r.len) != 0) return shm_fail(L, ENOMEM, "shm.events");
-      memcpy(s->buf.p, p1, n1);
-      memcpy(s->buf.p + n1, e->data, n2);
-      lua_pushlstring(L, s->buf.p, r.len);
-    }
-    st = ev_confirm(e, &s->cur, &r, &seq, &lost, &why);
-    if (st == SHM_OK) {
-      lua_pushinteger(L, (lua_Integer)seq);
-      return 2;
-    }
-    lua_pop(L, 1);
+    lua_pushlstring(L, s->buf.p, len);
+    lua_pushinteger(L, (lua_Integer)seq);
+    return 2;
   }
   if (st == EV_LOST) {
     lua_pushnil(L);
