@@ -939,15 +939,15 @@ static int ffi_next(void *ud, double timeout, const char **p, double *num, const
 }
 
 /* Keep in step with the cdef in lua/shm/ffi.lua. */
-typedef struct shm_events_ffi_api {
+typedef struct shm_events_ffi_api2 {
   int version;
   int lost;   /* the status next returns for "lost" (EV_LOST) */
   int toobig; /* the status publish returns for an event that can never fit */
   int (*publish)(void *, const char *, size_t, double, const char **);
   int (*next)(void *, double, const char **, double *, const char **);
-} shm_events_ffi_api;
+} shm_events_ffi_api2;
 
-static const shm_events_ffi_api events_ffi = {2, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
+static const shm_events_ffi_api2 events_ffi = {2, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
 
 void shm_open_events(lua_State *L, int module, int methods) {
   (void)methods;

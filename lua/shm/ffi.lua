@@ -530,20 +530,22 @@ end
 -- (shm.events: publish and a subscriber's next; kept apart from the rest, and
 -- added to M.install by wrapping it)
 
-if not pcall(ffi.typeof, "shm_events_ffi_api") then
+-- (version 2: a new name, so that a process that also loaded an older copy of
+-- this file, with version 1's layout declared, cannot mix the two)
+if not pcall(ffi.typeof, "shm_events_ffi_api2") then
   ffi.cdef [[
-typedef struct shm_events_ffi_api {
+typedef struct shm_events_ffi_api2 {
   int version;
   int lost;
   int toobig;
   int (*publish)(void *, const char *, size_t, double, const char **);
   int (*next)(void *, double, const char **, double *, const char **);
-} shm_events_ffi_api;
+} shm_events_ffi_api2;
 ]]
 end
 
 local function events(core, reg)
-  local api = core.events and cast("const shm_events_ffi_api *", core.events._ffi)
+  local api = core.events and cast("const shm_events_ffi_api2 *", core.events._ffi)
   if not api or api.version ~= 2 then return end
   local class, subclass = reg["shm.events"], reg["shm.subscriber"]
   local methods = class and rawget(class, "__index")
