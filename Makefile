@@ -94,7 +94,7 @@ prove: deps $(LIB)
 demo: deps $(LIB)
 	$(LUA) examples/demo.lua
 
-BENCH_BINS := build/bench/cmemcpy build/bench/cpipe build/bench/csem
+BENCH_BINS := build/bench/cmemcpy build/bench/cpipe build/bench/csem build/bench/cfutex
 build/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<

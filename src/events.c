@@ -160,7 +160,15 @@ static void ring_get(const evcore *e, uint64_t at, void *dst, size_t n) {
   shm_ring_get(e->data, e->ring, at, dst, n);
 }
 
-static uint64_t advance(const evcore *e, uint64_t at, uint64_t n) { return (at + n) % e->ring; }
+/* The offset n bytes after `at`, around the ring.  at < ring and n <= ring
+ * wherever it is called (offsets are validated as they are read, record sizes
+ * are at most the ring's), so one subtraction does it: no division on the
+ * hot paths (a 64-bit one costs more than the rest of a `next`). */
+static uint64_t advance(const evcore *e, uint64_t at, uint64_t n) {
+  uint64_t x = at + n;
+  if (x >= e->ring) x -= e->ring;
+  return x < e->ring ? x : x % e->ring; /* (never: the bounds above) */
+}
 
 static uint64_t recsize(uint32_t len) { return EV_RECHDR + (((uint64_t)len + 7) & ~(uint64_t)7); }
 
@@ -322,7 +330,7 @@ static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const
     return SHM_CORRUPT;
   }
   count = newest + 1 - oseq;
-  used = count == 0 ? 0 : (toff + e->ring - ooff) % e->ring;
+  used = count == 0 ? 0 : toff >= ooff ? toff - ooff : toff + e->ring - ooff;
   if (count != 0 && used == 0) used = e->ring; /* full to the byte */
   if (count > used / EV_RECHDR || (count == 0 && ooff != toff)) {
     *why = "event count does not match the ring";
@@ -353,8 +361,11 @@ static shm_status publish_locked(evcore *e, const void *msg, uint32_t len, const
       *why = "event count does not match the ring";
       return SHM_CORRUPT;
     }
-    STORE(&h->oldw, pack(oseq, ooff));
-    STORE(&h->oldest, oseq);
+    /* release stores, in order (oldw leads, for recover), then a release
+     * fence: the stores that write over the dropped records come after
+     * them (the writer's half of the seqlock; no full barrier needed) */
+    __atomic_store_n(&h->oldw, pack(oseq, ooff), __ATOMIC_RELEASE);
+    __atomic_store_n(&h->oldest, oseq, __ATOMIC_RELEASE);
     __atomic_thread_fence(__ATOMIC_RELEASE);
   }
   r.seq = newest + 1;
@@ -438,17 +449,36 @@ static shm_status ev_cursor(const evcore *e, evcursor *c, int oldest, const char
   return SHM_OK;
 }
 
-/* The next event for cursor c, copied into *buf (grown as needed): its length
- * and sequence number in *len and *seq.  SHM_OK; EV_LOST (c had fallen
- * behind: it now points at the oldest kept event, *lost says how many it
- * missed); SHM_TIMEOUT; SHM_INTERRUPTED; SHM_CORRUPT (why); SHM_ERRNO
- * (ENOMEM). */
-static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint64_t *seq,
-                   uint64_t *lost, evwait *wt, const char **why) {
+/* The cursor fell behind: it moves on to the oldest kept event, *lost says
+ * how many it missed.  EV_LOST, or SHM_CORRUPT (why). */
+static int fell_behind(const evcore *e, evcursor *c, uint64_t *lost, const char **why) {
+  evcursor to;
+  shm_status st = ev_cursor(e, &to, 1, why);
+  if (st != SHM_OK) return st;
+  if (to.seq <= c->seq) {
+    *why = "bad oldest event";
+    return SHM_CORRUPT;
+  }
+  *lost = to.seq - c->seq;
+  *c = to;
+  return EV_LOST;
+}
+
+/* Reading the next event is three steps: ev_find waits for the event and
+ * validates its header, its bytes (ev_bytes) are copied out, ev_confirm
+ * checks that the copy is whole and moves the cursor on.  A copy that
+ * ev_confirm rejects was written over while it was made: it is dropped.
+ * (The copy goes to a private buffer, never straight into a Lua string:
+ * making the string can run a finalizer, which could detach the ring or
+ * call next on the same subscriber before the copy is confirmed.) */
+
+/* The next event for cursor c: SHM_OK with its header in *r; EV_LOST (c had
+ * fallen behind: it now points at the oldest kept event, *lost says how many
+ * it missed); SHM_TIMEOUT; SHM_INTERRUPTED; SHM_CORRUPT (why). */
+static int ev_find(const evcore *e, evcursor *c, evrec *r, uint64_t *lost, evwait *wt, const char **why) {
   evhdr *h = e->h;
   for (;;) {
     uint64_t s = c->seq;
-    evrec r;
     shm_status st;
     if (s > c->newest) { /* beyond what it has seen published: look again */
       uint64_t newest = LOAD(&h->newest);
@@ -463,40 +493,60 @@ static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint
         continue;
       }
     }
-    if (s < LOAD(&h->oldest)) break;
-    ring_get(e, c->off, &r, EV_RECHDR);
+    /* A header read while a publisher wrote over it may pass these checks
+     * (its length is still bounded): ev_confirm drops what was copied from
+     * it.  One that fails them is corruption only if the event is still kept. */
+    ring_get(e, c->off, r, EV_RECHDR);
+    if (r->seq == s && r->check == reccheck(r->seq, r->len) && r->len <= e->ring - EV_RECHDR) return SHM_OK;
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (s < LOAD(&h->oldest)) break;
-    if (r.seq != s || r.check != reccheck(r.seq, r.len) || r.len > e->ring - EV_RECHDR) {
-      *why = "bad record";
-      return SHM_CORRUPT;
-    }
-    if (shm_buf_reserve(buf, r.len) != 0) {
-      errno = ENOMEM;
-      return SHM_ERRNO;
-    }
-    ring_get(e, advance(e, c->off, EV_RECHDR), buf->p, r.len);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (s < LOAD(&h->oldest)) break; /* written over while we copied: dropped */
-    c->seq = s + 1;
-    c->off = advance(e, c->off, recsize(r.len));
-    *len = r.len;
-    *seq = s;
-    return SHM_OK;
+    if (s < LOAD(&h->oldest)) return fell_behind(e, c, lost, why);
+    *why = "bad record";
+    return SHM_CORRUPT;
   }
-  /* fell behind: on from the oldest kept event */
-  {
-    evcursor to;
-    shm_status st = ev_cursor(e, &to, 1, why);
-    if (st != SHM_OK) return st;
-    if (to.seq <= c->seq) {
-      *why = "bad oldest event";
-      return SHM_CORRUPT;
-    }
-    *lost = to.seq - c->seq;
-    *c = to;
-    return EV_LOST;
+}
+
+/* Where the bytes of the event ev_find found are: n1 at *p1, then n2 (the
+ * rest, when the record wraps) at the ring's start. */
+static void ev_bytes(const evcore *e, const evcursor *c, const evrec *r, const unsigned char **p1,
+                     size_t *n1, size_t *n2) {
+  uint64_t at = advance(e, c->off, EV_RECHDR), room = e->ring - at;
+  *p1 = e->data + at;
+  *n1 = r->len < room ? r->len : (size_t)room;
+  *n2 = r->len - *n1;
+}
+
+/* After the copy: SHM_OK (it is whole: the cursor moves on; *seq is the
+ * event's), EV_LOST (it was written over: drop it; as ev_find) or
+ * SHM_CORRUPT (why). */
+static int ev_confirm(const evcore *e, evcursor *c, const evrec *r, uint64_t *seq, uint64_t *lost,
+                      const char **why) {
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  if (c->seq < LOAD(&e->h->oldest)) return fell_behind(e, c, lost, why);
+  *seq = c->seq;
+  c->seq++;
+  c->off = advance(e, c->off, recsize(r->len));
+  return SHM_OK;
+}
+
+/* The next event for cursor c, copied into *buf (grown as needed): its length
+ * and sequence number in *len and *seq.  As ev_find and ev_confirm, and
+ * SHM_ERRNO (ENOMEM). */
+static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint64_t *seq,
+                   uint64_t *lost, evwait *wt, const char **why) {
+  const unsigned char *p1;
+  size_t n1, n2;
+  evrec r;
+  int st = ev_find(e, c, &r, lost, wt, why);
+  if (st != SHM_OK) return st;
+  if (shm_buf_reserve(buf, r.len) != 0) {
+    errno = ENOMEM;
+    return SHM_ERRNO;
   }
+  ev_bytes(e, c, &r, &p1, &n1, &n2);
+  memcpy(buf->p, p1, n1);
+  memcpy(buf->p + n1, e->data, n2);
+  *len = r.len;
+  return ev_confirm(e, c, &r, seq, lost, why);
 }
 
 /* Figures, without the lock.  SHM_OK or SHM_CORRUPT (why). */
@@ -717,6 +767,8 @@ static int l_next(lua_State *L) {
   const char *why = NULL;
   size_t len = 0;
   uint64_t seq = 0, lost = 0;
+  /* copied and confirmed before any Lua allocation: a finalizer run by one
+   * could detach the ring or call next on this subscriber */
   int st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &seq, &lost, &wt, &why);
   if (st == SHM_OK) {
     lua_pushlstring(L, s->buf.p, len);
@@ -865,32 +917,37 @@ static int ffi_publish(void *ud, const char *msg, size_t len, double timeout, co
   return st == SHM_ERRNO ? SHM_FFI_FALLBACK : st; /* nothing published: l_publish says why */
 }
 
-static int ffi_next(void *ud, double timeout, const char **p, size_t *len, double *seq,
-                    const char **why) {
+/* The event's bytes in *p (the subscriber's staging buffer: a string made
+ * straight from the ring could outlive a detach made by a finalizer run
+ * while the pointer is boxed); its length and sequence number (or the count
+ * lost) in num[0] and num[1], numbers the caller reads before it makes any
+ * cdata or string. */
+static int ffi_next(void *ud, double timeout, const char **p, double *num, const char **why) {
   shm_subscriber *s = (shm_subscriber *)ud;
   evwait wt = {timeout, 0, {0, {0, 0}}};
   uint64_t n = 0, lost = 0;
+  size_t len = 0;
   int st;
   if (s->ev->seg->addr == NULL) return SHM_FFI_FALLBACK;
   *why = NULL;
-  *len = 0;
-  st = ev_next(&s->ev->core, &s->cur, &s->buf, len, &n, &lost, &wt, why);
+  st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &n, &lost, &wt, why);
   if (st == SHM_ERRNO) return SHM_FFI_FALLBACK; /* nothing taken: l_next says why */
   *p = s->buf.p;
-  *seq = (double)(st == EV_LOST ? lost : n);
+  num[0] = (double)len;
+  num[1] = (double)(st == EV_LOST ? lost : n);
   return st;
 }
 
 /* Keep in step with the cdef in lua/shm/ffi.lua. */
-typedef struct shm_events_ffi_api {
+typedef struct shm_events_ffi_api2 {
   int version;
   int lost;   /* the status next returns for "lost" (EV_LOST) */
   int toobig; /* the status publish returns for an event that can never fit */
   int (*publish)(void *, const char *, size_t, double, const char **);
-  int (*next)(void *, double, const char **, size_t *, double *, const char **);
-} shm_events_ffi_api;
+  int (*next)(void *, double, const char **, double *, const char **);
+} shm_events_ffi_api2;
 
-static const shm_events_ffi_api events_ffi = {1, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
+static const shm_events_ffi_api2 events_ffi = {2, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
 
 void shm_open_events(lua_State *L, int module, int methods) {
   (void)methods;

@@ -546,21 +546,23 @@ end
 -- (shm.events: publish and a subscriber's next; kept apart from the rest, and
 -- added to M.install by wrapping it)
 
-if not pcall(ffi.typeof, "shm_events_ffi_api") then
+-- (version 2: a new name, so that a process that also loaded an older copy of
+-- this file, with version 1's layout declared, cannot mix the two)
+if not pcall(ffi.typeof, "shm_events_ffi_api2") then
   ffi.cdef [[
-typedef struct shm_events_ffi_api {
+typedef struct shm_events_ffi_api2 {
   int version;
   int lost;
   int toobig;
   int (*publish)(void *, const char *, size_t, double, const char **);
-  int (*next)(void *, double, const char **, size_t *, double *, const char **);
-} shm_events_ffi_api;
+  int (*next)(void *, double, const char **, double *, const char **);
+} shm_events_ffi_api2;
 ]]
 end
 
 local function events(core, reg)
-  local api = core.events and cast("const shm_events_ffi_api *", core.events._ffi)
-  if not api or api.version ~= 1 then return end
+  local api = core.events and cast("const shm_events_ffi_api2 *", core.events._ffi)
+  if not api or api.version ~= 2 then return end
   local class, subclass = reg["shm.events"], reg["shm.subscriber"]
   local methods = class and rawget(class, "__index")
   local submethods = subclass and rawget(subclass, "__index")
@@ -568,6 +570,7 @@ local function events(core, reg)
   local known, check = checker(function(obj) return getmetatable(obj) == class end)
   local subknown, subcheck = checker(function(obj) return getmetatable(obj) == subclass end)
   local a_publish, a_next, LOST = api.publish, api.next, api.lost
+  local p_evnum = ffi.new("double[2]") -- next's results: the length, the sequence number or count
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_INTERRUPTED] = "interrupted" }
   local function corrupt()
     return "shm.events: corrupted events (" .. ffi_string(p_why[0]) .. ")"
@@ -593,9 +596,12 @@ local function events(core, reg)
       local self, t = ...
       t = timeout(t)
       if t and (subknown[self] or subcheck(self)) then
-        local r = a_next(self, t, p_ptr, p_size, p_num, p_why)
-        if r == ST_OK then return ffi_string(p_ptr[0], p_size[0]), p_num[0] end
-        if r == LOST then return nil, "lost", p_num[0] end
+        local r = a_next(self, t, p_ptr, p_evnum, p_why)
+        -- the numbers read before any cdata or string is made (a finalizer
+        -- run by an allocation may call next and write the cells again)
+        local len, seq = p_evnum[0], p_evnum[1]
+        if r == ST_OK then return ffi_string(p_ptr[0], len), seq end
+        if r == LOST then return nil, "lost", seq end
         local why = reasons[r]
         if why then return nil, why end
         if r == ST_CORRUPT then error(corrupt(), 2) end
