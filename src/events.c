@@ -575,6 +575,7 @@ typedef struct shm_subscriber {
   shm_events *ev; /* kept alive by the user value */
   evcursor cur;
   shm_buf buf; /* next's staging buffer */
+  int lent;    /* buf is lent to an FFI next making its string */
 } shm_subscriber;
 
 /* The events object at idx, attached.  The methods carry the metatable as
@@ -682,6 +683,7 @@ static int l_subscribe(lua_State *L) {
   s->cur = c;
   s->buf.p = NULL;
   s->buf.size = 0;
+  s->lent = 0;
   luaL_setmetatable(L, SUB_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -767,14 +769,26 @@ static int l_next(lua_State *L) {
   const char *why = NULL;
   size_t len = 0;
   uint64_t seq = 0, lost = 0;
+  shm_buf own = {NULL, 0};
   /* copied and confirmed before any Lua allocation: a finalizer run by one
-   * could detach the ring or call next on this subscriber */
-  int st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &seq, &lost, &wt, &why);
+   * could detach the ring or call next on this subscriber (while an FFI next
+   * holds the staging buffer, into a buffer of its own) */
+  int st = ev_next(&s->ev->core, &s->cur, s->lent ? &own : &s->buf, &len, &seq, &lost, &wt, &why);
   if (st == SHM_OK) {
-    lua_pushlstring(L, s->buf.p, len);
+    /* the event leaves the staging buffer before its string is made (5.1,
+     * 5.2 and LuaJIT collect first): a nested next grows another */
+    if (!s->lent) {
+      own = s->buf;
+      s->buf.p = NULL;
+      s->buf.size = 0;
+    }
+    lua_pushlstring(L, own.p, len);
+    if (!s->lent && s->buf.p == NULL) s->buf = own;
+    else shm_buf_free(&own);
     lua_pushinteger(L, (lua_Integer)seq);
     return 2;
   }
+  shm_buf_free(&own);
   if (st == EV_LOST) {
     lua_pushnil(L);
     lua_pushliteral(L, "lost");
@@ -928,14 +942,20 @@ static int ffi_next(void *ud, double timeout, const char **p, double *num, const
   uint64_t n = 0, lost = 0;
   size_t len = 0;
   int st;
-  if (s->ev->seg->addr == NULL) return SHM_FFI_FALLBACK;
+  if (s->ev->seg->addr == NULL || s->lent) return SHM_FFI_FALLBACK;
   *why = NULL;
   st = ev_next(&s->ev->core, &s->cur, &s->buf, &len, &n, &lost, &wt, why);
   if (st == SHM_ERRNO) return SHM_FFI_FALLBACK; /* nothing taken: l_next says why */
   *p = s->buf.p;
   num[0] = (double)len;
   num[1] = (double)(st == EV_LOST ? lost : n);
+  s->lent = st == SHM_OK; /* (until done: a finalizer's next takes the C API's path) */
   return st;
+}
+
+/* The caller of next made its string: the buffer is the subscriber's again. */
+static void ffi_nextdone(void *ud) {
+  ((shm_subscriber *)ud)->lent = 0;
 }
 
 /* Keep in step with the cdef in lua/shm/ffi.lua. */
@@ -945,9 +965,10 @@ typedef struct shm_events_ffi_api2 {
   int toobig; /* the status publish returns for an event that can never fit */
   int (*publish)(void *, const char *, size_t, double, const char **);
   int (*next)(void *, double, const char **, double *, const char **);
+  void (*done)(void *);
 } shm_events_ffi_api2;
 
-static const shm_events_ffi_api2 events_ffi = {2, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next};
+static const shm_events_ffi_api2 events_ffi = {3, EV_LOST, EV_TOOBIG, ffi_publish, ffi_next, ffi_nextdone};
 
 void shm_open_events(lua_State *L, int module, int methods) {
   (void)methods;

@@ -37,10 +37,12 @@ local type, error, tonumber = type, error, tonumber
 local floor = math.floor
 local getmetatable = debug.getmetatable
 
--- Keep in step with src/ffi.c, src/dict.c and src/queue.c.
-if not pcall(ffi.typeof, "shm_seg_ffi_api") then
+-- Keep in step with src/ffi.c, src/dict.c and src/queue.c.  (The names carry
+-- the layout's version: a process that also loaded an older copy of this file,
+-- with an older layout declared under the old names, cannot mix the two.)
+if not pcall(ffi.typeof, "shm_seg_ffi_v2") then
   ffi.cdef [[
-typedef struct shm_seg_ffi_api {
+typedef struct shm_seg_ffi_v2 {
   int version;
   double (*read)(void *, double, double, const char **);
   int (*write)(void *, const char *, size_t, double);
@@ -50,8 +52,8 @@ typedef struct shm_seg_ffi_api {
   int (*add)(void *, double, double, double *);
   int (*cas)(void *, double, double, double, double *);
   void (*done)(void *);
-} shm_seg_ffi_api;
-typedef struct shm_dict_ffi_api {
+} shm_seg_ffi_v2;
+typedef struct shm_dict_ffi_v2 {
   int version;
   int (*get)(void *, const char *, size_t, int, int *, const char **, uint32_t *, uint32_t *, int *);
   int (*store)(void *, int, int, const char *, size_t, int, const char *, size_t, uint32_t, double,
@@ -61,13 +63,13 @@ typedef struct shm_dict_ffi_api {
   int (*expire)(void *, const char *, size_t, double);
   const char *(*why)(void *);
   void (*done)(void *);
-} shm_dict_ffi_api;
-typedef struct shm_queue_ffi_api {
+} shm_dict_ffi_v2;
+typedef struct shm_queue_ffi_v2 {
   int version;
   int (*push)(void *, const char *, size_t, double, const char **);
   int (*pop)(void *, double, const char **, double *, const char **);
   void (*done)(void *);
-} shm_queue_ffi_api;
+} shm_queue_ffi_v2;
 ]]
 end
 
@@ -127,7 +129,7 @@ local i64ptr = ffi.typeof("const int64_t *")
 ---------------------------------------------------------------- segments
 
 local function segments(core, reg)
-  local api = cast("const shm_seg_ffi_api *", core._ffi)
+  local api = cast("const shm_seg_ffi_v2 *", core._ffi)
   if api.version ~= 2 then return end
   local class = reg["shm.segment"]
   local index = class and rawget(class, "__index")
@@ -247,7 +249,7 @@ end
 ---------------------------------------------------------------- dicts
 
 local function dicts(core, reg)
-  local api = cast("const shm_dict_ffi_api *", core.dict._ffi)
+  local api = cast("const shm_dict_ffi_v2 *", core.dict._ffi)
   local K = core.dict._ffi_codes
   if api.version ~= 2 or type(K) ~= "table" then return end
   local class = reg["shm.dict"]
@@ -473,7 +475,7 @@ local function timeout(t)
 end
 
 local function queues(core, reg)
-  local api = cast("const shm_queue_ffi_api *", core.queue._ffi)
+  local api = cast("const shm_queue_ffi_v2 *", core.queue._ffi)
   if api.version ~= 2 then return end
   local class = reg["shm.queue"]
   local methods = class and rawget(class, "__index")
@@ -546,30 +548,30 @@ end
 -- (shm.events: publish and a subscriber's next; kept apart from the rest, and
 -- added to M.install by wrapping it)
 
--- (version 2: a new name, so that a process that also loaded an older copy of
--- this file, with version 1's layout declared, cannot mix the two)
-if not pcall(ffi.typeof, "shm_events_ffi_api2") then
+-- (the name carries the layout's version, as above)
+if not pcall(ffi.typeof, "shm_events_ffi_v3") then
   ffi.cdef [[
-typedef struct shm_events_ffi_api2 {
+typedef struct shm_events_ffi_v3 {
   int version;
   int lost;
   int toobig;
   int (*publish)(void *, const char *, size_t, double, const char **);
   int (*next)(void *, double, const char **, double *, const char **);
-} shm_events_ffi_api2;
+  void (*done)(void *);
+} shm_events_ffi_v3;
 ]]
 end
 
 local function events(core, reg)
-  local api = core.events and cast("const shm_events_ffi_api2 *", core.events._ffi)
-  if not api or api.version ~= 2 then return end
+  local api = core.events and cast("const shm_events_ffi_v3 *", core.events._ffi)
+  if not api or api.version ~= 3 then return end
   local class, subclass = reg["shm.events"], reg["shm.subscriber"]
   local methods = class and rawget(class, "__index")
   local submethods = subclass and rawget(subclass, "__index")
   if type(methods) ~= "table" or type(submethods) ~= "table" then return end
   local known, check = checker(function(obj) return getmetatable(obj) == class end)
   local subknown, subcheck = checker(function(obj) return getmetatable(obj) == subclass end)
-  local a_publish, a_next, LOST = api.publish, api.next, api.lost
+  local a_publish, a_next, a_nextdone, LOST = api.publish, api.next, api.done, api.lost
   local p_evnum = ffi.new("double[2]") -- next's results: the length, the sequence number or count
   local reasons = { [ST_TIMEOUT] = "timeout", [ST_INTERRUPTED] = "interrupted" }
   local function corrupt()
@@ -600,7 +602,12 @@ local function events(core, reg)
         -- the numbers read before any cdata or string is made (a finalizer
         -- run by an allocation may call next and write the cells again)
         local len, seq = p_evnum[0], p_evnum[1]
-        if r == ST_OK then return ffi_string(p_ptr[0], len), seq end
+        if r == ST_OK then
+          -- (the subscriber's buffer stays lent to us until a_nextdone)
+          local ev = ffi_string(p_ptr[0], len)
+          a_nextdone(self)
+          return ev, seq
+        end
         if r == LOST then return nil, "lost", seq end
         local why = reasons[r]
         if why then return nil, why end
