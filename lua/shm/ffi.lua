@@ -112,7 +112,6 @@ end
 -- The scratch cells the C entry points write their results to.
 local p_ptr = ffi.new("const char *[1]")
 local p_num = ffi.new("double[1]")
-local p_size = ffi.new("size_t[1]")
 local p_type = ffi.new("int[1]")
 local p_flags = ffi.new("uint32_t[1]")
 local p_stale = ffi.new("int[1]")
