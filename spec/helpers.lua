@@ -376,7 +376,10 @@ function H.kill_storm(code, args, n, kills, check)
 end
 
 
---- The ```lua blocks of README.md's section `title` (## title), in order.
+--- The ```lua blocks of README.md's section `title` (## title), in order;
+-- the POSIX names the examples fix (README_NAMES) made this process's own, so
+-- that two suites running side by side never meet.
+local README_NAMES = { "jobs%-example", "lua%-shm%-from%-python" }
 function H.readme_blocks(title)
   local f = assert(io.open(H.root .. "/README.md"))
   local text = f:read("*a")
@@ -385,7 +388,10 @@ function H.readme_blocks(title)
   assert(start, "README has no section " .. title)
   local section = text:sub(start + 1):match("^(.-)\n## ") or text:sub(start + 1)
   local blocks = {}
-  for code in section:gmatch("\n```lua\n(.-)\n```") do blocks[#blocks + 1] = code end
+  for code in section:gmatch("\n```lua\n(.-)\n```") do
+    for _, name in ipairs(README_NAMES) do code = code:gsub(name, "%0-" .. H.pid) end
+    blocks[#blocks + 1] = code
+  end
   return blocks
 end
 
