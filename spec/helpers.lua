@@ -228,9 +228,20 @@ function H.spawn(code, args, opts)
   local p = assert(io.popen(cmd, "r"))
   local h = { pid = tonumber(p:read("*l")) }
   function h:line() return p:read("*l") end
-  function h:finish()
+  -- (a child that has not ended after `limit` seconds, 300 unless given, is
+  -- killed and raises here: a hang fails its spec instead of the suite)
+  function h:finish(limit)
+    local pid = self.pid
+    local ended = H.until_true(function()
+      local st = H.state(pid)
+      return st == nil or st == "Z"
+    end, limit or 300)
+    if not ended then H.kill(pid, "KILL") end
     local out, rc = finish(p)
     os.remove(script)
+    if not ended then
+      error(string.format("child %d still running after %d s (killed); its output:\n%s", pid, limit or 300, out), 2)
+    end
     return out, rc
   end
   return h
