@@ -775,16 +775,7 @@ static int l_next(lua_State *L) {
    * holds the staging buffer, into a buffer of its own) */
   int st = ev_next(&s->ev->core, &s->cur, s->lent ? &own : &s->buf, &len, &seq, &lost, &wt, &why);
   if (st == SHM_OK) {
-    /* the event leaves the staging buffer before its string is made (5.1,
-     * 5.2 and LuaJIT collect first): a nested next grows another */
-    if (!s->lent) {
-      own = s->buf;
-      s->buf.p = NULL;
-      s->buf.size = 0;
-    }
-    lua_pushlstring(L, own.p, len);
-    if (!s->lent && s->buf.p == NULL) s->buf = own;
-    else shm_buf_free(&own);
+    shm_pushbuf(L, &s->buf, s->lent, &own, len); /* (a finalizer may call next) */
     lua_pushinteger(L, (lua_Integer)seq);
     return 2;
   }

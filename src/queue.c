@@ -559,16 +559,7 @@ static int l_pop(lua_State *L) {
     shm_buf_free(&own);
     return failure(L, st, why, 1);
   }
-  /* Making the string can run a finalizer that pops from this queue: the
-   * message leaves the handle's buffer first (a nested pop grows another). */
-  if (!q->lent) {
-    own = q->buf;
-    q->buf.p = NULL;
-    q->buf.size = 0;
-  }
-  lua_pushlstring(L, own.p, len);
-  if (!q->lent && q->buf.p == NULL) q->buf = own;
-  else shm_buf_free(&own);
+  shm_pushbuf(L, &q->buf, q->lent, &own, len); /* (a finalizer may pop from this queue) */
   return 1;
 }
 

@@ -81,6 +81,17 @@ void shm_unpin(shm_segment *s) {
   if (s->pins > 0 && --s->pins == 0 && s->parked != NULL) closesegment(s);
 }
 
+void shm_pushbuf(lua_State *L, shm_buf *b, int lent, shm_buf *own, size_t len) {
+  if (!lent) {
+    *own = *b;
+    b->p = NULL;
+    b->size = 0;
+  }
+  lua_pushlstring(L, own->p, len);
+  if (!lent && b->p == NULL) *b = *own;
+  else shm_buf_free(own);
+}
+
 void shm_pushbytes(lua_State *L, shm_segment *s, const void *p, size_t n) {
   shm_pin(s);
   lua_pushlstring(L, (const char *)p, n); /* (5.1, 5.2, LuaJIT: may collect first) */

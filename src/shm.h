@@ -352,6 +352,11 @@ static inline void shm_buf_free(shm_buf *b) {
   b->p = NULL;
   b->size = 0;
 }
+/* Push the len bytes a core copied into a handle's buffer b (or, while b is
+ * lent to an FFI caller making its string, into `own`), and free `own`.
+ * Making the string can run a finalizer that calls the same handle: the
+ * bytes leave b first, and a nested call grows another buffer (segment.c). */
+void shm_pushbuf(lua_State *L, shm_buf *b, int lent, shm_buf *own, size_t len);
 
 /* ---- lock.c: a robust lock on one futex word (no pthread, no pointers in
  * shared memory), and the identity it records ----
