@@ -107,8 +107,8 @@ bench-deps:
 	@[ "$(BENCH_QUICK)" = 1 ] || sh bench/deps.sh
 
 # make bench-compare BASE=rev: this build beside rev's (built from git into
-# build/bench/base), the small-op, queue and round-trip loops interleaved in
-# one run (bench/compare.lua; BENCH_ROUNDS, default 5).
+# build/bench/base), the small-op, queue, round-trip and dict loops
+# interleaved in one run (bench/compare.lua; BENCH_ROUNDS, default 5).
 BASE ?= HEAD~1
 BENCH_BASE := build/bench/base
 .PHONY: bench-compare

@@ -1,4 +1,4 @@
--- make bench-compare BASE=rev: the same small-op, queue and round-trip loops
+-- make bench-compare BASE=rev: the same small-op, queue, round-trip and dict loops
 -- against two builds in one run, interleaved (base, this, base, this...), so
 -- that a change is measured beside what it changes.
 -- usage: compare.lua BASE_DIR THIS_DIR ROUNDS
@@ -22,6 +22,12 @@ local CASES = {
   { "queue 64 B, msgs/s", "msg.lua read queue 64 1000000" },
   { "queue 4 KiB, msgs/s", "msg.lua read queue 4096 200000" },
   { "queue round trip, us", "pingpong.lua client queue 50000" },
+  { "dict get 16 B hot key, ns", "dict.lua dict get16 1000000" },
+  { "dict set 16 B hot key, ns", "dict.lua dict set16 1000000" },
+  { "dict set 1 KiB, ns", "dict.lua dict set1k 500000" },
+  { "dict get over 10^4 keys, ns", "dict.lua dict get10k 1000000" },
+  { "dict set over 10^4 keys, ns", "dict.lua dict set10k 1000000" },
+  { "dict incr, ns", "dict.lua dict incr 1000000" },
 }
 
 local function run(dir, cmd)
