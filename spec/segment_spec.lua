@@ -268,4 +268,21 @@ describe("segment", function()
       assert.equal("bad=0 all=300", out)
     end
   end)
+
+  ;(jit and it or pending)("unmaps at detach after a read too big for a string raised (LuaJIT's limit)", function()
+    local path = H.tmpfile()
+    finally(function() os.remove(path) end)
+    assert(H.exec("truncate -s 2200000000 " .. H.shellquote(path))) -- (sparse)
+    local seg = assert(shm.map(path, nil, "r"))
+    local function mapped()
+      for l in io.lines("/proc/self/maps") do if l:find(path, 1, true) then return true end end
+      return false
+    end
+    local ok, err = pcall(seg.read, seg)
+    assert.is_false(ok)
+    assert.matches("string length overflow", err)
+    assert.is_true(mapped())
+    assert.is_true(seg:detach())
+    assert.is_false(mapped()) -- (the read's pin did not outlive its error)
+  end)
 end)

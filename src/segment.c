@@ -92,10 +92,30 @@ void shm_pushbuf(lua_State *L, shm_buf *b, int lent, shm_buf *own, size_t len) {
   else shm_buf_free(own);
 }
 
+/* (shm_pushbytes of a big string, protected) */
+static int pushbig(lua_State *L) {
+  lua_pushlstring(L, (const char *)lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+  return 1;
+}
+
 void shm_pushbytes(lua_State *L, shm_segment *s, const void *p, size_t n) {
+  int r;
+  if (n < 65536) {
+    shm_pin(s);
+    lua_pushlstring(L, (const char *)p, n); /* (5.1, 5.2, LuaJIT: may collect first) */
+    shm_unpin(s);
+    return;
+  }
+  /* A big string can fail (no memory; LuaJIT's length limit): the pin must
+   * not outlive the failure (a later detach would only park the mapping). */
+  luaL_checkstack(L, 3, NULL);
   shm_pin(s);
-  lua_pushlstring(L, (const char *)p, n); /* (5.1, 5.2, LuaJIT: may collect first) */
+  lua_pushcfunction(L, pushbig);
+  lua_pushlightuserdata(L, (void *)p);
+  lua_pushinteger(L, (lua_Integer)n);
+  r = lua_pcall(L, 2, 1, 0);
   shm_unpin(s);
+  if (r != 0) lua_error(L);
 }
 
 /* shm_segment_reserve (shm.h) past its test of the range kept.  A request

@@ -156,9 +156,16 @@ local function segments(core, reg)
         local n = a_read(self, off or 0, len or -1, p_ptr)
         if n >= 0 then
           -- (the segment stays pinned until a_rdone: a finalizer run while
-          -- the pointer or the string is made may detach it)
-          local s = ffi_string(p_ptr[0], n)
+          -- the pointer or the string is made may detach it; a big string
+          -- can fail, and the pin must not outlive that)
+          if n < 65536 then
+            local s = ffi_string(p_ptr[0], n)
+            a_rdone(self)
+            return s
+          end
+          local ok, s = pcall(ffi_string, p_ptr[0], n)
           a_rdone(self)
+          if not ok then error(s, 0) end
           return s
         end
       end
