@@ -313,13 +313,13 @@ describe("shm.dict under kill -9", function()
       end
       -- (a delete in flight when killed may have emptied the list: only the
       -- oldest elements may be missing then, or all of them when that
-      -- delete was the writer's last call)
+      -- delete was the writer's last call; what is left is then at most
+      -- Q + 1 and P + 1, a pop and a push in flight, which the order and
+      -- bounds checks above cover)
       local from = Q + 2
       if deletes then
         from = P + 1
         for n = Q + 2, P do if seen[n] then from = n break end end
-        assert.is_true(from <= P or len == 0,
-          string.format("%s: nothing of %d..%d left, but %d elements", L, Q + 2, P, len))
       end
       for n = from, P do
         assert.is_true(seen[n] or skipped[n], string.format("%s: element %d lost (%d..%d)", L, n, Q, P))
