@@ -75,7 +75,7 @@ end
 
 -- shm_status (src/shm.h); the entry points' SHM_FFI_FALLBACK (-1) and any
 -- other code go to the C API method
-local ST_OK, ST_TIMEOUT, ST_CLOSED, ST_INTERRUPTED, ST_CORRUPT = 0, 1, 2, 3, 4
+local ST_OK, ST_TIMEOUT, ST_CLOSED, ST_INTERRUPTED, ST_CORRUPT, ST_ERRNO = 0, 1, 2, 3, 4, 5
 
 -- calls each method handed to its C API counterpart ("segment:read",
 -- "dict:get", ...), for specs
@@ -98,6 +98,21 @@ local function checker(test)
     known[obj] = true
     return true
   end
+end
+
+-- The checker for a class whose metatable, and each object's own one, hold
+-- mt[key] = true for a light-userdata key no Lua code can make (segments,
+-- semaphores); nothing when the class has no such key.
+local function keyed(class)
+  local key
+  for k, v in pairs(class) do
+    if type(k) == "userdata" and v == true then key = k end
+  end
+  if key == nil then return nil end
+  return checker(function(obj)
+    local mt = getmetatable(obj)
+    return mt ~= nil and rawget(mt, key) == true
+  end)
 end
 
 -- Replace methods[name] by make(c), c being the C API method it falls back
@@ -134,17 +149,9 @@ local function segments(core, reg)
   local index = class and rawget(class, "__index")
   if type(index) ~= "function" then return end
   local _, methods = debug.getupvalue(index, 1)
-  -- the class's metatable and every attached segment's own one hold
-  -- mt[key] = true for a light-userdata key no Lua code can make
-  local key
-  for k, v in pairs(class) do
-    if type(k) == "userdata" and v == true then key = k end
-  end
-  if type(methods) ~= "table" or key == nil then return end
-  local known, check = checker(function(obj)
-    local mt = getmetatable(obj)
-    return mt ~= nil and rawget(mt, key) == true
-  end)
+  -- (the class's metatable and every attached segment's own one hold the key)
+  local known, check = keyed(class)
+  if type(methods) ~= "table" or known == nil then return end
   local a_read, a_write, a_fill = api.read, api.write, api.fill
   local a_load, a_store, a_add, a_cas, a_rdone = api.load, api.store, api.add, api.cas, api.done
 
@@ -536,23 +543,8 @@ local function queues(core, reg)
   return true
 end
 
---- Replace the hot methods of segments, dicts and queues by their FFI
--- versions (each class only if its entry points are the expected version).
--- Harmless to repeat: a method that is no longer the C function stays.
--- @param core the shm.core module
--- @treturn boolean whether every class got its fast paths
-function M.install(core)
-  local reg = debug.getregistry()
-  local a = segments(core, reg)
-  local b = dicts(core, reg)
-  local c = queues(core, reg)
-  M.active = (a and b and c) or false
-  return M.active
-end
-
 ---------------------------------------------------------------- events
--- (shm.events: publish and a subscriber's next; kept apart from the rest, and
--- added to M.install by wrapping it)
+-- (shm.events: publish and a subscriber's next)
 
 -- (the name carries the layout's version, as above)
 if not pcall(ffi.typeof, "shm_events_ffi_v3") then
@@ -626,19 +618,10 @@ local function events(core, reg)
   return true
 end
 
-local install_others = M.install
---- (wrapped: the classes above, then the event rings')
-function M.install(core)
-  local others = install_others(core)
-  local ev = events(core, debug.getregistry())
-  M.active = (others and ev) or false
-  return M.active
-end
 
 
 ---------------------------------------------------------------- sems
--- (shm.sem: acquire and release; kept apart from the rest, and added to
--- M.install by wrapping it.)  The C entry points (src/sem.c) do what the C
+-- (shm.sem: acquire and release.)  The C entry points (src/sem.c) do what the C
 -- API methods do once their arguments are checked, waits and signals
 -- included, and format the C API's message for an errno; a call they decline
 -- (a closed handle, several POSIX units released at once) and any argument
@@ -663,21 +646,12 @@ local function sems(core, reg)
   local class = reg["shm.sem"]
   local methods = class and rawget(class, "__index")
   if type(methods) ~= "table" then return end
-  -- every semaphore has a metatable of its own (src/sem.c: personalize);
-  -- each, and the class's, holds mt[key] = true for a light-userdata key
-  -- no Lua code can make
-  local key
-  for k, v in pairs(class) do
-    if type(k) == "userdata" and v == true then key = k end
-  end
-  if key == nil then return end
-  local known, check = checker(function(obj)
-    local mt = getmetatable(obj)
-    return mt ~= nil and rawget(mt, key) == true
-  end)
+  -- (every semaphore has a metatable of its own, src/sem.c: personalize;
+  -- each, and the class's, holds the key)
+  local known, check = keyed(class)
+  if known == nil then return end
   local a_acquire, a_release, a_message = api.acquire, api.release, api.message
   local SEMVMX, MSGMAX = api.semvmx, api.msgmax
-  local ST_ERRNO = 5 -- SHM_ERRNO
   local p_en = ffi.new("int[1]")
   local msgbuf = ffi.new("char[?]", MSGMAX)
 
@@ -727,12 +701,20 @@ local function sems(core, reg)
   return true
 end
 
-local install_before_sems = M.install
---- (wrapped: the classes above, then the semaphores')
+--- Replace the hot methods of segments, dicts, queues, event rings and
+-- semaphores by their FFI versions (each class only if its entry points are
+-- the expected version).  Harmless to repeat: a method that is no longer the
+-- C function stays.
+-- @param core the shm.core module
+-- @treturn boolean whether every class got its fast paths
 function M.install(core)
-  local others = install_before_sems(core)
-  local s = sems(core, debug.getregistry())
-  M.active = (others and s) or false
+  local reg = debug.getregistry()
+  local a = segments(core, reg)
+  local b = dicts(core, reg)
+  local c = queues(core, reg)
+  local d = events(core, reg)
+  local e = sems(core, reg)
+  M.active = (a and b and c and d and e) or false
   return M.active
 end
 
