@@ -78,11 +78,6 @@ typedef struct shm_segment {
                                 by this process, or at open (shm_segment_reserve) */
 } shm_segment;
 
-/* What differs between the kinds of segment (as liolib's per-stream closef,
- * luasocket's t_io): each backend exports one table, a segment points at its
- * kind's.  The functions that take a lua_State find the segment at stack
- * index 1 (a method's self: its user value holds the name or path) and
- * return Lua results: true or the info table, else nil, message, errno. */
 /* Making a Lua value (a string of the segment's bytes) can run a finalizer,
  * which can detach the segment: a function that reads the mapping while it
  * makes values pins it, and a detach meanwhile hides the mapping at once (any
@@ -93,6 +88,11 @@ void shm_unpin(shm_segment *s);
 /* lua_pushlstring of n bytes at p, inside s's mapping, pinned */
 void shm_pushbytes(lua_State *L, shm_segment *s, const void *p, size_t n);
 
+/* What differs between the kinds of segment (as liolib's per-stream closef,
+ * luasocket's t_io): each backend exports one table, a segment points at its
+ * kind's.  The functions that take a lua_State find the segment at stack
+ * index 1 (a method's self: its user value holds the name or path) and
+ * return Lua results: true or the info table, else nil, message, errno. */
 typedef struct shm_ops {
   const char *kind;      /* "sysv", "posix", "file" (seg.kind, stat().kind) */
   const char *namefield; /* field holding the name ("name", "path"), or NULL */
