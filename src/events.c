@@ -465,7 +465,7 @@ static int fell_behind(const evcore *e, evcursor *c, uint64_t *lost, const char 
 }
 
 /* Reading the next event is three steps: ev_find waits for the event and
- * validates its header, its bytes (ev_bytes) are copied out, ev_confirm
+ * validates its header, its bytes are copied out (ring_get), ev_confirm
  * checks that the copy is whole and moves the cursor on.  A copy that
  * ev_confirm rejects was written over while it was made: it is dropped.
  * (The copy goes to a private buffer, never straight into a Lua string:
@@ -505,16 +505,6 @@ static int ev_find(const evcore *e, evcursor *c, evrec *r, uint64_t *lost, evwai
   }
 }
 
-/* Where the bytes of the event ev_find found are: n1 at *p1, then n2 (the
- * rest, when the record wraps) at the ring's start. */
-static void ev_bytes(const evcore *e, const evcursor *c, const evrec *r, const unsigned char **p1,
-                     size_t *n1, size_t *n2) {
-  uint64_t at = advance(e, c->off, EV_RECHDR), room = e->ring - at;
-  *p1 = e->data + at;
-  *n1 = r->len < room ? r->len : (size_t)room;
-  *n2 = r->len - *n1;
-}
-
 /* After the copy: SHM_OK (it is whole: the cursor moves on; *seq is the
  * event's), EV_LOST (it was written over: drop it; as ev_find) or
  * SHM_CORRUPT (why). */
@@ -533,8 +523,6 @@ static int ev_confirm(const evcore *e, evcursor *c, const evrec *r, uint64_t *se
  * SHM_ERRNO (ENOMEM). */
 static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint64_t *seq,
                    uint64_t *lost, evwait *wt, const char **why) {
-  const unsigned char *p1;
-  size_t n1, n2;
   evrec r;
   int st = ev_find(e, c, &r, lost, wt, why);
   if (st != SHM_OK) return st;
@@ -542,9 +530,7 @@ static int ev_next(const evcore *e, evcursor *c, shm_buf *buf, size_t *len, uint
     errno = ENOMEM;
     return SHM_ERRNO;
   }
-  ev_bytes(e, c, &r, &p1, &n1, &n2);
-  memcpy(buf->p, p1, n1);
-  memcpy(buf->p + n1, e->data, n2);
+  ring_get(e, advance(e, c->off, EV_RECHDR), buf->p, r.len);
   *len = r.len;
   return ev_confirm(e, c, &r, seq, lost, why);
 }
